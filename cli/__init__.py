@@ -1,0 +1,90 @@
+"""The ``sppdet`` command line: a Click group whose commands call ``sppdet.stages``.
+
+Library errors (:class:`~sppdet.errors.SppdetError`) print as ``Error: ...`` and exit 1; usage
+errors exit 2 (Click's rule); a traceback is printed only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import click
+
+from sppdet import __version__
+from sppdet.errors import SppdetError
+from sppdet.progress import configure_logging
+
+from .context import Settings
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True,
+                    "max_content_width": 100}
+
+
+class SppdetGroup(click.Group):
+    """A group that turns sppdet's errors into clean ``Error:`` messages."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except SppdetError as exc:
+            if _debug(ctx):
+                traceback.print_exc()
+            raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except MemoryError as exc:
+            if _debug(ctx):
+                traceback.print_exc()
+            raise click.ClickException("out of memory; try fewer --jobs, fewer scales or a "
+                                       "smaller batch") from exc
+        except Exception as exc:
+            if _debug(ctx):
+                raise
+            raise click.ClickException(
+                f"internal error ({type(exc).__name__}: {exc}). This is a bug in sppdet; rerun "
+                "with --debug for the traceback and report it."
+            ) from exc
+
+
+def _debug(ctx: click.Context) -> bool:
+    settings = ctx.find_object(Settings)
+    return bool(settings and settings.debug)
+
+
+@click.group(cls=SppdetGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="sppdet")
+@click.option("--work-dir", "-w", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("sppdet-work"), envvar="SPPDET_WORK_DIR",
+              help="Folder for every artifact (proposals, features, models, detections, "
+                   "reports). Also SPPDET_WORK_DIR.")
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.option("--verbose", "-v", count=True, show_default=False, help="More logging (debug).")
+@click.option("--debug", is_flag=True, help="Print tracebacks of errors.")
+@click.pass_context
+def cli(ctx: click.Context, work_dir: Path, quiet: bool, verbose: int, debug: bool) -> None:
+    """sppdet: SPP-net object detection (He et al., 2014), one command per pipeline stage.
+
+    Each command reads files and writes files under --work-dir, with a record of how each
+    output was made; rerun a stage with other options and only what changed is rebuilt.
+    """
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose cannot be used together")
+    ctx.obj = Settings(work_dir=work_dir, quiet=quiet, verbose=verbose, debug=debug)
+    configure_logging(verbosity=verbose, quiet=quiet)
+
+
+def _register() -> None:
+    from . import data_commands
+
+    for command in data_commands.COMMANDS:
+        cli.add_command(command)
+
+
+_register()
+
+main = cli
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,186 @@
+"""VOC reading: the 1-based -> 0-based edge, real fixtures, and every bad-input case."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sppdet.data.voc import VOC_CLASSES, VOCDataset, discover_classes
+from sppdet.errors import DataError
+from tests.conftest import SHARED_DATA, make_voc_dataset, write_voc_xml
+
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(),
+                                  reason=f"real data folder {SHARED_DATA} is not beside the checkout")
+
+
+def kinds(dataset):
+    return sorted(p.kind for p in dataset.problems)
+
+
+def test_box_conversion_at_xml_edge(tiny_voc):
+    data = VOCDataset(tiny_voc, "trainval")
+    assert data.classes == ("circle", "square")
+    img1 = data["img1"]
+    # <xmin>1</xmin>..<xmax>10</xmax> -> [0, 10): 10 pixels wide
+    np.testing.assert_array_equal(img1.boxes, [[0, 0, 10, 20]])
+    img2 = data["img2"]
+    np.testing.assert_array_equal(img2.boxes, [[4, 5, 64, 48], [19, 19, 30, 30]])
+    np.testing.assert_array_equal(img2.labels, [1, 0])
+    np.testing.assert_array_equal(img2.difficult, [False, True])
+    np.testing.assert_array_equal(img2.truncated, [True, False])
+    assert len(data["img3"]) == 0 and data["img3"].boxes.shape == (0, 4)
+    assert data.problems == []
+
+
+def test_float_coordinate_is_kept_and_reported(tmp_path):
+    root = make_voc_dataset(tmp_path / "d", {"a": [{"name": "cat", "box": (10, 20.7, 20, 30.5)}]})
+    data = VOCDataset(root, "trainval")
+    np.testing.assert_allclose(data["a"].boxes, [[9, 19.7, 20, 30.5]], rtol=1e-6)
+    assert data["a"].boxes.dtype == np.float32
+    assert kinds(data) == ["float-coordinate"]
+    assert "a.xml" in str(data.problems[0])
+
+
+def test_degenerate_box_dropped_and_named(tmp_path):
+    root = make_voc_dataset(tmp_path / "d", {"a": [{"name": "cat", "box": (20, 5, 20, 5)},
+                                                   {"name": "cat", "box": (30, 5, 25, 9)},
+                                                   {"name": "cat", "box": (1, 1, 5, 5)}]})
+    data = VOCDataset(root, "trainval")
+    assert len(data["a"]) == 1
+    assert kinds(data) == ["box-degenerate", "box-degenerate"]
+    assert all("a.xml" in p.path for p in data.problems)
+    with pytest.raises(DataError, match="degenerate"):
+        VOCDataset(root, "trainval", strict=True)
+
+
+def test_box_outside_image_is_clipped(tmp_path):
+    root = make_voc_dataset(tmp_path / "d", {"a": [{"name": "cat", "box": (-4, 1, 80, 48)}]},
+                            size=(64, 48))
+    data = VOCDataset(root, "trainval")
+    np.testing.assert_array_equal(data["a"].boxes, [[0, 0, 64, 48]])
+    assert kinds(data) == ["box-clipped"]
+    # clipping is not severe: strict mode accepts it
+    VOCDataset(root, "trainval", strict=True)
+
+
+def test_box_entirely_outside_is_dropped(tmp_path):
+    root = make_voc_dataset(tmp_path / "d", {"a": [{"name": "cat", "box": (100, 1, 120, 10)}]},
+                            size=(64, 48))
+    data = VOCDataset(root, "trainval")
+    assert len(data["a"]) == 0 and kinds(data) == ["box-degenerate"]
+
+
+def test_unknown_class(tmp_path):
+    root = make_voc_dataset(tmp_path / "d", {"a": [{"name": "cat", "box": (1, 1, 5, 5)},
+                                                   {"name": "zebra", "box": (1, 1, 5, 5)}]})
+    data = VOCDataset(root, "trainval", classes=["cat"])
+    assert len(data["a"]) == 1
+    assert kinds(data) == ["class-unknown"]
+    assert "zebra" in str(data.problems[0])
+
+
+@pytest.mark.parametrize("text", ["<annotation><object><name>cat</name>",  # truncated
+                                  "not xml at all", ""])
+def test_malformed_xml_leaves_image_out(tmp_path, text):
+    root = make_voc_dataset(tmp_path / "d", {"a": [{"name": "cat", "box": (1, 1, 5, 5)}],
+                                             "b": [{"name": "cat", "box": (1, 1, 5, 5)}]})
+    (root / "Annotations" / "b.xml").write_text(text)
+    data = VOCDataset(root, "trainval")
+    assert data.image_ids == ["a"]
+    assert kinds(data) == ["xml-malformed"]
+    assert "b.xml" in str(data.problems[0])
+    with pytest.raises(DataError, match="b.xml"):
+        VOCDataset(root, "trainval", strict=True)
+
+
+def test_missing_image_and_missing_xml(tmp_path):
+    root = make_voc_dataset(tmp_path / "d", {"a": [], "b": [], "c": []})
+    (root / "JPEGImages" / "b.jpg").unlink()
+    (root / "Annotations" / "c.xml").unlink()
+    data = VOCDataset(root, "trainval", classes=["cat"])
+    assert data.image_ids == ["a"]
+    assert kinds(data) == ["image-missing", "xml-missing"]
+
+
+def test_missing_bndbox_and_non_numeric(tmp_path):
+    root = make_voc_dataset(tmp_path / "d", {"a": [{"name": "cat", "box": (1, 1, 5, 5)},
+                                                   {"name": "cat", "box": ("x", 1, 5, 5)}]})
+    data = VOCDataset(root, "trainval")
+    assert len(data["a"]) == 1 and kinds(data) == ["box-missing"]
+
+
+def test_size_missing_is_read_from_image(tmp_path):
+    root = make_voc_dataset(tmp_path / "d", {"a": []}, size=(40, 30))
+    write_voc_xml(root / "Annotations" / "a.xml", "a.jpg", None, None,
+                  [{"name": "cat", "box": (1, 1, 5, 5)}])
+    data = VOCDataset(root, "trainval")
+    assert (data["a"].width, data["a"].height) == (40, 30)
+    assert kinds(data) == ["size-from-image"]
+
+
+def test_empty_split_and_missing_split(tmp_path):
+    root = make_voc_dataset(tmp_path / "d", {"a": []})
+    (root / "ImageSets" / "Main" / "test.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="lists no image"):
+        VOCDataset(root, "test", classes=["cat"])
+    with pytest.raises(DataError, match="split file not found.*trainval"):
+        VOCDataset(root, "val", classes=["cat"])
+
+
+def test_not_a_dataset(tmp_path):
+    with pytest.raises(DataError, match="dataset folder not found"):
+        VOCDataset(tmp_path / "nope", "trainval")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="Annotations"):
+        VOCDataset(tmp_path / "empty", "trainval")
+
+
+def test_duplicate_id_in_split(tmp_path):
+    root = make_voc_dataset(tmp_path / "d", {"a": []})
+    (root / "ImageSets" / "Main" / "trainval.txt").write_text("a\na\n")
+    data = VOCDataset(root, "trainval", classes=["cat"])
+    assert data.image_ids == ["a"] and kinds(data) == ["duplicate-id"]
+
+
+def test_class_discovery_rules(tmp_path):
+    root = make_voc_dataset(tmp_path / "d", {"a": [{"name": "dog", "box": (1, 1, 5, 5)},
+                                                   {"name": "cat", "box": (1, 1, 5, 5)}]})
+    assert discover_classes(root) == VOC_CLASSES  # all names are VOC classes
+    root2 = make_voc_dataset(tmp_path / "e", {"a": [{"name": "RBC", "box": (1, 1, 5, 5)},
+                                                    {"name": "Platelets", "box": (1, 1, 5, 5)}]})
+    assert discover_classes(root2) == ("Platelets", "RBC")
+    (root2 / "classes.txt").write_text("RBC\nPlatelets\nWBC\n")
+    assert discover_classes(root2) == ("RBC", "Platelets", "WBC")
+
+
+@needs_shared
+def test_real_bccd_trainval():
+    data = VOCDataset(SHARED_DATA / "bccd", "trainval")
+    assert len(data) == 292
+    assert data.classes == ("Platelets", "RBC", "WBC")
+    degenerate = [p for p in data.problems if p.kind == "box-degenerate"]
+    assert sorted(Path(p.path).name for p in degenerate) == ["BloodImage_00338.xml",
+                                                             "BloodImage_00343.xml"]
+    assert not data.severe_problems()[2:]
+
+
+@needs_shared
+def test_real_voc2007_fixtures():
+    data = VOCDataset(SHARED_DATA / "voc-fixtures" / "VOC2007", "test")
+    assert len(data) == 12 and data.classes == VOC_CLASSES
+    assert sum(int(a.difficult.sum()) for a in data) == 7
+    first = data["000001"]
+    # 000001.xml: dog 48,240,195,371 and person 8,12,352,498 (1-based)
+    np.testing.assert_array_equal(first.boxes, [[47, 239, 195, 371], [7, 11, 352, 498]])
+    assert [data.classes[i] for i in first.labels] == ["dog", "person"]
+    assert data.problems == []
+    image = data.load_image("000001")
+    assert image.shape == (first.height, first.width, 3) and image.dtype == np.uint8
+
+
+@needs_shared
+def test_real_voc2012_fixtures():
+    data = VOCDataset(SHARED_DATA / "voc-fixtures" / "VOC2012", "test")
+    assert len(data) == 7
+    assert [p.kind for p in data.problems] == ["float-coordinate"]
+    assert "2011_003353.xml" in data.problems[0].path
