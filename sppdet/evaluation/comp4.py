@@ -36,8 +36,17 @@ def comp4_filename(split: str, class_name: str) -> str:
     return f"comp4_det_{split}_{class_name}.txt"
 
 
-def _number(value: np.floating) -> str:
-    return np.format_float_positional(value, unique=True, trim="-")
+def _format_numbers(values: np.ndarray) -> list[str]:
+    """Shortest positional decimal strings ``[D]`` that read back to ``values`` in their dtype."""
+    if values.dtype != np.float64:
+        return [np.format_float_positional(v, unique=True, trim="-") for v in values]
+    # For float64, repr is the same shortest round-trip string and several times faster; it
+    # switches to exponent notation below 1e-4 and from 1e16, where the positional form is used.
+    texts = [t[:-2] if t.endswith(".0") else t for t in map(repr, values.tolist())]
+    for i, text in enumerate(texts):
+        if "e" in text:
+            texts[i] = np.format_float_positional(values[i], unique=True, trim="-")
+    return texts
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -63,18 +72,21 @@ def format_comp4_lines(
         scores: ``[D]`` scores; written in their own float dtype's shortest exact form.
         boxes_xyxy: ``[D, 4]`` 0-based continuous boxes; written 1-based (``xyxy_to_voc``).
     """
-    scores = np.asarray(scores)
-    if not np.issubdtype(scores.dtype, np.floating):
+    scores = np.asarray(scores).reshape(-1)
+    if scores.dtype not in (np.float32, np.float64):
         scores = scores.astype(np.float64)
-    voc_boxes = xyxy_to_voc(boxes_xyxy)
-    lines = []
-    for image_id, score, box in zip(image_ids, scores, voc_boxes):
-        image_id = str(image_id)
+    voc_boxes = xyxy_to_voc(boxes_xyxy)  # float64; exact for float32 boxes (x + 1)
+    image_ids = [str(i) for i in image_ids]
+    if not (len(image_ids) == scores.shape[0] == voc_boxes.shape[0]):
+        raise DataError(
+            "image ids, scores and boxes must have the same length, got "
+            f"{len(image_ids)}, {scores.shape[0]}, {voc_boxes.shape[0]}"
+        )
+    for image_id in set(image_ids):
         if not image_id or any(ch.isspace() for ch in image_id):
             raise DataError(f"image id {image_id!r} cannot be written to a comp4 file")
-        coords = " ".join(_number(v) for v in box)
-        lines.append(f"{image_id} {_number(score)} {coords}")
-    return lines
+    columns = [_format_numbers(scores)] + [_format_numbers(voc_boxes[:, k]) for k in range(4)]
+    return list(map(" ".join, zip(image_ids, *columns)))
 
 
 def write_comp4_file(path: str | os.PathLike, detections: ClassDetections) -> Path:
@@ -164,21 +176,23 @@ def _parse_comp4_file(path: Path) -> tuple[ClassDetections, np.ndarray]:
                 f"got {len(fields)}: {line.strip()!r}"
             )
         try:
-            numbers = tuple(float(f) for f in fields[1:])
+            numbers = tuple(map(float, fields[1:]))
         except ValueError:
             raise DataError(
                 f"{path}:{line_number}: score and coordinates must be numbers "
                 f"('{LINE_FORMAT}'), got {line.strip()!r}"
             ) from None
-        if not all(np.isfinite(numbers)):
-            raise DataError(
-                f"{path}:{line_number}: score and coordinates must be finite, "
-                f"got {line.strip()!r}"
-            )
         image_ids.append(fields[0])
         values.append(numbers)
         line_numbers.append(line_number)
     table = np.array(values, dtype=np.float64).reshape(-1, 5)
+    not_finite = ~np.isfinite(table).all(axis=1)
+    if not_finite.any():
+        line_number = line_numbers[int(np.flatnonzero(not_finite)[0])]
+        raise DataError(
+            f"{path}:{line_number}: score and coordinates must be finite, "
+            f"got {text.splitlines()[line_number - 1].strip()!r}"
+        )
     detections = ClassDetections(
         np.array(image_ids, dtype=object), table[:, 0], voc_to_xyxy(table[:, 1:5])
     )

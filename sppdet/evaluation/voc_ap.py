@@ -274,7 +274,7 @@ def area_ap(recall: np.ndarray, precision: np.ndarray) -> float:
 
 
 def _devkit_overlaps(det_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
-    """Overlap of paired boxes ``[P, 4]`` and ``[P, 4]`` -> ``[P]``, -inf where they do not intersect.
+    """Overlap of paired boxes ``[P, 4]``, ``[P, 4]`` -> ``[P]``; -inf where they do not intersect.
 
     Elementwise (each detection only meets the boxes of its own image), which the all-pairs
     ``box_iou`` does not do; the formula and its order of operations are VOCevaldet's

@@ -4,7 +4,9 @@ VOCevaldet.m / VOCap.m (plain loops, 1-based coordinates, "+1" areas) compared o
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -113,7 +115,9 @@ def devkit_vocevaldet(gtids, recs, cls, ids, confidence, BB, use_07_metric=True,
         jmax = None
         for j in range(len(gt[i]["BB"])):
             bbgt = gt[i]["BB"][j]
-            bi = [max(bb[0], bbgt[0]), max(bb[1], bbgt[1]), min(bb[2], bbgt[2]), min(bb[3], bbgt[3])]
+            bi = [
+                max(bb[0], bbgt[0]), max(bb[1], bbgt[1]), min(bb[2], bbgt[2]), min(bb[3], bbgt[3])
+            ]
             iw = bi[2] - bi[0] + 1
             ih = bi[3] - bi[1] + 1
             if iw > 0 and ih > 0:
@@ -581,3 +585,73 @@ def test_comp4_files_reproduce_devkit_map(tmp_path: Path):
         assert ev_memory.mean_ap == ev_files.mean_ap
         for r, ap in zip(ev_files.per_class, devkit_aps):
             assert r.ap == pytest.approx(ap, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real VOC2007 annotations (difficult objects, real boxes), when the shared data is present.
+# ---------------------------------------------------------------------------------------------
+
+_SHARED_DATA = Path(
+    os.environ.get(
+        "SPPDET_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    )
+)
+_VOC07_FIXTURES = _SHARED_DATA / "voc-fixtures" / "VOC2007"
+
+
+@pytest.mark.skipif(
+    not (_VOC07_FIXTURES / "Annotations").is_dir(),
+    reason=f"real VOC2007 fixtures not found at {_VOC07_FIXTURES} (set SPPDET_SHARED_DATA)",
+)
+def test_real_voc2007_annotations_match_devkit_port():
+    gtids = (_VOC07_FIXTURES / "ImageSets" / "Main" / "test.txt").read_text().split()
+    recs = []
+    for gid in gtids:
+        root = ElementTree.parse(_VOC07_FIXTURES / "Annotations" / f"{gid}.xml").getroot()
+        recs.append([
+            {
+                "class": obj.findtext("name").strip(),
+                "bbox": [
+                    float(obj.find("bndbox").findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")
+                ],
+                "difficult": obj.findtext("difficult", "0").strip() == "1",
+            }
+            for obj in root.iter("object")
+        ])
+    assert any(o["difficult"] for objs in recs for o in objs)
+    class_names = sorted({o["class"] for objs in recs for o in objs})
+    rng = np.random.default_rng(0)
+    per_class = {name: ([], [], []) for name in class_names}
+    for gid, objs in zip(gtids, recs):
+        for obj in objs:
+            for _ in range(int(rng.integers(1, 4))):  # hits, duplicates and misses
+                box = [v + float(rng.integers(-25, 26)) for v in obj["bbox"]]
+                name = obj["class"]
+                if rng.random() < 0.15:
+                    name = class_names[int(rng.integers(0, len(class_names)))]
+                per_class[name][0].append(gid)
+                per_class[name][1].append(float(rng.integers(0, 20)) / 4)
+                per_class[name][2].append(box)
+    gt = [
+        ImageGroundTruth(
+            gid, voc_to_xyxy(np.array([o["bbox"] for o in objs]).reshape(-1, 4)),
+            np.array([class_names.index(o["class"]) for o in objs], dtype=np.int64),
+            np.array([o["difficult"] for o in objs], dtype=bool),
+        )
+        for gid, objs in zip(gtids, recs)
+    ]
+    detections = {
+        name: ClassDetections(
+            np.array(ids, dtype=object), np.array(s), voc_to_xyxy(np.array(b).reshape(-1, 4))
+        )
+        for name, (ids, s, b) in per_class.items()
+    }
+    for metric in ("11point", "area"):
+        ev = evaluate_detections(gt, detections, class_names, metric=metric)
+        for r in ev.per_class:
+            ids, scores, boxes = per_class[r.class_name]
+            _, _, ap, npos = devkit_vocevaldet(
+                gtids, recs, r.class_name, ids, scores, boxes, use_07_metric=(metric == "11point")
+            )
+            assert r.npos == npos
+            assert np.isclose(r.devkit_ap, ap, rtol=0, atol=1e-12, equal_nan=True)
