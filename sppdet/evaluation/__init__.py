@@ -1,0 +1,58 @@
+"""PASCAL VOC evaluation: devkit-exact AP (:mod:`.voc_ap`), VOC result files (:mod:`.comp4`)
+and reports (:mod:`.report`)."""
+
+from sppdet.evaluation.comp4 import (
+    Comp4Results,
+    comp4_filename,
+    read_comp4_dir,
+    read_comp4_file,
+    write_comp4_file,
+    write_comp4_files,
+)
+from sppdet.evaluation.report import (
+    ap_table,
+    plot_pr_curves,
+    report_dict,
+    write_report,
+    write_report_json,
+    write_report_markdown,
+)
+from sppdet.evaluation.voc_ap import (
+    METRICS,
+    VOC07_RECALL_THRESHOLDS,
+    ClassDetections,
+    ClassResult,
+    ImageGroundTruth,
+    VOCEvaluation,
+    area_ap,
+    class_detections_from_images,
+    evaluate_class,
+    evaluate_detections,
+    voc07_11point_ap,
+)
+
+__all__ = [
+    "METRICS",
+    "VOC07_RECALL_THRESHOLDS",
+    "ClassDetections",
+    "ClassResult",
+    "Comp4Results",
+    "ImageGroundTruth",
+    "VOCEvaluation",
+    "ap_table",
+    "area_ap",
+    "class_detections_from_images",
+    "comp4_filename",
+    "evaluate_class",
+    "evaluate_detections",
+    "plot_pr_curves",
+    "read_comp4_dir",
+    "read_comp4_file",
+    "report_dict",
+    "voc07_11point_ap",
+    "write_comp4_file",
+    "write_comp4_files",
+    "write_report",
+    "write_report_json",
+    "write_report_markdown",
+]

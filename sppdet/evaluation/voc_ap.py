@@ -1,0 +1,553 @@
+"""PASCAL VOC detection average precision, following the official devkit's ``VOCevaldet``.
+
+Protocols (``metric``):
+
+- ``"11point"``: VOC2007 (``VOCevaldet.m`` of the VOC2007 devkit): the mean over the 11 recall
+  thresholds of MATLAB's ``0:0.1:1`` of the highest precision at recall >= threshold.
+- ``"area"``: VOC2010 and later (``VOCap.m``): the area under the precision/recall curve made
+  monotone from the right.
+
+The matching rules are the devkit's, line for line (REFERENCE.md section 9):
+
+- per class, detections are sorted by score, descending, with a *stable* sort (MATLAB's
+  ``sort``): equal scores keep their input order;
+- each detection is compared with the ground-truth boxes of its class in its image and matched
+  to the one with the highest overlap (the first such box on a tie); only pairs that intersect
+  (``iw > 0 and ih > 0``) count;
+- overlap >= ``iou_threshold`` (0.5, inclusive): a *difficult* box makes the detection ignored
+  (neither true nor false positive), an unmatched box becomes a true positive and is marked, an
+  already marked box makes the detection a false positive (duplicate); overlap below the
+  threshold: false positive. A detection whose best box is taken is *not* re-matched to the
+  second best;
+- ``npos`` counts non-difficult objects; recall ``= cumsum(tp) / npos``, precision
+  ``= cumsum(tp) / (cumsum(tp) + cumsum(fp))``.
+
+Boxes are sppdet's 0-based continuous xyxy (:mod:`sppdet.boxes`): ``x2 - x1`` equals the
+devkit's ``xmax - xmin + 1``, so the overlaps are the devkit's "+1" overlaps.
+
+Where sppdet reports something other than the devkit, it says so in the result's ``flags``:
+
+- every detection of a class ignored (all on difficult objects): the devkit's precision is
+  0/0 and its 11-point AP is NaN; sppdet reports AP 0 with flag ``all_detections_ignored``;
+- a class with no non-difficult object (``npos == 0``): AP is undefined. The devkit gives 0
+  (11-point, when there are detections) or NaN (area); sppdet reports ``ap = None`` with flag
+  ``no_positives`` and leaves the class out of the mean AP. ``ClassResult.devkit_ap`` keeps
+  the devkit's own number;
+- a class with no detections gets AP 0 (as in the devkit) with flag ``no_detections``;
+- an image with no objects is legal (the devkit's annotation reader fails on it); an image id
+  listed twice in the ground truth is an error, and so is a detection on an image that the
+  ground truth does not list (the devkit's "unrecognized image").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sppdet.detections import ImageDetections
+from sppdet.errors import ConfigError, DataError
+
+METRICS: dict[str, str] = {
+    "11point": "VOC2007 11-point AP, devkit rules (VOCevaldet)",
+    "area": "VOC2010+ area under the interpolated PR curve, devkit rules (VOCevaldet, VOCap)",
+}
+
+# MATLAB's ``0:0.1:1`` as the VOC2007 devkit evaluates it. MATLAB's colon operator computes the
+# first half of the range as ``0 + k*0.1`` and the second half as ``1 - (10-k)*0.1``, so the
+# fourth threshold is 0.30000000000000004 (a recall of exactly 3/10 does not reach it) while the
+# seventh and eighth are exactly 0.6 and 0.7. ``np.arange(0, 1.1, 0.1)`` gives
+# 0.6000000000000001 and 0.7000000000000001, and ``k / 10`` gives 0.3: both differ.
+VOC07_RECALL_THRESHOLDS: tuple[float, ...] = (
+    0.0, 0.1, 0.2, 0.30000000000000004, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
+)
+
+FLAG_NO_POSITIVES = "no_positives"
+FLAG_NO_DETECTIONS = "no_detections"
+FLAG_ALL_IGNORED = "all_detections_ignored"
+
+
+@dataclass
+class ImageGroundTruth:
+    """The annotated objects of one image.
+
+    Attributes:
+        image_id: the dataset's image id.
+        boxes: float32 ``[M, 4]`` 0-based continuous xyxy (``voc_to_xyxy`` of the XML boxes).
+        labels: int64 ``[M]``, 0-based class indices.
+        difficult: bool ``[M]``; ``None`` means no object is difficult.
+
+    ``M = 0`` (an image with no objects) is allowed.
+    """
+
+    image_id: str
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.image_id, str) or not self.image_id:
+            raise DataError(f"image id must be a non-empty string, got {self.image_id!r}")
+        boxes = np.asarray(self.boxes, dtype=np.float32)
+        if boxes.size == 0:
+            boxes = boxes.reshape(0, 4)
+        labels = np.asarray(self.labels)
+        if labels.size and not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(
+                f"image {self.image_id}: ground-truth labels must be integers, "
+                f"got dtype {labels.dtype}"
+            )
+        labels = labels.astype(np.int64).reshape(-1)
+        if self.difficult is None:
+            difficult = np.zeros(labels.shape[0], dtype=bool)
+        else:
+            difficult = np.asarray(self.difficult).astype(bool).reshape(-1)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise DataError(
+                f"image {self.image_id}: ground-truth boxes must have shape [M, 4], "
+                f"got {boxes.shape}"
+            )
+        if not (boxes.shape[0] == labels.shape[0] == difficult.shape[0]):
+            raise DataError(
+                f"image {self.image_id}: ground-truth boxes, labels and difficult flags must "
+                f"have the same length, got {boxes.shape[0]}, {labels.shape[0]}, "
+                f"{difficult.shape[0]}"
+            )
+        if not np.isfinite(boxes).all():
+            raise DataError(f"image {self.image_id}: ground-truth boxes must be finite")
+        if labels.size and labels.min() < 0:
+            raise DataError(
+                f"image {self.image_id}: ground-truth labels must be >= 0, "
+                f"got {int(labels.min())}"
+            )
+        self.boxes = boxes
+        self.labels = labels
+        self.difficult = difficult
+
+
+@dataclass
+class ClassDetections:
+    """All detections of one class over a split, as in one VOC result (comp4) file.
+
+    Attributes:
+        image_ids: object array ``[D]`` of image id strings.
+        scores: float64 ``[D]``.
+        boxes: float64 ``[D, 4]`` 0-based continuous xyxy.
+
+    The order is the file's (or the producer's) order; it decides between equal scores.
+    """
+
+    image_ids: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+
+    def __post_init__(self) -> None:
+        image_ids = np.empty(len(self.image_ids), dtype=object)
+        image_ids[:] = [str(i) for i in self.image_ids]
+        scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+        boxes = np.asarray(self.boxes, dtype=np.float64)
+        if boxes.size == 0:
+            boxes = boxes.reshape(0, 4)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise DataError(f"detection boxes must have shape [D, 4], got {boxes.shape}")
+        if not (image_ids.shape[0] == scores.shape[0] == boxes.shape[0]):
+            raise DataError(
+                "detection image ids, scores and boxes must have the same length, got "
+                f"{image_ids.shape[0]}, {scores.shape[0]}, {boxes.shape[0]}"
+            )
+        if not (np.isfinite(scores).all() and np.isfinite(boxes).all()):
+            raise DataError("detection scores and boxes must be finite")
+        self.image_ids = image_ids
+        self.scores = scores
+        self.boxes = boxes
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @classmethod
+    def empty(cls) -> ClassDetections:
+        return cls(np.empty(0, dtype=object), np.zeros(0), np.zeros((0, 4)))
+
+
+@dataclass
+class ClassResult:
+    """Evaluation of one class.
+
+    Attributes:
+        class_index, class_name: which class.
+        ap: average precision in [0, 1]; ``None`` when undefined (``npos == 0``).
+        devkit_ap: the number the devkit itself would give (NaN where it gives NaN).
+        npos: non-difficult ground-truth objects.
+        n_detections: detections of the class (including ignored ones).
+        n_true_positives, n_false_positives, n_ignored: the devkit's assignment counts.
+        recall, precision: float64 ``[n_detections]``, cumulative, in score order, exactly
+            the devkit's ``rec`` and ``prec``: precision is NaN while only ignored detections
+            have been seen (0/0), recall is NaN everywhere when ``npos == 0``.
+        flags: any of ``no_positives``, ``no_detections``, ``all_detections_ignored``.
+    """
+
+    class_index: int
+    class_name: str
+    ap: float | None
+    devkit_ap: float
+    npos: int
+    n_detections: int
+    n_true_positives: int
+    n_false_positives: int
+    n_ignored: int
+    recall: np.ndarray = field(repr=False)
+    precision: np.ndarray = field(repr=False)
+    flags: tuple[str, ...] = ()
+
+
+@dataclass
+class VOCEvaluation:
+    """Per-class results and the mean AP over the classes whose AP is defined.
+
+    Attributes:
+        metric: ``"11point"`` or ``"area"``; ``protocol`` says it in words.
+        iou_threshold: the overlap that counts as a match (0.5 in VOC).
+        n_images: images in the ground truth.
+        per_class: one :class:`ClassResult` per class, in class-index order.
+        mean_ap: mean of the defined per-class APs; ``None`` when no class has positives.
+    """
+
+    metric: str
+    protocol: str
+    iou_threshold: float
+    n_images: int
+    per_class: tuple[ClassResult, ...]
+    mean_ap: float | None
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(r.class_name for r in self.per_class)
+
+    @property
+    def classes_in_mean(self) -> tuple[str, ...]:
+        return tuple(r.class_name for r in self.per_class if r.ap is not None)
+
+    @property
+    def classes_excluded_from_mean(self) -> tuple[str, ...]:
+        return tuple(r.class_name for r in self.per_class if r.ap is None)
+
+
+def voc07_11point_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC2007 11-point AP exactly as the VOC2007 devkit computes it (may return NaN).
+
+    For each threshold ``t`` of :data:`VOC07_RECALL_THRESHOLDS`: ``p = max(prec(rec >= t))``
+    with MATLAB's ``max`` (NaNs skipped; NaN if all are NaN), 0 when no recall reaches ``t``;
+    AP accumulates ``p / 11`` in that order.
+
+    Args:
+        recall, precision: float ``[D]`` cumulative curves in score order.
+    """
+    recall = np.asarray(recall, dtype=np.float64)
+    precision = np.asarray(precision, dtype=np.float64)
+    ap = 0.0
+    for threshold in VOC07_RECALL_THRESHOLDS:
+        reached = precision[recall >= threshold]
+        if reached.size == 0:
+            best = 0.0
+        else:
+            defined = reached[~np.isnan(reached)]
+            best = float(defined.max()) if defined.size else float("nan")
+        ap = ap + best / 11
+    return ap
+
+
+def area_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC2010+ AP (devkit ``VOCap.m``): area under the right-monotone PR curve.
+
+    ``mrec = [0, rec, 1]``, ``mpre = [0, prec, 0]``, ``mpre[i] = max(mpre[i], mpre[i+1])`` from
+    the right (MATLAB's ``max`` skips NaN, as ``np.fmax`` does), then the sum of
+    ``(mrec[i] - mrec[i-1]) * mpre[i]`` over the points where recall changes.
+    """
+    recall = np.asarray(recall, dtype=np.float64)
+    precision = np.asarray(precision, dtype=np.float64)
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    mpre = np.fmax.accumulate(mpre[::-1])[::-1]
+    changes = np.flatnonzero(mrec[1:] != mrec[:-1]) + 1
+    return float(np.sum((mrec[changes] - mrec[changes - 1]) * mpre[changes]))
+
+
+def _devkit_overlaps(det_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
+    """Overlap of paired boxes ``[P, 4]``, ``[P, 4]`` -> ``[P]``; -inf where they do not intersect.
+
+    Elementwise (each detection only meets the boxes of its own image), which the all-pairs
+    ``box_iou`` does not do; the formula and its order of operations are VOCevaldet's
+    (``iw*ih / (area_det + area_gt - iw*ih)``, only when ``iw > 0 and ih > 0``).
+    """
+    iw = np.minimum(det_boxes[:, 2], gt_boxes[:, 2]) - np.maximum(det_boxes[:, 0], gt_boxes[:, 0])
+    ih = np.minimum(det_boxes[:, 3], gt_boxes[:, 3]) - np.maximum(det_boxes[:, 1], gt_boxes[:, 1])
+    intersects = (iw > 0) & (ih > 0)
+    inter = iw * ih
+    union = (
+        (det_boxes[:, 2] - det_boxes[:, 0]) * (det_boxes[:, 3] - det_boxes[:, 1])
+        + (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
+        - inter
+    )
+    overlaps = np.full(det_boxes.shape[0], -np.inf)
+    overlaps[intersects] = inter[intersects] / union[intersects]
+    return overlaps
+
+
+class _GroundTruthIndex:
+    """Ground truth flattened once: all objects in image order, plus an id -> index map."""
+
+    def __init__(self, ground_truth: Sequence[ImageGroundTruth]) -> None:
+        self.image_index: dict[str, int] = {}
+        for i, record in enumerate(ground_truth):
+            if record.image_id in self.image_index:
+                raise DataError(
+                    f"image id {record.image_id!r} is listed twice in the ground truth "
+                    f"(positions {self.image_index[record.image_id]} and {i}); "
+                    "each image must appear once"
+                )
+            self.image_index[record.image_id] = i
+        self.n_images = len(ground_truth)
+        counts = np.array([r.labels.shape[0] for r in ground_truth], dtype=np.int64)
+        self.object_image = np.repeat(np.arange(self.n_images, dtype=np.int64), counts)
+        if self.n_images and counts.sum():
+            self.boxes = np.concatenate([r.boxes for r in ground_truth]).astype(np.float64)
+            self.labels = np.concatenate([r.labels for r in ground_truth])
+            self.difficult = np.concatenate([r.difficult for r in ground_truth])
+        else:
+            self.boxes = np.zeros((0, 4))
+            self.labels = np.zeros(0, np.int64)
+            self.difficult = np.zeros(0, bool)
+
+    def lookup(self, image_ids: np.ndarray, what: str) -> np.ndarray:
+        """Image indices of ``image_ids``; DataError naming the unknown ones."""
+        get = self.image_index.get
+        indices = [get(i, -1) for i in image_ids]
+        out = np.array(indices, dtype=np.int64)
+        if out.size and out.min() < 0:
+            unknown = sorted({str(i) for i, k in zip(image_ids, indices) if k < 0})
+            raise DataError(
+                f"{what}: {len(unknown)} image id(s) are not in the ground truth, e.g. "
+                f"{unknown[:5]}; evaluate against the split the detections were made on"
+            )
+        return out
+
+
+def _evaluate_class_indexed(
+    index: _GroundTruthIndex,
+    class_index: int,
+    class_name: str,
+    detections: ClassDetections,
+    metric: str,
+    iou_threshold: float,
+) -> ClassResult:
+    in_class = index.labels == class_index
+    gt_boxes = index.boxes[in_class]
+    gt_difficult = index.difficult[in_class]
+    gt_image = index.object_image[in_class]  # ascending: objects are stored in image order
+    gt_count = np.bincount(gt_image, minlength=index.n_images)
+    gt_start = np.cumsum(gt_count) - gt_count
+    npos = int((~gt_difficult).sum())
+
+    det_image = index.lookup(detections.image_ids, f"detections of class {class_name!r}")
+    # VOCevaldet: [~, si] = sort(-confidence); MATLAB's sort is stable.
+    order = np.argsort(-detections.scores, kind="stable")
+    det_image = det_image[order]
+    det_boxes = detections.boxes[order]
+    n_det = det_image.shape[0]
+
+    # Every (detection, ground-truth box of its image) pair, grouped by detection, boxes in
+    # their annotation order within a group.
+    pair_counts = gt_count[det_image]
+    pair_det = np.repeat(np.arange(n_det), pair_counts)
+    position_in_group = np.arange(pair_det.shape[0]) - np.repeat(
+        np.cumsum(pair_counts) - pair_counts, pair_counts
+    )
+    pair_gt = np.repeat(gt_start[det_image], pair_counts) + position_in_group
+    overlaps = _devkit_overlaps(det_boxes[pair_det], gt_boxes[pair_gt])
+
+    best_overlap = np.full(n_det, -np.inf)
+    np.maximum.at(best_overlap, pair_det, overlaps)
+    # VOCevaldet keeps the first box reaching the maximum (``if ov > ovmax``).
+    is_best = (overlaps == best_overlap[pair_det]) & (overlaps > -np.inf)
+    best_dets, first_pair = np.unique(pair_det[is_best], return_index=True)
+    best_gt = np.full(n_det, -1, dtype=np.int64)
+    best_gt[best_dets] = pair_gt[is_best][first_pair]
+
+    matched = best_overlap >= iou_threshold
+    true_positive = np.zeros(n_det, dtype=bool)
+    false_positive = ~matched
+    matched_dets = np.flatnonzero(matched)
+    matched_gt = best_gt[matched_dets]
+    on_difficult = gt_difficult[matched_gt]
+    countable = matched_dets[~on_difficult]  # ascending = score order
+    countable_gt = matched_gt[~on_difficult]
+    # The first detection (in score order) on a box takes it; later ones are duplicates.
+    _, first_on_box = np.unique(countable_gt, return_index=True)
+    true_positive[countable[first_on_box]] = True
+    duplicate = np.ones(countable.shape[0], dtype=bool)
+    duplicate[first_on_box] = False
+    false_positive[countable[duplicate]] = True
+
+    tp_cum = np.cumsum(true_positive, dtype=np.float64)
+    fp_cum = np.cumsum(false_positive, dtype=np.float64)
+    counted = tp_cum + fp_cum
+    precision = np.full(n_det, np.nan)
+    np.divide(tp_cum, counted, out=precision, where=counted > 0)
+    if npos > 0:
+        recall = tp_cum / npos
+    else:
+        recall = np.full(n_det, np.nan)
+
+    devkit_ap = voc07_11point_ap(recall, precision) if metric == "11point" else area_ap(
+        recall, precision
+    )
+    n_ignored = int(matched_dets.shape[0] - countable.shape[0])
+    flags: list[str] = []
+    ap: float | None = devkit_ap
+    if npos == 0:
+        flags.append(FLAG_NO_POSITIVES)
+        ap = None
+    if n_det == 0:
+        flags.append(FLAG_NO_DETECTIONS)
+        if ap is not None:
+            ap = 0.0
+    elif n_ignored == n_det:
+        flags.append(FLAG_ALL_IGNORED)
+        if ap is not None:
+            ap = 0.0
+    return ClassResult(
+        class_index=class_index,
+        class_name=class_name,
+        ap=ap,
+        devkit_ap=devkit_ap,
+        npos=npos,
+        n_detections=n_det,
+        n_true_positives=int(true_positive.sum()),
+        n_false_positives=int(false_positive.sum()),
+        n_ignored=n_ignored,
+        recall=recall,
+        precision=precision,
+        flags=tuple(flags),
+    )
+
+
+def _check_options(metric: str, iou_threshold: float) -> None:
+    if metric not in METRICS:
+        raise ConfigError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ConfigError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+
+
+def evaluate_class(
+    ground_truth: Sequence[ImageGroundTruth],
+    class_index: int,
+    detections: ClassDetections,
+    *,
+    class_name: str | None = None,
+    metric: str = "11point",
+    iou_threshold: float = 0.5,
+) -> ClassResult:
+    """Devkit AP of one class (see the module docstring for the rules and the flags).
+
+    Args:
+        ground_truth: one record per image of the split (images without objects included).
+        class_index: the class evaluated; ground-truth objects with other labels are ignored.
+        detections: that class's detections; every image id must be in ``ground_truth``.
+        class_name: name for the result (default ``str(class_index)``).
+        metric: ``"11point"`` (VOC2007, default) or ``"area"`` (VOC2010+).
+        iou_threshold: overlap needed for a match, inclusive (VOC: 0.5).
+    """
+    _check_options(metric, iou_threshold)
+    name = str(class_index) if class_name is None else class_name
+    return _evaluate_class_indexed(
+        _GroundTruthIndex(ground_truth), class_index, name, detections, metric, iou_threshold
+    )
+
+
+def class_detections_from_images(
+    detections: Sequence[ImageDetections], num_classes: int
+) -> list[ClassDetections]:
+    """Regroup per-image detections by class: ``[num_classes]`` lists in image, then box order.
+
+    Raises DataError for a label ``>= num_classes``.
+    """
+    if not detections:
+        return [ClassDetections.empty() for _ in range(num_classes)]
+    counts = np.array([len(d) for d in detections], dtype=np.int64)
+    ids = np.empty(len(detections), dtype=object)
+    ids[:] = [d.image_id for d in detections]
+    image_ids = np.repeat(ids, counts)
+    labels = np.concatenate([d.labels for d in detections])
+    scores = np.concatenate([d.scores for d in detections]).astype(np.float64)
+    boxes = np.concatenate([d.boxes for d in detections]).astype(np.float64).reshape(-1, 4)
+    if labels.size and labels.max() >= num_classes:
+        bad = int(np.flatnonzero(labels >= num_classes)[0])
+        raise DataError(
+            f"image {image_ids[bad]}: detection label {int(labels[bad])} is out of range for "
+            f"{num_classes} classes"
+        )
+    out = []
+    for c in range(num_classes):
+        mask = labels == c
+        out.append(ClassDetections(image_ids[mask], scores[mask], boxes[mask]))
+    return out
+
+
+def evaluate_detections(
+    ground_truth: Sequence[ImageGroundTruth],
+    detections: Sequence[ImageDetections] | Mapping[str, ClassDetections],
+    class_names: Sequence[str],
+    *,
+    metric: str = "11point",
+    iou_threshold: float = 0.5,
+) -> VOCEvaluation:
+    """Evaluate a split with the devkit rules: per-class AP and the mean AP.
+
+    Args:
+        ground_truth: one :class:`ImageGroundTruth` per image of the split; labels index
+            ``class_names``.
+        detections: either per-image :class:`ImageDetections` (labels index ``class_names``)
+            or a mapping from class name to :class:`ClassDetections` (as read from comp4
+            files); a class missing from the mapping has no detections.
+        class_names: the classes, in label order.
+        metric: ``"11point"`` (VOC2007, default) or ``"area"`` (VOC2010+).
+        iou_threshold: overlap needed for a match, inclusive (VOC: 0.5).
+
+    Returns:
+        :class:`VOCEvaluation`. Classes without non-difficult objects get ``ap = None`` and are
+        left out of ``mean_ap`` (the devkit would count them as 0 or NaN); see the flags.
+    """
+    _check_options(metric, iou_threshold)
+    names = [str(n) for n in class_names]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"class names must be unique, got {names}")
+    index = _GroundTruthIndex(ground_truth)
+    if index.labels.size and index.labels.max() >= len(names):
+        bad = int(np.flatnonzero(index.labels >= len(names))[0])
+        image_id = ground_truth[int(index.object_image[bad])].image_id
+        raise DataError(
+            f"image {image_id}: ground-truth label {int(index.labels[bad])} is out of range for "
+            f"{len(names)} classes"
+        )
+    if isinstance(detections, Mapping):
+        unknown = sorted(set(detections) - set(names))
+        if unknown:
+            raise DataError(f"detections for unknown classes {unknown}; classes are {names}")
+        per_class = [detections.get(n, ClassDetections.empty()) for n in names]
+    else:
+        per_class = class_detections_from_images(detections, len(names))
+    results = tuple(
+        _evaluate_class_indexed(index, c, names[c], per_class[c], metric, iou_threshold)
+        for c in range(len(names))
+    )
+    defined = [r.ap for r in results if r.ap is not None]
+    mean_ap = float(np.mean(defined)) if defined else None
+    return VOCEvaluation(
+        metric=metric,
+        protocol=METRICS[metric],
+        iou_threshold=iou_threshold,
+        n_images=index.n_images,
+        per_class=results,
+        mean_ap=mean_ap,
+    )
