@@ -1,0 +1,128 @@
+"""Pieces every stage shares: dataset identity, per-image parallel loops, summaries."""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from joblib import Parallel, delayed
+
+from sppdet.artifacts import ItemStore
+from sppdet.data.voc import VOCDataset
+from sppdet.progress import get_logger, progress
+
+log = get_logger("stages")
+
+
+def dataset_params(data: VOCDataset) -> dict[str, Any]:
+    """What identifies a dataset split in a record: its path, split, classes and a fingerprint.
+
+    The fingerprint hashes the split's ids, every annotation file's bytes and every image
+    file's size, so editing an annotation makes downstream artifacts stale without hashing
+    gigabytes of pixels.
+    """
+    digest = hashlib.sha256()
+    for ann in data:
+        digest.update(ann.image_id.encode())
+        xml = data.root / "Annotations" / f"{ann.image_id}.xml"
+        digest.update(xml.read_bytes())
+        digest.update(str(ann.image_path.stat().st_size).encode())
+    return {
+        "dataset": str(data.root.resolve()),
+        "split": data.split,
+        "classes": list(data.classes),
+        "n_images": len(data),
+        "fingerprint": digest.hexdigest()[:16],
+    }
+
+
+@dataclass
+class LoopStats:
+    """What a per-image loop did."""
+
+    done: int = 0
+    skipped_done: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    per_item_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def seconds_per_item(self) -> float:
+        return statistics.fmean(self.per_item_seconds) if self.per_item_seconds else 0.0
+
+
+def run_per_item(store: ItemStore, item_ids: Sequence[str],
+                 work: Callable[..., tuple[dict, dict]], args: Callable[[str], tuple],
+                 *, jobs: int = 1, desc: str = "", errors: tuple[type[BaseException], ...] = (),
+                 on_result: Callable[[str, dict, dict], None] | None = None) -> LoopStats:
+    """Run ``work(*args(item_id))`` for every pending item and commit each result to ``store``.
+
+    Workers only compute; this process alone writes (one writer per file). With ``jobs > 1``
+    the work runs in joblib's loky processes (fresh interpreters, so OpenCV's and PyTorch's
+    thread pools are never forked), and results are committed in completion order.
+
+    Args:
+        store: the per-item output.
+        item_ids: every item of this run (this shard); done ones are skipped.
+        work: a module-level function returning ``(arrays, attrs)`` for one item; it raises
+            one of ``errors`` for a per-item failure (recorded, the loop goes on).
+        args: builds the work function's arguments for an item id (small, picklable values).
+        jobs: worker processes.
+        desc: progress-bar label.
+        errors: exception types recorded as per-item failures.
+        on_result: called in this process with ``(item_id, arrays, attrs)`` after a commit.
+    """
+    pending = store.pending(item_ids)
+    stats = LoopStats(skipped_done=len(item_ids) - len(pending))
+    start = time.perf_counter()
+    if pending:
+        def call(item_id: str) -> tuple[str, Any, Any, float]:
+            return _timed(work, item_id, args(item_id), errors)
+
+        if jobs == 1:
+            results: Iterable = (call(i) for i in pending)
+        else:
+            results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+                delayed(_timed)(work, i, args(i), errors) for i in pending)
+        for item_id, arrays, attrs, seconds in progress(results, total=len(pending), desc=desc):
+            if arrays is None:
+                store.write_failure(item_id, attrs)
+                stats.failed[item_id] = attrs
+                log.warning("%s: failed: %s", item_id, attrs)
+                continue
+            store.write(item_id, arrays, attrs)
+            stats.done += 1
+            stats.per_item_seconds.append(seconds)
+            if on_result is not None:
+                on_result(item_id, arrays, attrs)
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _timed(work: Callable[..., tuple[dict, dict]], item_id: str, args: tuple,
+           errors: tuple[type[BaseException], ...]) -> tuple[str, Any, Any, float]:
+    start = time.perf_counter()
+    try:
+        arrays, attrs = work(*args)
+    except errors as exc:  # a per-item failure: reported by the caller, never silent
+        return item_id, None, f"{type(exc).__name__}: {exc}", time.perf_counter() - start
+    return item_id, arrays, attrs, time.perf_counter() - start
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def path_size(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
