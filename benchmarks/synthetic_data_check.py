@@ -57,7 +57,8 @@ def check_recall(config: DemoDataConfig, n_images: int, max_boxes: int) -> None:
     print(
         f"selective search fast, {len(ids)} test images, <= {max_boxes} boxes "
         f"(mean {np.mean(n_boxes):.0f}), {len(best_iou)} non-difficult objects: "
-        f"recall@0.5 = {np.mean(best_iou >= 0.5):.3f}, recall@0.7 = {np.mean(best_iou >= 0.7):.3f}, "
+        f"recall@0.5 = {np.mean(best_iou >= 0.5):.3f}, "
+        f"recall@0.7 = {np.mean(best_iou >= 0.7):.3f}, "
         f"mean best IoU = {best_iou.mean():.3f}  ({elapsed / len(ids):.2f} s/image)"
     )
 
@@ -133,10 +134,11 @@ def _lite0_trunk():
             mid = c_in * expand
             layers = []
             if expand != 1:
-                layers += [conv(f"{p}._expand_conv", c_in, mid, 1), bn(mid, f"{p}._bn0"), nn.ReLU6()]
-            layers += [conv(f"{p}._depthwise_conv", mid, mid, kernel, stride, mid),
-                       bn(mid, f"{p}._bn1"), nn.ReLU6(),
-                       conv(f"{p}._project_conv", mid, c_out, 1), bn(c_out, f"{p}._bn2")]  # fmt: skip
+                layers += [conv(f"{p}._expand_conv", c_in, mid, 1), bn(mid, f"{p}._bn0")]
+                layers += [nn.ReLU6()]
+            layers += [conv(f"{p}._depthwise_conv", mid, mid, kernel, stride, mid)]
+            layers += [bn(mid, f"{p}._bn1"), nn.ReLU6()]
+            layers += [conv(f"{p}._project_conv", mid, c_out, 1), bn(c_out, f"{p}._bn2")]
             self.body = nn.Sequential(*layers)
             self.skip = stride == 1 and c_in == c_out
 
@@ -159,10 +161,15 @@ def lite0_features(crops: list[np.ndarray], batch: int = 32) -> np.ndarray:
     out = []
     with torch.no_grad():
         for start in range(0, len(crops), batch):
-            rgb = [cv2.cvtColor(cv2.resize(c, (224, 224)), cv2.COLOR_BGR2RGB) for c in crops[start : start + batch]]
+            rgb = [
+                cv2.cvtColor(cv2.resize(crop, (224, 224)), cv2.COLOR_BGR2RGB)
+                for crop in crops[start : start + batch]
+            ]
             x = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float()
             fmap = trunk((x - 127.0) / 128.0)  # [B, 112, 14, 14], Lite preprocessing
-            pooled = [torch.nn.functional.adaptive_max_pool2d(fmap, n).flatten(1) for n in (1, 2, 3)]
+            pooled = [
+                torch.nn.functional.adaptive_max_pool2d(fmap, n).flatten(1) for n in (1, 2, 3)
+            ]
             out.append(torch.cat(pooled, dim=1).numpy())
     return np.concatenate(out)
 
@@ -181,8 +188,13 @@ def check_learnability(config: DemoDataConfig, n_train: int, n_test: int) -> Non
         f"crops: train {len(y_train)} ({n_train} images, {int((y_train > 0).sum())} objects), "
         f"test {len(y_test)} ({n_test} images, {int(objects.sum())} objects)"
     )
-    print("labels: 0=background, " + ", ".join(f"{k + 1}={n}" for k, n in enumerate(config.classes)))
-    for name, extract in (("HOG 112x112", hog_features), ("EfficientNet-Lite0 stride-16 pyramid", lite0_features)):
+    names = ", ".join(f"{k + 1}={name}" for k, name in enumerate(config.classes))
+    print(f"labels: 0=background, {names}")
+    extractors = (
+        ("HOG 112x112", hog_features),
+        ("EfficientNet-Lite0 stride-16 pyramid", lite0_features),
+    )
+    for name, extract in extractors:
         started = time.perf_counter()
         x_train, x_test = extract(train_crops), extract(test_crops)
         scaler = StandardScaler().fit(x_train)
