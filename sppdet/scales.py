@@ -50,12 +50,16 @@ SCALE_RULES = ("paper", "released")
 
 def _check_image_size(height: int, width: int) -> None:
     if int(height) != height or int(width) != width or height < 1 or width < 1:
-        raise DataError(f"image size must be two positive integers (height, width), got ({height}, {width})")
+        raise DataError(
+            f"image size must be two positive integers (height, width), got ({height}, {width})"
+        )
 
 
 def _check_scale(scale: int) -> None:
     if int(scale) != scale or scale < 1:
-        raise ConfigError(f"a scale must be a positive integer (shorter side in pixels), got {scale!r}")
+        raise ConfigError(
+            f"a scale must be a positive integer (shorter side in pixels), got {scale!r}"
+        )
 
 
 def resized_size(height: int, width: int, scale: int) -> tuple[int, int]:

@@ -45,7 +45,9 @@ def rcnn_context_boxes(boxes_xyxy: np.ndarray | Tensor, size: int, context_pad: 
     if int(size) != size or size < 1:
         raise ConfigError(f"warp size must be a positive integer (pixels), got {size!r}")
     if int(context_pad) != context_pad or context_pad < 0 or 2 * context_pad >= size:
-        raise ConfigError(f"context_pad must be an integer in [0, size / 2), got {context_pad!r} for size {size}")
+        raise ConfigError(
+            f"context_pad must be an integer in [0, size / 2), got {context_pad!r} for size {size}"
+        )
     if isinstance(boxes_xyxy, Tensor):
         boxes_xyxy = boxes_xyxy.detach().cpu().numpy()
     boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
@@ -57,7 +59,7 @@ def rcnn_context_boxes(boxes_xyxy: np.ndarray | Tensor, size: int, context_pad: 
 
 
 def _image_to_chw(image: np.ndarray | Tensor) -> Tensor:
-    """numpy ``[H, W, 3]`` (OpenCV/PIL layout) or tensor ``[3, H, W]`` -> float tensor ``[3, H, W]``."""
+    """numpy ``[H, W, 3]`` (OpenCV/PIL layout) or tensor ``[3, H, W]`` -> float ``[3, H, W]``."""
     if isinstance(image, Tensor):
         if image.dim() != 3 or image.shape[0] != 3:
             raise DataError(f"an image tensor must be [3, H, W], got {tuple(image.shape)}")
@@ -111,15 +113,23 @@ def warp_windows(
         return chw.new_zeros((0, 3, size, size))
     fill_t = torch.as_tensor(fill, dtype=chw.dtype, device=chw.device).reshape(-1)
     if fill_t.numel() not in (1, 3):
-        raise ConfigError(f"fill must be one value or one per channel (3), got {fill_t.numel()} values")
+        raise ConfigError(
+            f"fill must be one value or one per channel (3), got {fill_t.numel()} values"
+        )
     fill_t = fill_t.expand(3).reshape(3, 1, 1)
     # Shift so that the fill is 0 and add a 1-pixel border of it: roi_align then reads the
     # fill everywhere outside the image (it returns 0 beyond the border and replicates the
     # border row within one pixel of it).
     padded = torch.nn.functional.pad(chw - fill_t, (1, 1, 1, 1))  # [3, H + 2, W + 2]
     rois = torch.zeros((num_windows, 5), dtype=chw.dtype, device=chw.device)
-    rois[:, 1:] = torch.as_tensor(dilated + 1.0, dtype=chw.dtype, device=chw.device)  # 1-pixel border
+    # + 1: the boxes move with the 1-pixel border.
+    rois[:, 1:] = torch.as_tensor(dilated + 1.0, dtype=chw.dtype, device=chw.device)
     warped = roi_align(
-        padded[None], rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=1, aligned=True
+        padded[None],
+        rois,
+        output_size=(size, size),
+        spatial_scale=1.0,
+        sampling_ratio=1,
+        aligned=True,
     )  # [N, 3, size, size]
     return warped + fill_t

@@ -63,7 +63,13 @@ RELEASED_ZF5_CELL_CENTER = 20.5
 
 
 def _edges_to_cells(
-    low: np.ndarray, high: np.ndarray, center0: float, stride: int, size: int, rule: str, offset: float
+    low: np.ndarray,
+    high: np.ndarray,
+    center0: float,
+    stride: int,
+    size: int,
+    rule: str,
+    offset: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One axis: continuous window edges ``[N]`` -> inclusive cell range ``[N]``, ``[N]``."""
     # Centres of the window's first and last pixel (see the module docstring).

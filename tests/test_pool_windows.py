@@ -75,7 +75,9 @@ def test_pool_windows_groups_by_scale_like_one_call_per_window():
     boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
     boxes[:5, 2] = boxes[:5, 0]  # degenerate windows
     for scale_per_box in (None, rng.choice(scales, size=len(boxes))):
-        got = pool_windows(maps, (60, 80), boxes, scale_per_box, stride=16, cell_centers_fn=PatchNet().cell_centers)
+        got = pool_windows(
+            maps, (60, 80), boxes, scale_per_box, stride=16, cell_centers_fn=PatchNet().cell_centers
+        )
         assert got.shape == (40, 4 * 50)
         chosen = select_scales(boxes, (60, 80), scales) if scale_per_box is None else scale_per_box
         for k, (box, scale) in enumerate(zip(boxes, chosen)):
@@ -90,12 +92,16 @@ def test_pool_windows_groups_by_scale_like_one_call_per_window():
 def test_released_rules_are_passed_through():
     maps = {480: coordinate_maps(30, 40), 688: coordinate_maps(43, 57)}
     boxes = np.array([[0.0, 0.0, 105.0, 105.0]])  # of {480, 688} the paper's rule picks 688
-    paper = pool_windows(maps, (375, 500), boxes, None, stride=16, cell_centers_fn=lambda h, w: (0.5, 0.5), levels=(1,))
+    paper = pool_windows(
+        maps, (375, 500), boxes, None, stride=16, cell_centers_fn=lambda h, w: (0.5, 0.5),
+        levels=(1,),
+    )
     released = pool_windows(
         maps, (375, 500), boxes, [688], stride=16, cell_centers_fn=lambda h, w: (20.5, 20.5),
         levels=(1,), mapping_rule="released",
     )
-    # Paper rule at 688: x 105 * 1.834 = 192.57 -> cells floor(0/16)+1 = 1 .. ceil(191.57/16)-1 = 11.
+    # Paper rule at 688: x 105 * 1.834 = 192.57 -> cells floor(0/16)+1 = 1 to
+    # ceil(191.57/16)-1 = 11.
     assert paper.tolist() == [[11.0, -1.0, 11.0, -1.0]]
     # Released rule: ceil((192.57 - 0.5 - 20.5 - 6.5) / 16 - 0.5) = ceil(9.82) = 10 (y: 192.64
     # gives 10 too); left floor((0 + 0.5 - 20.5 + 6.5) / 16 + 0.5) = -1, clamped to 0.
@@ -106,14 +112,16 @@ def test_empty_and_invalid_inputs():
     maps = {688: torch.zeros(8, 43, 57)}
     kwargs = dict(stride=16, cell_centers_fn=lambda h, w: (0.5, 0.5))
     assert pool_windows(maps, (375, 500), np.zeros((0, 4)), None, **kwargs).shape == (0, 400)
-    batched = pool_windows({688: torch.zeros(1, 8, 43, 57)}, (375, 500), [[0, 0, 10, 10]], None, **kwargs)
+    batched_map = {688: torch.zeros(1, 8, 43, 57)}
+    batched = pool_windows(batched_map, (375, 500), [[0, 0, 10, 10]], None, **kwargs)
     assert batched.shape == (1, 400)
     with pytest.raises(ConfigError, match="no feature map for scale 480"):
         pool_windows(maps, (375, 500), [[0, 0, 10, 10]], [480], **kwargs)
     with pytest.raises(ConfigError, match="at least one feature map"):
         pool_windows({}, (375, 500), [[0, 0, 10, 10]], None, **kwargs)
     with pytest.raises(DataError, match="channels"):
-        pool_windows({480: torch.zeros(4, 30, 40), 688: torch.zeros(8, 43, 57)}, (375, 500), [[0, 0, 1, 1]], None, **kwargs)
+        mixed = {480: torch.zeros(4, 30, 40), 688: torch.zeros(8, 43, 57)}
+        pool_windows(mixed, (375, 500), [[0, 0, 1, 1]], None, **kwargs)
     with pytest.raises(DataError, match="one scale per window"):
         pool_windows(maps, (375, 500), [[0, 0, 10, 10]], [688, 688], **kwargs)
     with pytest.raises(DataError, match=r"\[N, 4\]"):

@@ -46,7 +46,8 @@ def test_scale_boxes_maps_the_image_extent_onto_the_resized_extent():
     boxes = np.array([[0.0, 0.0, 500.0, 375.0], [10.0, 20.0, 30.0, 40.0]])
     scaled = scale_boxes(boxes, (375, 500), 688)
     np.testing.assert_allclose(scaled[0], [0.0, 0.0, 917.0, 688.0], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(scaled[1], [10 * 1.834, 20 * 688 / 375, 30 * 1.834, 40 * 688 / 375], rtol=1e-12)
+    fy = 688 / 375
+    np.testing.assert_allclose(scaled[1], [10 * 1.834, 20 * fy, 30 * 1.834, 40 * fy], rtol=1e-12)
     as_tensor = scale_boxes(torch.from_numpy(boxes), (375, 500), 688)
     assert isinstance(as_tensor, torch.Tensor)
     np.testing.assert_array_equal(as_tensor.numpy(), scaled)
@@ -58,7 +59,8 @@ def test_resize_image_agrees_with_scale_boxes():
     image[50:100, 100:150] = 255  # box [100, 50, 150, 100]
     resized = resize_image(image, 750)  # factor exactly 2
     assert resized.shape == (750, 1000, 3) and resized.dtype == np.uint8
-    x1, y1, x2, y2 = scale_boxes(np.array([[100.0, 50.0, 150.0, 100.0]]), (375, 500), 750)[0].astype(int)
+    box = np.array([[100.0, 50.0, 150.0, 100.0]])
+    x1, y1, x2, y2 = scale_boxes(box, (375, 500), 750)[0].astype(int)
     assert (x1, y1, x2, y2) == (200, 100, 300, 200)
     # Bilinear upsampling blends only the one output pixel on each side of an edge.
     assert (resized[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1] == 255).all()
@@ -104,7 +106,7 @@ def test_select_scales_hand_computed():
     boxes = np.array(
         [
             [0.0, 0.0, 175.0, 175.0],  # 175 * 480/375 = 224 exactly -> 480
-            [0.0, 0.0, 100.0, 100.0],  # at 864: 230.4 px side (|53084 - 50176|) beats 688's 183.5 -> 864
+            [0.0, 0.0, 100.0, 100.0],  # 864: side 230.4 px (|53084 - 50176|) beats 688's 183.5
             [0.0, 0.0, 500.0, 375.0],  # whole image: smallest scale
             [5.0, 5.0, 5.0, 5.0],  # degenerate: counted as one pixel -> largest scale
         ]

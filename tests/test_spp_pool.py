@@ -11,6 +11,7 @@ from sppdet.errors import ConfigError, DataError
 from sppdet.spp import (
     DEFAULT_LEVELS,
     SpatialPyramidPool,
+    _direct_levels,
     _inexact_window_sizes,
     spp_output_dim,
     spp_pool,
@@ -45,8 +46,9 @@ def random_cells(rng: np.random.Generator, height: int, width: int, count: int) 
     ys = np.sort(rng.integers(0, height, size=(count, 2)), axis=1)
     cells = [np.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], axis=1)]
     cells.append(np.array([[0, 0, width - 1, height - 1]]))  # whole map
-    cells.append(np.array([[width - 1, height - 1, width - 1, height - 1], [0, 0, 0, 0]]))  # corner cells
-    cells.append(np.array([[rng.integers(0, width), 0, width - 1, height - 1]]))  # right/bottom border
+    corner = [width - 1, height - 1, width - 1, height - 1]
+    cells.append(np.array([corner, [0, 0, 0, 0]]))  # single corner cells
+    cells.append(np.array([[rng.integers(0, width), 0, width - 1, height - 1]]))  # right border
     cells.append(np.array([[0, rng.integers(0, height), rng.integers(0, width), height - 1]]))
     return np.concatenate(cells).astype(np.int64)
 
@@ -73,13 +75,34 @@ def test_large_windows_match_reference():
     torch.testing.assert_close(spp_pool(fmap, cells), reference_spp(fmap, cells), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(
+    "levels", [(1,), (2, 1), (6, 4, 3, 2, 1), (1, 3, 12, 6), (5, 10, 2), (16, 8, 9, 3)]
+)
+def test_other_pyramids_match_reference(levels):
+    rng = np.random.default_rng(sum(levels))
+    fmap = torch.from_numpy(rng.standard_normal((2, 30, 41))).float()
+    cells = random_cells(rng, 30, 41, count=25)
+    got = spp_pool(fmap, cells, levels=levels)
+    assert got.shape == (len(cells), 2 * sum(n * n for n in levels))
+    torch.testing.assert_close(got, reference_spp(fmap, cells, levels), rtol=0, atol=0)
+
+
+def test_only_levels_without_a_finer_multiple_read_the_map():
+    assert _direct_levels((6, 3, 2, 1)) == (6,)
+    assert _direct_levels((1, 2, 3, 6)) == (6,)
+    assert _direct_levels((6, 4, 3, 2, 1)) == (6, 4)
+    assert _direct_levels((5, 3)) == (5, 3)
+
+
 def test_batched_maps_use_batch_idx():
     rng = np.random.default_rng(3)
     maps = torch.from_numpy(rng.standard_normal((3, 2, 9, 11))).float()
     cells = random_cells(rng, 9, 11, count=8)
     batch_idx = rng.integers(0, 3, size=len(cells))
     got = spp_pool(maps, cells, batch_idx)
-    expected = torch.cat([reference_spp(maps[b], cells[k : k + 1]) for k, b in enumerate(batch_idx)])
+    expected = torch.cat(
+        [reference_spp(maps[b], cells[k : k + 1]) for k, b in enumerate(batch_idx)]
+    )
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
@@ -129,9 +152,10 @@ def test_roi_pool_float_bins_are_exact_only_for_the_checked_levels():
             got = roi_pool(fmap, rois, output_size=(1, level), spatial_scale=1.0)[:, 0, 0, :]
             for k, width in enumerate(range(1, max_width + 1)):
                 window = fmap[0, 0, 0, :width]
-                expected = torch.stack(
-                    [window[(i * width) // level : -((-(i + 1) * width) // level)].max() for i in range(level)]
-                )
+                bins = [
+                    ((i * width) // level, -((-(i + 1) * width) // level)) for i in range(level)
+                ]
+                expected = torch.stack([window[start:end].max() for start, end in bins])
                 if not torch.equal(got[k], expected):
                     found.add(width)
         predicted = {w for w in _inexact_window_sizes(level, "float32", 4096) if w <= max_width}

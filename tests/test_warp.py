@@ -14,7 +14,8 @@ from sppdet.warp import rcnn_context_boxes, warp_windows
 def test_context_boxes_hand_computed():
     boxes = np.array([[0.0, 0.0, 192.0, 192.0], [150.0, 60.0, 270.0, 300.0]])
     dilated = rcnn_context_boxes(boxes, 224, 16)  # dilation 224 / 192 = 7 / 6
-    np.testing.assert_allclose(dilated, [[-16, -16, 208, 208], [140, 40, 280, 320]], rtol=0, atol=1e-9)
+    expected = [[-16, -16, 208, 208], [140, 40, 280, 320]]
+    np.testing.assert_allclose(dilated, expected, rtol=0, atol=1e-9)
     np.testing.assert_array_equal(rcnn_context_boxes(boxes, 224, 0), boxes)
 
 
@@ -29,7 +30,8 @@ def test_interior_window_matches_crop_and_resize():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(400, 500, 3), dtype=np.uint8)
     image = cv2.GaussianBlur(image, (0, 0), 3)  # a smooth image, like a photograph
-    box = [150.0, 60.0, 270.0, 300.0]  # dilated [140, 40, 280, 320]: x 140 -> 224 (up), y 280 -> 224 (down)
+    # Dilated to [140, 40, 280, 320]: x 140 -> 224 pixels (up), y 280 -> 224 (down).
+    box = [150.0, 60.0, 270.0, 300.0]
     got = warp_windows(image, np.array([box]), size=224, context_pad=16)
     assert got.shape == (1, 3, 224, 224) and got.dtype == torch.float32
     expected = crop_and_resize_reference(image, box, 224, 16)
@@ -46,7 +48,8 @@ def test_border_window_gets_fill_as_context():
     image = rng.integers(0, 256, size=(100, 120, 3), dtype=np.uint8)
     # size 64, pad 8: dilation 64/48, so [0, 0, 48, 48] -> [-8, -8, 56, 56] warped 1:1; output
     # pixel j samples image pixel centre j - 8 + 0.5 exactly.
-    got = warp_windows(image, np.array([[0.0, 0.0, 48.0, 48.0]]), size=64, context_pad=8, fill=(10.0, 20.0, 30.0))
+    box = np.array([[0.0, 0.0, 48.0, 48.0]])
+    got = warp_windows(image, box, size=64, context_pad=8, fill=(10.0, 20.0, 30.0))
     window = got[0].numpy()
     expected = np.empty((3, 64, 64), dtype=np.float32)
     expected[:] = np.array([10.0, 20.0, 30.0], dtype=np.float32)[:, None, None]
@@ -56,7 +59,8 @@ def test_border_window_gets_fill_as_context():
 
 def test_window_beyond_the_image_is_all_fill():
     image = np.full((50, 60, 3), 200, dtype=np.uint8)
-    got = warp_windows(image, np.array([[100.0, 100.0, 140.0, 130.0]]), size=32, context_pad=4, fill=7.0)
+    box = np.array([[100.0, 100.0, 140.0, 130.0]])
+    got = warp_windows(image, box, size=32, context_pad=4, fill=7.0)
     assert torch.equal(got, torch.full((1, 3, 32, 32), 7.0))
 
 
@@ -76,7 +80,8 @@ def test_tensor_image_and_batches_agree_with_array_image_one_by_one():
     assert precise.dtype == torch.float64
     torch.testing.assert_close(precise.float(), shifted, rtol=0, atol=1e-2)
     for k in range(len(boxes)):
-        torch.testing.assert_close(warp_windows(image, boxes[k : k + 1], size=40, context_pad=5)[0], batch[k])
+        single = warp_windows(image, boxes[k : k + 1], size=40, context_pad=5)
+        torch.testing.assert_close(single[0], batch[k])
 
 
 def test_empty_and_invalid_inputs():

@@ -16,7 +16,7 @@ PAPER_ZF5_CENTER = 0.5  # floor(p/2) padding: cell x' centred on pixel index 16 
 
 
 def paper_formula_cells(box, size: int) -> tuple[int, int]:
-    """One axis of the paper's appendix on the edge pixels' 0-based indices, then collapse, clamp."""
+    """One axis of the paper's appendix on the edge pixels' 0-based indices; collapse, clamp."""
     left_pixel, right_pixel = box[0], box[1] - 1
     start = math.floor(left_pixel / STRIDE) + 1
     end = math.ceil(right_pixel / STRIDE) - 1
@@ -120,7 +120,8 @@ def test_released_rule_maps_a_whole_224_image_to_the_whole_13x13_map():
     # 1-based [1, 224]: floor((1 - 21 + 6.5)/16 + 0.5) + 1 = 0 -> clamped to 1;
     # ceil((224 - 21 - 6.5)/16 - 0.5) + 1 = 13. In 0-based cells: 0..12.
     centres = (RELEASED_ZF5_CELL_CENTER, RELEASED_ZF5_CELL_CENTER)
-    cells = map_windows_to_cells(np.array([[0.0, 0.0, 224.0, 224.0]]), STRIDE, centres, (13, 13), rule="released")
+    whole = np.array([[0.0, 0.0, 224.0, 224.0]])
+    cells = map_windows_to_cells(whole, STRIDE, centres, (13, 13), rule="released")
     assert cells[0].tolist() == [0, 0, 12, 12]
 
 
@@ -130,8 +131,9 @@ def test_every_window_gets_at_least_one_cell_inside_the_map():
     boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
     for rule in ("paper", "released"):
         cells = map_windows_to_cells(boxes, STRIDE, (4.0, 7.5), (3, 5), rule=rule)
-        assert (cells[:, 0] >= 0).all() and (cells[:, 2] <= 4).all() and (cells[:, 0] <= cells[:, 2]).all()
-        assert (cells[:, 1] >= 0).all() and (cells[:, 3] <= 2).all() and (cells[:, 1] <= cells[:, 3]).all()
+        assert (cells[:, 0] >= 0).all() and (cells[:, 2] <= 4).all()
+        assert (cells[:, 1] >= 0).all() and (cells[:, 3] <= 2).all()
+        assert (cells[:, 0] <= cells[:, 2]).all() and (cells[:, 1] <= cells[:, 3]).all()
 
 
 def test_tensor_in_tensor_out_and_empty_input():
