@@ -306,7 +306,9 @@ class BBoxRegressor(BaseEstimator):
             raise ConfigError(f"min_iou must be in [0, 1), got {self.min_iou!r}")
         if not (math.isfinite(feature_scale) and feature_scale > 0):
             raise ConfigError(f"feature_scale must be a positive number, got {feature_scale!r}")
-        missing = [c for c in features_by_class if c not in proposals_by_class or c not in gt_by_class]
+        missing = [
+            c for c in features_by_class if c not in proposals_by_class or c not in gt_by_class
+        ]
         if missing:
             raise DataError(f"classes {missing} have features but no proposals or ground truth")
         settings = dict(
@@ -329,9 +331,7 @@ class BBoxRegressor(BaseEstimator):
         for name, fitted, reason in results:
             if fitted is None:
                 self.skipped_[name] = reason
-                logger.warning(
-                    "class %r: %s; its boxes are left as they are", name, reason
-                )
+                logger.warning("class %r: %s; its boxes are left as they are", name, reason)
                 continue
             self.classes_.append(name)
             self.coef_[name] = fitted["coef"]

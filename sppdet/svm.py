@@ -380,15 +380,17 @@ class RetrainRecord:
 
 
 class _NegativeCache:
-    """The cached negatives of one class: a growing feature buffer and their identities.
+    """The cached negatives of one class: a growing feature buffer, their identities and their
+    scores under the current model (NaN before the first model).
 
-    Rows keep their insertion order; eviction compacts the buffer in place.
+    Rows keep their insertion order; eviction compacts the buffers in place.
     """
 
     def __init__(self, dim: int, dtype: np.dtype) -> None:
         self._features = np.empty((0, dim), dtype=dtype)
         self._image_code = np.empty(0, dtype=np.int64)
         self._proposal = np.empty(0, dtype=np.int64)
+        self._score = np.empty(0, dtype=np.float64)
         self.size = 0
 
     @property
@@ -403,12 +405,22 @@ class _NegativeCache:
     def proposal(self) -> np.ndarray:
         return self._proposal[: self.size]
 
+    @property
+    def score(self) -> np.ndarray:
+        return self._score[: self.size]
+
     def contains(self, image_code: int, proposal_index: np.ndarray) -> np.ndarray:
         """Mask ``[n]``: which of this image's proposals are cached already."""
         cached = self.proposal[self.image_code == image_code]
         return np.isin(proposal_index, cached)
 
-    def add(self, image_code: int, features: np.ndarray, proposal_index: np.ndarray) -> None:
+    def add(
+        self,
+        image_code: int,
+        features: np.ndarray,
+        proposal_index: np.ndarray,
+        score: np.ndarray,
+    ) -> None:
         n = features.shape[0]
         needed = self.size + n
         if needed > self._features.shape[0]:
@@ -416,10 +428,15 @@ class _NegativeCache:
             self._features = _grow(self._features, capacity, self.size)
             self._image_code = _grow(self._image_code, capacity, self.size)
             self._proposal = _grow(self._proposal, capacity, self.size)
+            self._score = _grow(self._score, capacity, self.size)
         self._features[self.size:needed] = features
         self._image_code[self.size:needed] = image_code
         self._proposal[self.size:needed] = proposal_index
+        self._score[self.size:needed] = score
         self.size = needed
+
+    def set_scores(self, score: np.ndarray) -> None:
+        self._score[: self.size] = score
 
     def keep(self, mask: np.ndarray) -> None:
         """Keep the rows where ``mask`` is True, in their order."""
@@ -428,6 +445,7 @@ class _NegativeCache:
         self._features[:n] = self._features[index]
         self._image_code[:n] = self._image_code[index]
         self._proposal[:n] = self._proposal[index]
+        self._score[:n] = self._score[index]
         self.size = n
 
 
@@ -661,6 +679,7 @@ class HardNegativeSVM(BaseEstimator):
             )
             easy = z_neg < self.evict_threshold
             num_negatives = cache.size
+            cache.set_scores(z_neg)
             cache.keep(~easy)
             record = RetrainRecord(
                 epoch=epoch,
@@ -700,15 +719,17 @@ class HardNegativeSVM(BaseEstimator):
                     continue
                 feats = (feats * feature_scale).astype(dtype, copy=False)
                 if model is None:
+                    scores = np.full(feats.shape[0], np.nan)
                     take = np.ones(feats.shape[0], dtype=bool)
                 else:
-                    take = feats @ model[0] + model[1] > self.hard_threshold
+                    scores = feats @ model[0] + model[1]
+                    take = scores > self.hard_threshold
                 take &= ~cache.contains(code, proposal_index)
                 if take.any():
-                    cache.add(code, feats[take], proposal_index[take])
+                    cache.add(code, feats[take], proposal_index[take], scores[take])
                     num_added += int(np.count_nonzero(take))
                     if cache.size > self.max_cached_negatives:
-                        num_dropped += self._drop_easiest(cache, model, rng, image_id)
+                        num_dropped += self._drop_easiest(cache, model is None, rng, image_id)
                 if cache.size > 0 and (model is None or num_added > self.retrain_every):
                     retrain(epoch, images_seen, image_id, "first" if model is None else "limit")
         if cache.size > 0 and num_added > 0:
@@ -734,18 +755,21 @@ class HardNegativeSVM(BaseEstimator):
     def _drop_easiest(
         self,
         cache: _NegativeCache,
-        model: tuple[np.ndarray, float] | None,
+        no_model_yet: bool,
         rng: np.random.Generator,
         image_id: str,
     ) -> int:
-        """Shrink the cache to ``max_cached_negatives`` rows, dropping the lowest-scoring."""
+        """Shrink the cache to ``max_cached_negatives`` rows, dropping the lowest-scoring.
+
+        The cache keeps every row's score under the current model (set when the row is added
+        and at each retraining), so ranking costs no matrix product.
+        """
         excess = cache.size - self.max_cached_negatives
-        if model is None:
+        if no_model_yet:
             # No model to rank by yet (the first image alone exceeds the cap): a random subset.
             drop = rng.choice(cache.size, size=excess, replace=False)
         else:
-            scores = cache.features @ model[0] + model[1]
-            drop = np.argsort(scores, kind="stable")[:excess]
+            drop = np.argsort(cache.score, kind="stable")[:excess]
         keep = np.ones(cache.size, dtype=bool)
         keep[drop] = False
         cache.keep(keep)

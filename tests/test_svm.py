@@ -310,6 +310,25 @@ def test_cache_cap_drops_the_easiest(caplog):
     assert "cache full" in caplog.text and "'B'" in caplog.text
 
 
+def test_cache_cap_ranks_by_the_current_model():
+    solver = ScriptedSolver([([1.0], 0.0), ([-1.0], 0.0), ([-1.0], 0.0)])
+    images = [
+        ImageNegatives("A", _col(0.0, 0.5)),  # first; w=1: no eviction
+        # w=1 scores 0.2, -0.5: both hard, cache 4 > 3: B1 dropped; 2 added > 1: retrain
+        # with w=-1, so the cached scores become A0 0, A1 -0.5, B0 -0.2.
+        ImageNegatives("B", _col(0.2, -0.5)),
+        # Score 0.3: hard; cache 4 > 3: the easiest under w=-1 is A1 (under the old w=1 it
+        # would have been A0).
+        ImageNegatives("C", _col(-0.3)),
+    ]
+    svm = HardNegativeSVM(max_cached_negatives=3, retrain_every=1, solver=solver).fit(
+        _col(1.0), images
+    )
+    assert svm.n_dropped_by_cap_ == 2
+    assert svm.cached_negative_keys_ == [("A", 0), ("B", 0), ("C", 0)]
+    assert solver.calls[-1][1].ravel().tolist() == [0.0, 0.2, -0.3]
+
+
 def test_cache_cap_before_any_model_keeps_a_random_subset():
     solver = ScriptedSolver([([1.0], 0.0)])
     svm = HardNegativeSVM(max_cached_negatives=4, solver=solver).fit(
