@@ -152,6 +152,13 @@ def trainer(dim: int, num_classes: int, jobs: list[int], num_pos: int, num_image
             pass
         read_seconds = time.perf_counter() - start
         factory = partial(streamed_negatives, path=path)
+        # CPU seconds of each class alone: what an idle machine's n_jobs scaling depends on
+        # (3 classes on 2 workers cannot beat max(t_a + t_b, t_c) for the best split).
+        cpu_seconds = {}
+        for name in classes:
+            start = time.process_time()
+            HardNegativeSVM().fit(positives[name], factory(name))
+            cpu_seconds[name] = round(time.process_time() - start, 1)
         for n_jobs in jobs:
             start = time.perf_counter()
             out = train_class_svms(classes, positives, factory, estimator=HardNegativeSVM(),
@@ -161,6 +168,7 @@ def trainer(dim: int, num_classes: int, jobs: list[int], num_pos: int, num_image
                 "n_jobs": n_jobs, "classes": num_classes, "dim": dim, "images": num_images,
                 "negatives_per_image": per_image, "seconds": round(seconds, 1),
                 "one_pass_read_seconds": round(read_seconds, 2),
+                "cpu_seconds_per_class": cpu_seconds,
                 "retrainings": {c: len(m.history_) for c, m in out.models.items()},
                 "peak_cache": {c: max(r.num_negatives for r in m.history_)
                                for c, m in out.models.items()},
