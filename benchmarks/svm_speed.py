@@ -14,7 +14,7 @@ Features: ReLU of a low-rank Gaussian plus noise (fc7 after ReLU is sparse and c
 positives shifted along a class direction so that the classes overlap a little, all scaled to
 mean L2 norm 20 as the pipeline does.
 
-Usage (results go to BENCHMARKS.md by hand):
+Usage (results: benchmarks/svm_speed_results.md):
     OMP_NUM_THREADS=1 PYTHONPATH=. python3 benchmarks/svm_speed.py solver --dim 1280 \
         --negatives 5000 20000 50000 --compare-tol 1e-4
     PYTHONPATH=. python3 benchmarks/svm_speed.py trainer --dim 1280 --classes 3 --jobs 1 2
