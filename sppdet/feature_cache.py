@@ -1,0 +1,195 @@
+"""The conv5 feature cache: its per-image layout and the reader that pools windows from it.
+
+A features artifact (written by the ``cache-features`` stage through
+:class:`sppdet.artifacts.ItemStore`) holds one group per image with
+
+- datasets ``s<scale>``: conv5 map ``[C, h, w]`` (float16 by default) of the image resized so
+  that ``min(H, W) = scale`` (:func:`sppdet.scales.resized_size`);
+- datasets ``flip/s<scale>`` when the cache holds mirrored images too;
+- attributes ``width``, ``height`` (original pixels) and ``cell_centers`` (JSON: scale ->
+  ``[cy0, cx0]``, the continuous image coordinate of the centre of cell ``(0, 0)`` at that
+  scale, from the backbone). Storing the centres means readers need no backbone.
+
+The record's params carry ``backbone`` (name and weights identity), ``stride``, ``channels``,
+``scales``, ``flip`` and ``dtype``.
+
+:class:`FeatureCache` reads maps (a small LRU cache of decoded maps, since training visits an
+image's windows in bursts) and pools windows with :func:`sppdet.spp.pool_windows`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sppdet.artifacts import ItemReader
+from sppdet.errors import ConfigError, DataError
+from sppdet.scales import resized_size
+from sppdet.spp import DEFAULT_LEVELS, pool_windows
+
+FEATURES_STAGE = "cache-features"
+
+
+def map_name(scale: int, flip: bool = False) -> str:
+    """Dataset name of the map at ``scale`` inside an image's group."""
+    return f"flip/s{int(scale)}" if flip else f"s{int(scale)}"
+
+
+def flip_boxes(boxes_xyxy: np.ndarray, width: int) -> np.ndarray:
+    """Mirror 0-based continuous boxes horizontally in an image ``width`` pixels wide."""
+    boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4).copy()
+    x1 = boxes[:, 0].copy()
+    boxes[:, 0] = width - boxes[:, 2]
+    boxes[:, 2] = width - x1
+    return boxes
+
+
+class FeatureCache:
+    """Reader of a features artifact.
+
+    Args:
+        path: the features artifact (``.h5``).
+        device: where pooled features go (``"cpu"`` or a CUDA device).
+        max_cached_images: decoded images kept in memory (all their scales).
+
+    Attributes:
+        record: the artifact's :class:`~sppdet.artifacts.Record`.
+        backbone: backbone name.
+        stride: total stride of the maps (pixels).
+        channels: channels ``C`` of the maps.
+        scales: tuple of scales (shorter side in pixels) cached for every image.
+        has_flip: whether mirrored maps are cached.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, device: str | torch.device = "cpu",
+                 max_cached_images: int = 4) -> None:
+        self.path = Path(path)
+        self._reader = ItemReader(self.path, made_by=FEATURES_STAGE)
+        self.record = self._reader.record
+        if self.record.stage != FEATURES_STAGE:
+            raise ConfigError(f"{self.path} was made by `sppdet {self.record.stage}`, not by "
+                              f"`sppdet {FEATURES_STAGE}`")
+        params = self.record.params
+        self.backbone: str = params["backbone"]["name"]
+        self.stride = int(params["stride"])
+        self.channels = int(params["channels"])
+        self.scales: tuple[int, ...] = tuple(int(s) for s in params["scales"])
+        self.has_flip = bool(params.get("flip", False))
+        self.device = torch.device(device)
+        self._max_cached = max_cached_images
+        self._cache: OrderedDict[tuple[str, bool], dict[int, torch.Tensor]] = OrderedDict()
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> "FeatureCache":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def image_ids(self) -> list[str]:
+        return self._reader.ids()
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._reader
+
+    def image_size(self, image_id: str) -> tuple[int, int]:
+        """``(height, width)`` of the original image."""
+        attrs = self._reader.group(image_id).attrs
+        return int(attrs["height"]), int(attrs["width"])
+
+    def cell_centers(self, image_id: str) -> dict[int, tuple[float, float]]:
+        """scale -> ``(cy0, cx0)`` of the image's maps."""
+        raw = json.loads(self._reader.group(image_id).attrs["cell_centers"])
+        return {int(k): (float(v[0]), float(v[1])) for k, v in raw.items()}
+
+    def maps(self, image_id: str, *, flip: bool = False,
+             scales: Sequence[int] | None = None) -> dict[int, torch.Tensor]:
+        """Conv maps ``scale -> [C, h, w]`` as float32 on ``device`` (LRU-cached per image).
+
+        Raises:
+            ConfigError: ``flip`` on a cache without mirrored maps, or an unknown scale.
+            DataError: a map holds NaN or inf (names the image).
+        """
+        if flip and not self.has_flip:
+            raise ConfigError(f"{self.path} has no mirrored maps; rerun cache-features with "
+                              "--flip")
+        wanted = tuple(self.scales if scales is None else (int(s) for s in scales))
+        unknown = [s for s in wanted if s not in self.scales]
+        if unknown:
+            raise ConfigError(f"scales {unknown} are not in {self.path} (cached: "
+                              f"{list(self.scales)}); rerun cache-features with those scales")
+        key = (image_id, flip)
+        cached = self._cache.get(key)
+        if cached is None:
+            group = self._reader.group(image_id)
+            cached = {}
+            for scale in self.scales:
+                array = group[map_name(scale, flip)][()]
+                tensor = torch.from_numpy(np.asarray(array, dtype=np.float32))
+                if not torch.isfinite(tensor).all():
+                    raise DataError(f"{self.path}: the conv map of image {image_id} at scale "
+                                    f"{scale} holds NaN or inf; rebuild the cache with --force")
+                cached[scale] = tensor.to(self.device)
+            self._cache[key] = cached
+            while len(self._cache) > self._max_cached:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return {s: cached[s] for s in wanted}
+
+    def pool(self, image_id: str, boxes_xyxy: np.ndarray, *,
+             scale: str | int = "best", flip: bool = False,
+             rng: np.random.Generator | None = None,
+             levels: Sequence[int] = DEFAULT_LEVELS) -> torch.Tensor:
+        """SPP features of windows of one image.
+
+        Args:
+            image_id: the image.
+            boxes_xyxy: ``[N, 4]`` windows in original-image pixels (0-based continuous),
+                always given for the unmirrored image; with ``flip`` they are mirrored here.
+            scale: ``"best"`` (per window, the scale whose scaled window is closest to
+                224 x 224 pixels, the paper's rule), ``"random"`` (a random cached scale per
+                window, used in fine-tuning; needs ``rng``), or one cached scale.
+            flip: pool from the mirrored image's maps.
+            rng: generator for ``scale="random"``.
+            levels: pyramid levels.
+
+        Returns:
+            float32 ``[N, C * sum(n * n)]`` on ``device``.
+        """
+        boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+        height, width = self.image_size(image_id)
+        if flip:
+            boxes = flip_boxes(boxes, width)
+        if scale == "best":
+            scale_per_box = None
+        elif scale == "random":
+            if rng is None:
+                raise ConfigError("scale='random' needs an rng")
+            scale_per_box = rng.choice(np.asarray(self.scales), size=len(boxes))
+        else:
+            if int(scale) not in self.scales:
+                raise ConfigError(f"scale {scale} is not cached in {self.path} "
+                                  f"(cached: {list(self.scales)})")
+            scale_per_box = np.full(len(boxes), int(scale))
+        maps = self.maps(image_id, flip=flip)
+        centers = self.cell_centers(image_id)
+        by_size = {resized_size(height, width, s): centers[s] for s in self.scales}
+
+        def centers_fn(h_in: int, w_in: int) -> tuple[float, float]:
+            try:
+                return by_size[(h_in, w_in)]
+            except KeyError:
+                raise DataError(f"{self.path}: no cell centres stored for a {w_in}x{h_in} input "
+                                f"of image {image_id}") from None
+
+        return pool_windows(maps, (height, width), boxes, scale_per_box, stride=self.stride,
+                            cell_centers_fn=centers_fn, levels=levels)
