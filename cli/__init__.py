@@ -77,10 +77,15 @@ def cli(ctx: click.Context, work_dir: Path, quiet: bool, verbose: int, debug: bo
 
 
 def _register() -> None:
-    from . import data_commands
+    """Add the commands of every ``cli/commands_*.py`` module (each lists them in COMMANDS)."""
+    import importlib
+    import pkgutil
 
-    for command in data_commands.COMMANDS:
-        cli.add_command(command)
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("commands_"):
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            for command in module.COMMANDS:
+                cli.add_command(command)
 
 
 _register()
