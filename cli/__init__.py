@@ -77,9 +77,9 @@ def cli(ctx: click.Context, work_dir: Path, quiet: bool, verbose: int, debug: bo
 
 
 def _register() -> None:
-    from . import data_commands
+    from . import data_commands, eval_commands
 
-    for command in data_commands.COMMANDS:
+    for command in [*data_commands.COMMANDS, *eval_commands.COMMANDS]:
         cli.add_command(command)
 
 
