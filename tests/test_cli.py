@@ -73,3 +73,24 @@ def test_inspect_data_size_mismatch(tiny_voc):
     xml.write_text(xml.read_text().replace("<width>64</width>", "<width>65</width>"))
     result = invoke("inspect-data", str(tiny_voc))
     assert "[size-mismatch]" in result.output and "image is 64x48 but the XML says 65x48" in result.output
+
+
+def test_make_demo_data_twice_gives_identical_annotations(tmp_path):
+    args = ["--n-trainval", "4", "--n-test", "2", "--seed", "7"]
+    for name in ("a", "b"):
+        result = invoke("make-demo-data", str(tmp_path / name), *args)
+        assert result.exit_code == 0, result.output
+    xml_a = sorted((tmp_path / "a" / "Annotations").glob("*.xml"))
+    assert len(xml_a) == 6
+    for path in xml_a:
+        assert path.read_bytes() == (tmp_path / "b" / "Annotations" / path.name).read_bytes()
+    result = invoke("inspect-data", str(tmp_path / "a"), "--split", "test", "--strict")
+    assert result.exit_code == 0 and "2 images, 6 classes" in result.output
+
+
+def test_make_demo_data_refuses_a_foreign_folder(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    result = invoke("make-demo-data", str(tmp_path / "mine"), "--n-trainval", "2", "--n-test", "1")
+    assert result.exit_code == 1 and result.output.startswith("Error: ")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
