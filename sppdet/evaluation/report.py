@@ -184,8 +184,10 @@ def report_markdown(
     title: str = "Detection evaluation",
     extra: Mapping[str, Any] | None = None,
     figures: list[str] | None = None,
+    method: str = "sppdet",
 ) -> str:
-    """The text of ``report.md``: protocol, mAP, the AP table and a per-class detail table."""
+    """The text of ``report.md``: protocol, mAP, the AP table (one row named ``method``) and a
+    per-class detail table."""
     lines = [f"# {title}", "", f"Protocol: {evaluation.protocol}, IoU >= "
              f"{evaluation.iou_threshold:g}.", "",
              f"Images: {evaluation.n_images}. mAP: {_percent(evaluation.mean_ap, 1)} %"
@@ -195,7 +197,7 @@ def report_markdown(
         lines.append(f"- {key}: {value}")
     if extra:
         lines.append("")
-    lines += ["## AP (%)", "", ap_table(evaluation), "", "## Per class", ""]
+    lines += ["## AP (%)", "", ap_table({method: evaluation}), "", "## Per class", ""]
     header = ["class", "AP (%)", "npos", "detections", "TP", "FP", "ignored", "flags"]
     rows = [
         [
@@ -226,11 +228,13 @@ def write_report_markdown(
     title: str = "Detection evaluation",
     extra: Mapping[str, Any] | None = None,
     figures: list[str] | None = None,
+    method: str = "sppdet",
 ) -> Path:
     """Write :func:`report_markdown` to ``path`` (atomically)."""
     path = Path(path)
     _atomic_write_text(
-        path, report_markdown(evaluation, title=title, extra=extra, figures=figures)
+        path,
+        report_markdown(evaluation, title=title, extra=extra, figures=figures, method=method),
     )
     return path
 
@@ -312,8 +316,11 @@ def write_report(
     title: str = "Detection evaluation",
     extra: Mapping[str, Any] | None = None,
     plots: bool = True,
+    method: str = "sppdet",
 ) -> dict[str, Path | list[Path]]:
     """Write ``report.json``, ``report.md`` and (when ``plots``) the PR curve PNGs to ``out_dir``.
+
+    ``method`` names the row of the AP table in ``report.md``.
 
     Returns:
         ``{"json": path, "markdown": path, "figures": [paths]}``.
@@ -328,5 +335,6 @@ def write_report(
         title=title,
         extra=extra,
         figures=[f.name for f in figures],
+        method=method,
     )
     return {"json": json_path, "markdown": md_path, "figures": figures}

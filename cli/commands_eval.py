@@ -1,0 +1,103 @@
+"""Commands about detections: ``eval`` (VOC average precision) and ``combine`` (paper 4.4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sppdet.stages import combine, evaluate
+
+from .context import Settings, pass_settings
+from .options import classes_option, dataset_argument, parse_classes, split_option
+
+
+@click.command("eval")
+@dataset_argument
+@click.argument("detections", type=click.Path(exists=True, path_type=Path))
+@split_option("test", help_text="The split evaluated; the detections must have been made on it.")
+@classes_option
+@click.option("--voc2007", is_flag=True,
+              help="The official VOC2007 protocol: 11-point interpolated AP (the default metric).")
+@click.option("--metric", type=click.Choice(["11point", "area"]), default=None,
+              help="AP metric: 11point (VOC2007) or area (VOC2010 and later, area under the "
+                   "interpolated PR curve).  [default: 11point]")
+@click.option("--iou-threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
+              help="Overlap that counts as a match (inclusive, as in the devkit).")
+@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Report folder.  [default: <work-dir>/eval/<model>/"
+                                 "<dataset-tag>/<split>/; for comp4 input the folder's name "
+                                 "is the model]")
+@click.option("--write-comp4", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="Also write the detections as comp4_det_<split>_<class>.txt "
+                                  "files to DIR, for the official devkit.")
+@click.option("--plots/--no-plots", default=True, help="Write precision/recall curves (PNG).")
+@click.option("--force", is_flag=True, default=False,
+              help="Evaluate even detections made on another dataset, split or class list "
+                   "(classes matched by name; detections on other images and missing comp4 "
+                   "files left out, with warnings), and rebuild an up-to-date report.")
+@pass_settings
+def eval_command(settings: Settings, dataset: str, detections: Path, split: str,
+                 classes: str | None, voc2007: bool, metric: str | None, iou_threshold: float,
+                 out_dir: Path | None, write_comp4: Path | None, plots: bool,
+                 force: bool) -> None:
+    """Average precision of DETECTIONS on a split of DATASET, with the VOC devkit's rules.
+
+    DETECTIONS is a detections file made by `sppdet detect` or `sppdet combine`, or a folder
+    of VOC result files comp4_det_<split>_<class>.txt from any tool (1-based boxes). Prints
+    the per-class AP table (as in the paper's table 11) and the protocol, and writes
+    report.json, report.md and PR curves. Detections made on another dataset, split or class
+    list are refused unless --force.
+    """
+    if voc2007 and metric not in (None, "11point"):
+        raise click.UsageError("--voc2007 is the 11-point metric; it cannot be combined with "
+                               f"--metric {metric}")
+    if out_dir is None:
+        out_dir = evaluate.default_out_dir(settings.work_dir, dataset, split, detections)
+    summary = evaluate.run(dataset, split, detections, out_dir, metric=metric or "11point",
+                           iou_threshold=iou_threshold, classes=parse_classes(classes),
+                           write_comp4=write_comp4, plots=plots, force=force)
+    click.echo(summary.to_text())
+
+
+@click.command("combine")
+@click.argument("detections", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", "-n", required=True,
+              help="Name of the combined model; the output is <work-dir>/detections/<name>/"
+                   "<dataset-tag>/<split>.h5.")
+@click.option("--iou-threshold", type=click.FloatRange(0.0, 1.0), default=None,
+              help="NMS on the pooled windows suppresses a window whose IoU with a kept, more "
+                   "confident window of its class is greater.  [default: the inputs' setting]")
+@click.option("--score-threshold", type=float, default=None,
+              help="Keep pooled windows scoring above this (windows under the inputs' own "
+                   "threshold were never stored).  [default: the inputs' setting]")
+@click.option("--max-per-image", type=click.IntRange(min=0), default=None,
+              help="At most this many detections per image, 0 for no limit.  [default: the "
+                   "inputs' setting]")
+@click.option("--force", is_flag=True, default=False,
+              help="Rebuild even if up to date (and discard a partial run), and accept inputs "
+                   "whose own inputs changed since they were made.")
+@pass_settings
+def combine_command(settings: Settings, detections: tuple[Path, ...], name: str,
+                    iou_threshold: float | None, score_threshold: float | None,
+                    max_per_image: int | None, force: bool) -> None:
+    """Combine the detections of two or more models (paper section 4.4).
+
+    For each image, the scored windows of all DETECTIONS files (before their NMS) are pooled
+    and per-class NMS runs on the union, so a more confident window of one model suppresses
+    the overlapping windows of another. The models' scores must be on one scale (e.g. SVM
+    scores of two networks trained the same way). On equal scores the model listed first wins.
+    All inputs must be detections of the same dataset split with the same classes.
+    """
+    if len(detections) < 2:
+        raise click.UsageError("give at least two detections files to combine")
+    out = combine.output_path(settings.work_dir, name, detections)
+    summary = combine.run(detections, out, name=name, iou_threshold=iou_threshold,
+                          score_threshold=score_threshold,
+                          max_per_image=max_per_image or None, no_limit=max_per_image == 0,
+                          force=force)
+    click.echo(summary.to_text())
+
+
+COMMANDS = [eval_command, combine_command]

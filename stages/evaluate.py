@@ -1,0 +1,322 @@
+"""Stage ``eval``: PASCAL VOC average precision of detections, with the devkit's rules.
+
+Input: a detections artifact (``detect`` or ``combine``) or a folder of VOC result files
+(``comp4_det_<split>_<class>.txt``, from sppdet or any other tool). Output, in one folder:
+``report.json`` (the artifact, with a record), ``report.md`` and the precision/recall curves
+``pr_all.png`` and ``pr_<class>.png``.
+
+Detections made on another dataset, split or class list than the one evaluated are refused
+(their record says what they were made on); ``force`` evaluates anyway, matching classes by
+name and leaving out detections on images outside the split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sppdet.artifacts import (
+    ArtifactLock,
+    Record,
+    check_inputs_current,
+    input_ref,
+    is_up_to_date,
+    read_record,
+    record_path,
+    write_record,
+)
+from sppdet.data.voc import VOCDataset
+from sppdet.detections_io import DetectionsArtifact, data_mismatch, read_detections_artifact
+from sppdet.errors import ArtifactError, ConfigError, DataError
+from sppdet.evaluation import (
+    METRICS,
+    ClassDetections,
+    ImageGroundTruth,
+    class_detections_from_images,
+    evaluate_detections,
+    read_comp4_dir,
+    write_comp4_files,
+    write_report,
+)
+from sppdet.progress import get_logger, log_to_file
+
+from .common import dataset_params
+from .layout import eval_dir, log_path
+
+log = get_logger("eval")
+STAGE = "eval"
+STAGE_VERSION = 1
+REPORT_NAME = "report.json"
+
+
+@dataclass
+class EvalSummary:
+    """What an eval run found (printed at the end).
+
+    Attributes:
+        out_dir: the report folder.
+        model: the detections' model name (the folder name for comp4 input).
+        report: the content of ``report.json``.
+        up_to_date: the report was already there for these inputs and options.
+        figures: PR curve files written.
+        comp4_dir: where comp4 files were written, if asked.
+        warnings: what ``force`` let through, and images that failed in ``detect``.
+    """
+
+    out_dir: Path
+    model: str
+    report: dict[str, Any]
+    up_to_date: bool = False
+    figures: list[Path] = field(default_factory=list)
+    comp4_dir: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def mean_ap(self) -> float | None:
+        return self.report.get("mean_ap")
+
+    def to_text(self) -> str:
+        report = self.report
+        n_classes = len(report["classes"])
+        lines = [f"Evaluated {self.model} on {report.get('dataset')} split "
+                 f"'{report.get('split')}': {report['n_images']} images, {n_classes} classes",
+                 f"Protocol: {report['protocol']}, IoU >= {report['iou_threshold']:g}"]
+        lines += ["", ap_table_text(report, self.model), ""]
+        in_mean = len(report["classes_in_mean"])
+        lines.append(f"mAP {_percent(report['mean_ap'])} % over {in_mean} of {n_classes} "
+                     "classes")
+        lines += [f"Note: {note}" for note in report.get("notes", [])]
+        lines += [f"Warning: {warning}" for warning in self.warnings]
+        state = "up to date (use --force to rebuild)" if self.up_to_date else "written"
+        lines.append(f"Report {state}: {self.out_dir / 'report.md'} (+ report.json"
+                     + (f", {len(self.figures)} PR curves)" if self.figures else ")"))
+        if self.comp4_dir is not None:
+            lines.append(f"comp4 files written to {self.comp4_dir}")
+        return "\n".join(lines)
+
+
+def _percent(value: float | None, decimals: int = 1) -> str:
+    return "n/a" if value is None else f"{100.0 * value:.{decimals}f}"
+
+
+def ap_table_text(report: Mapping[str, Any], method: str, decimals: int = 1) -> str:
+    """A plain-text AP table (%) in the layout of the paper's table 11: one row, mAP first.
+
+    Args:
+        report: the content of ``report.json`` (:func:`sppdet.evaluation.report_dict`).
+        method: the row's name.
+    """
+    header = ["method", "mAP"] + [c["class"] for c in report["classes"]]
+    row = [method, _percent(report["mean_ap"], decimals)]
+    row += [_percent(c["ap"], decimals) for c in report["classes"]]
+    widths = [max(len(h), len(r)) for h, r in zip(header, row)]
+    first = f"{header[0]:<{widths[0]}}"
+    return "\n".join([
+        "  ".join([first] + [f"{h:>{w}}" for h, w in zip(header[1:], widths[1:])]),
+        "  ".join([f"{row[0]:<{widths[0]}}"] + [f"{v:>{w}}" for v, w in zip(row[1:], widths[1:])]),
+    ])
+
+
+def _model_name(detections: Path) -> str:
+    if detections.is_dir():
+        return detections.resolve().name
+    record = read_record(detections, made_by="detect")
+    model = record.params.get("model")
+    if not isinstance(model, str) or not model:
+        raise ArtifactError(f"{detections}: the record names no model; is it a detections "
+                            "artifact (made by `sppdet detect` or `sppdet combine`)?")
+    return model
+
+
+def default_out_dir(work_dir: Path, dataset: str | Path, split: str,
+                    detections: str | Path) -> Path:
+    """``<work>/eval/<model>/<dataset-tag>/<split>/``; for a comp4 folder, its name is the model."""
+    return eval_dir(work_dir, _model_name(Path(detections)), dataset, split)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _ground_truth(data: VOCDataset) -> list[ImageGroundTruth]:
+    return [ImageGroundTruth(a.image_id, a.boxes, a.labels, a.difficult) for a in data]
+
+
+def _by_class_name(artifact: DetectionsArtifact, data: VOCDataset,
+                   warnings: list[str]) -> dict[str, ClassDetections]:
+    """The artifact's detections keyed by class name, restricted to the split's images and to
+    the dataset's classes (both only differ under ``force``)."""
+    per_class = class_detections_from_images(artifact.detections, len(artifact.classes))
+    known = set(data.image_ids)
+    out: dict[str, ClassDetections] = {}
+    dropped_images: set[str] = set()
+    for name, detections in zip(artifact.classes, per_class):
+        if name not in data.classes:
+            if len(detections):
+                warnings.append(f"{len(detections)} detection(s) of class {name!r}, which the "
+                                "dataset's class list lacks, were left out")
+            continue
+        inside = [i in known for i in detections.image_ids]
+        if not all(inside):
+            dropped_images.update(str(i) for i, k in zip(detections.image_ids, inside) if not k)
+            detections = ClassDetections(detections.image_ids[inside], detections.scores[inside],
+                                         detections.boxes[inside])
+        out[name] = detections
+    if dropped_images:
+        warnings.append(f"detections on {len(dropped_images)} image(s) outside split "
+                        f"'{data.split}' were left out, e.g. {sorted(dropped_images)[:5]}")
+    return out
+
+
+@dataclass
+class _Loaded:
+    """Detections ready to evaluate, and what the record says about them."""
+
+    data: VOCDataset
+    data_identity: dict[str, Any]
+    by_class: Mapping[str, ClassDetections]
+    model: str
+    artifact: DetectionsArtifact | None
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _load_comp4(dataset: str | Path, split: str, folder: Path,
+                classes: Sequence[str] | None, *, force: bool) -> _Loaded:
+    data = VOCDataset(dataset, split, classes)
+    comp4 = read_comp4_dir(folder, split, data.classes, known_image_ids=data.image_ids,
+                           unknown_images="drop" if force else "error",
+                           missing_files="empty" if force else "error")
+    warnings = []
+    if comp4.missing_classes:
+        warnings.append("no comp4 file for class(es) " + ", ".join(comp4.missing_classes)
+                        + ": counted as no detections (--force)")
+    for name, count in comp4.n_dropped.items():
+        warnings.append(f"{count} line(s) of {comp4.paths[name].name} on images outside split "
+                        f"'{split}' were left out (--force)")
+    # comp4 files have no record: their content identifies them
+    params = {"comp4": {"folder": str(folder.resolve()),
+                        "files": {n: _file_digest(p) for n, p in comp4.paths.items()}}}
+    return _Loaded(data=data, data_identity=dataset_params(data), by_class=comp4.detections,
+                   model=folder.resolve().name, artifact=None, params=params,
+                   warnings=warnings)
+
+
+def _load_artifact(dataset: str | Path, split: str, path: Path,
+                   classes: Sequence[str] | None, *, force: bool) -> _Loaded:
+    artifact = read_detections_artifact(path)
+    if not force:
+        check_inputs_current(artifact.record, path)
+    data = VOCDataset(dataset, split, classes if classes else artifact.classes)
+    identity = dataset_params(data)
+    warnings = []
+    mismatch = data_mismatch(identity, artifact.data)
+    if mismatch is not None:
+        if not force:
+            raise DataError(
+                f"{path} holds detections made on {mismatch}. Evaluate them against the data "
+                f"they were made on ({artifact.data.get('dataset')}, split "
+                f"'{artifact.data.get('split')}'), or pass --force")
+        warnings.append(f"the detections were made on {mismatch} (--force)")
+    by_class = _by_class_name(artifact, data, warnings)
+    if artifact.failures:
+        warnings.append(f"{len(artifact.failures)} image(s) failed in detect and count as "
+                        "images without detections: " + ", ".join(list(artifact.failures)[:5]))
+    return _Loaded(data=data, data_identity=identity, by_class=by_class, model=artifact.model,
+                   artifact=artifact, inputs={"detections": input_ref(path, made_by="detect")},
+                   warnings=warnings)
+
+
+def run(dataset: str | Path, split: str, detections: str | Path, out_dir: str | Path, *,
+        metric: str = "11point", iou_threshold: float = 0.5,
+        classes: Sequence[str] | None = None, write_comp4: str | Path | None = None,
+        plots: bool = True, force: bool = False) -> EvalSummary:
+    """Evaluate detections on a split and write the report.
+
+    Args:
+        dataset: VOC-layout dataset folder (the ground truth).
+        split: the split evaluated.
+        detections: a detections artifact (``.h5`` with a record) or a folder of
+            ``comp4_det_<split>_<class>.txt`` files.
+        out_dir: the report folder.
+        metric: ``"11point"`` (VOC2007, default) or ``"area"`` (VOC2010+).
+        iou_threshold: overlap that counts as a match, inclusive (VOC: 0.5).
+        classes: the dataset's class list; default: the artifact's class list (or the
+            dataset's own list for comp4 input, see :func:`sppdet.data.voc.discover_classes`).
+        write_comp4: also write the artifact's detections as comp4 files to this folder (for
+            the official devkit); not for comp4 input.
+        plots: write the PR curves.
+        force: evaluate detections made on another dataset, split or class list (classes
+            matched by name, detections on images outside the split and, for comp4 input,
+            missing class files left out, each with a warning) or from stale inputs, and
+            rebuild a report that is up to date.
+
+    Raises:
+        ConfigError: bad options. DataError: the dataset or the comp4 files cannot be read,
+            or the detections were made on other data (without ``force``).
+        ArtifactError: the artifact is missing, unfinished, or stale (without ``force``).
+    """
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ConfigError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+    detections = Path(detections)
+    out_dir = Path(out_dir)
+    if detections.is_dir():
+        if write_comp4 is not None:
+            raise ConfigError("--write-comp4 writes the comp4 files of a detections artifact; "
+                              f"{detections} already is a folder of comp4 files")
+        loaded = _load_comp4(dataset, split, detections, classes, force=force)
+    else:
+        loaded = _load_artifact(dataset, split, detections, classes, force=force)
+    data, artifact, warnings = loaded.data, loaded.artifact, loaded.warnings
+    params: dict[str, Any] = {"metric": metric, "iou_threshold": iou_threshold, "plots": plots,
+                              "data": loaded.data_identity, "classes": list(data.classes),
+                              **loaded.params}
+    record = Record(STAGE, params, inputs=loaded.inputs, stage_version=STAGE_VERSION)
+    report_path = out_dir / REPORT_NAME
+
+    comp4_dir = None
+    if write_comp4 is not None and artifact is not None:
+        comp4_dir = Path(write_comp4)
+        write_comp4_files(comp4_dir, split, artifact.classes, artifact.detections)
+
+    if not force and is_up_to_date(report_path, record):
+        report = json.loads(report_path.read_text())
+        figures = sorted(out_dir.glob("pr_*.png")) if plots else []
+        return EvalSummary(out_dir=out_dir, model=loaded.model, report=report, up_to_date=True,
+                           figures=figures, comp4_dir=comp4_dir, warnings=warnings)
+
+    evaluation = evaluate_detections(_ground_truth(data), loaded.by_class, data.classes,
+                                     metric=metric, iou_threshold=iou_threshold)
+    model = loaded.model
+    extra = {"model": model, "dataset": str(data.root.resolve()), "split": split,
+             "detections": str(detections.resolve()),
+             "input": "comp4 files" if artifact is None else "detections artifact"}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with ArtifactLock(report_path), log_to_file(log_path(report_path)):
+        log.debug("eval %s on %s split %s -> %s (%s)", detections, dataset, split, out_dir,
+                  metric)
+        for warning in warnings:  # the summary shows them; the log file keeps them
+            log.debug("warning: %s", warning)
+        # no record while the files are rewritten: a crash never leaves a record that
+        # vouches for a half-written report
+        if record_path(report_path).exists():
+            os.unlink(record_path(report_path))
+        written = write_report(out_dir, evaluation, title=f"{model} on {data.root.name} "
+                               f"{split}", extra=extra, plots=plots, method=model)
+        record.summary = {"mean_ap": evaluation.mean_ap, "warnings": warnings}
+        write_record(report_path, record)
+    report = json.loads(report_path.read_text())
+    return EvalSummary(out_dir=out_dir, model=loaded.model, report=report,
+                       figures=list(written["figures"]), comp4_dir=comp4_dir, warnings=warnings)
