@@ -258,6 +258,26 @@ def edge_map(image_rgb: np.ndarray, edge_model: str | None) -> tuple[np.ndarray,
     return thinned, orientation
 
 
+def score_vector(scores: object, num_boxes: int) -> np.ndarray:
+    """EdgeBoxes scores as float32 ``[N]`` whatever OpenCV's version.
+
+    OpenCV 4.x returns them as ``(N, 1)``, 5.x as ``(N,)``; an empty result may come as an
+    empty tuple or ``None``.
+
+    Raises:
+        ProposalError: the number of scores differs from ``num_boxes``.
+    """
+    if scores is None or (isinstance(scores, tuple) and len(scores) == 0):
+        vector = np.zeros(0, dtype=np.float32)
+    else:
+        vector = np.asarray(scores, dtype=np.float32).reshape(-1)
+    if vector.shape[0] != num_boxes:
+        raise ProposalError(
+            f"OpenCV EdgeBoxes returned {num_boxes} boxes but {vector.shape[0]} scores"
+        )
+    return vector
+
+
 def edge_boxes(image_rgb: np.ndarray, params: EdgeBoxesParams | None = None) -> ProposalResult:
     """EdgeBoxes proposals of one image.
 
@@ -302,15 +322,9 @@ def edge_boxes(image_rgb: np.ndarray, params: EdgeBoxesParams | None = None) -> 
             f"OpenCV EdgeBoxes failed on a {width}x{height} image: {str(error).strip()}"
         ) from error
 
-    rects = np.asarray(rects, dtype=np.int64).reshape(-1, 4)
-    # OpenCV 4.x returns scores as (N, 1), 5.x as (N,); an empty result may be () or None.
-    scores = np.zeros(0, np.float32) if scores is None else np.asarray(scores, np.float32)
-    scores = scores.reshape(-1)
-    if scores.shape[0] != rects.shape[0]:
-        raise ProposalError(
-            f"OpenCV EdgeBoxes returned {rects.shape[0]} boxes but {scores.shape[0]} scores "
-            f"on a {width}x{height} image"
-        )
+    rects = np.zeros((0, 4), np.int64) if rects is None else np.asarray(rects, np.int64)
+    rects = rects.reshape(-1, 4)
+    scores = score_vector(scores, rects.shape[0])
     # EdgeBoxes returns boxes best first; a stable sort makes that explicit and keeps ties.
     order = np.argsort(-scores, kind="stable")
     boxes, scores = finish_boxes(

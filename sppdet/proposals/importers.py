@@ -104,9 +104,9 @@ def load_rcnn_mat(path: str | os.PathLike) -> dict[str, ProposalResult]:
                 "(y1 x1 y2 x2, 1-based)"
             )
         # R-CNN's column order is y1 x1 y2 x2, 1-based inclusive pixels.
-        boxes = np.stack(
-            [raw[:, 1] - 1.0, raw[:, 0] - 1.0, raw[:, 3], raw[:, 2]], axis=1
-        ).astype(np.float32)
+        boxes = np.stack([raw[:, 1] - 1.0, raw[:, 0] - 1.0, raw[:, 3], raw[:, 2]], axis=1).astype(
+            np.float32
+        )
         proposals[image_id] = ProposalResult(boxes, None)
     return proposals
 

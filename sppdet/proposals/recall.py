@@ -238,7 +238,9 @@ def evaluate_recall(
     used_boxes = np.zeros(len(budgets), dtype=np.float64)
     for image_id, truth in ground_truth.items():
         boxes = _proposal_boxes(proposals[image_id], image_id)
-        counts = np.array([boxes.shape[0] if k is None else min(k, boxes.shape[0]) for k in budgets])
+        counts = np.array(
+            [boxes.shape[0] if k is None else min(k, boxes.shape[0]) for k in budgets]
+        )
         used_boxes += counts
         gt_boxes = np.asarray(truth.boxes, dtype=np.float64).reshape(-1, 4)
         labels = [str(label) for label in truth.labels]
