@@ -167,6 +167,14 @@ def test_unreadable_edge_model(tmp_path):
         load_edge_model(bad)
 
 
+def test_other_yaml_file_is_refused_not_crashing(tmp_path):
+    # OpenCV would divide by options.numberOfTrees = 0 and kill the process.
+    other = tmp_path / "other.yml"
+    other.write_text("%YAML:1.0\nname: something else\n")
+    with pytest.raises(ModelError, match="not a Structured Edge model file"):
+        load_edge_model(other)
+
+
 def test_structured_edge_model_path_runs(tmp_path):
     # A one-leaf forest predicts no edges: the model path loads, detects, and yields no boxes.
     model = tmp_path / "tiny_model.yml"

@@ -60,9 +60,11 @@ class SelectiveSearchParams:
             Default 500, the size of PASCAL VOC images and the width R-CNN's selective search
             script resizes to: a 640x480 image then costs about as much as a VOC image.
         min_size: drop boxes narrower or lower than this many original pixels. Default 10:
-            boxes below that are many (about a third of the raw output) and almost never match
-            a labelled object (see BENCHMARKS for the measured effect).
-        seed: value passed to the C library's ``srand`` before each image (determinism).
+            such a window covers less than one cell of a stride-16 conv5 map at SPP-net's
+            scales, and VOC objects that small are rare (most are marked difficult). On the
+            VOC fixtures it removes about 5 % of the boxes and no recall.
+        seed: value passed to the C library's ``srand`` before each image (determinism). In
+            glibc seeds 0 and 1 give the same sequence.
         base_k: Felzenszwalb-Huttenlocher ``k`` of the first initial segmentation (OpenCV's
             default 150).
         inc_k: step of ``k`` between the initial segmentations (OpenCV's default 150).
@@ -94,7 +96,7 @@ class SelectiveSearchParams:
 
 
 @lru_cache(maxsize=1)
-def _libc_srand():  # noqa: ANN202 - a ctypes function object
+def _libc_srand() -> "ctypes._CFuncPtr":
     """The ``srand`` that OpenCV's ``rand()`` reads: the process's C library."""
     for library in (None, ctypes.util.find_library("c")):
         try:
