@@ -11,8 +11,7 @@ both methods in the same process on the same threads, each with its own fc6/fc7:
   4,096) + fc7. The trunk, its kernels, memory format and thread count are the SPP path's.
 
 Every step is timed in rounds; each round runs both methods (so load from other processes hits
-both alike), the first ``--warmup`` rounds are dropped and the median of the others is reported
-(speed-ups from the per-step minima, the least disturbed by other processes, are shown too).
+both alike), the first ``--warmup`` rounds are dropped and the median of the others is reported.
 The trunk is timed layer by layer (the same modules ``backbone(x)`` runs, in order) to show the
 share of LRN and max pooling. R-CNN's trunk may be timed on a subset of the windows
 (``--rcnn-timed-windows``) and scaled up: every warped window costs the same. fc layers run
@@ -105,8 +104,6 @@ ROW_LABELS = (
     "conv-only speed-up without LRN",
     "conv-only speed-up, rounds min-max",
     "whole-feature speed-up, rounds min-max",
-    "conv-only speed-up, per-step minima",
-    "whole-feature speed-up, per-step minima",
 )
 
 
@@ -367,17 +364,8 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 def build_table(m: dict[str, float], rounds: list[dict[str, float]],
-                fastest: dict[str, float], flops: dict[str, float]) -> list[str]:
-    """Markdown table rows, one per :data:`ROW_LABELS` entry.
-
-    Args:
-        m: per-method seconds from the per-step medians (:func:`summarise`).
-        rounds: per-method seconds of each timed round.
-        fastest: per-method seconds from the per-step minima over the rounds (the least
-            disturbed by other processes).
-        flops: GFLOPs per method (keys ``spp1``, ``spp5``, ``rcnn_conv``, ``spp_fc``,
-            ``rcnn_fc``).
-    """
+                flops: dict[str, float]) -> list[str]:
+    """Markdown table rows, one per :data:`ROW_LABELS` entry, for the medians ``m``."""
 
     def seconds(key: str) -> list[str]:
         return [f"{m[f'{method}_{key}']:.3f}" for method in ("spp1", "spp5", "rcnn")]
@@ -428,8 +416,6 @@ def build_table(m: dict[str, float], rounds: list[dict[str, float]],
                                                        without_lrn[method])),
         ROW_LABELS[18]: range_of("trunk"),
         ROW_LABELS[19]: range_of("whole"),
-        ROW_LABELS[20]: speedups(lambda method: speed(method, "trunk", fastest)),
-        ROW_LABELS[21]: speedups(lambda method: speed(method, "whole", fastest)),
     }
     width = max(len(label) for label in ROW_LABELS)
     lines = [f"| {'step'.ljust(width)} | " + " | ".join(f"{c:>11}" for c in COLUMNS) + " |",
@@ -515,7 +501,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         check_line = check_features(setup)
     medians = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     m = summarise(medians)
-    fastest = summarise({key: min(r[key] for r in rounds) for key in rounds[0]})
     per_round = [summarise(r) for r in rounds]
 
     scaled = (f"timed on {setup.rcnn_timed} of {len(boxes)} windows "
@@ -545,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
           f"trunk's own counts are in the table")
     print(check_line)
     print()
-    for line in build_table(m, per_round, fastest, flops):
+    for line in build_table(m, per_round, flops):
         print(line)
     print()
     result = {
