@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import sppdet
-from proposals_images import RECTANGLE_XYXY, blocks_image, rectangle_image
+from tests.proposals_images import RECTANGLE_XYXY, blocks_image, rectangle_image
 from sppdet.boxes import box_iou, xywh_to_xyxy
 from sppdet.errors import ConfigError
 from sppdet.proposals import ProposalError, SelectiveSearchParams, selective_search
@@ -64,7 +64,7 @@ def test_seed_controls_the_order():
 _CHILD_SCRIPT = """
 import hashlib, sys
 sys.path[:0] = sys.argv[1:3]
-from proposals_images import blocks_image
+from tests.proposals_images import blocks_image
 from sppdet.proposals import SelectiveSearchParams, selective_search
 params = SelectiveSearchParams(max_boxes=None, min_size=0)
 for seed in (1, 2):
