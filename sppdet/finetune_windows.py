@@ -1,4 +1,4 @@
-"""Labelled windows for fine-tuning: positives, background and unused proposals by IoU band."""
+"""Labelled windows for fine-tuning: positives, background and unused proposals by IoU band.
 
 Fine-tuning (paper 4.1, REFERENCE section 5) labels every window by its largest IoU with the
 image's ground-truth boxes: a **positive** has IoU >= 0.5 and takes the class of that

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fake_artifacts import make_fake_pipeline_inputs
+from tests.fake_artifacts import make_fake_pipeline_inputs
 from sppdet.boxes import box_iou
 from sppdet.data.voc import ImageAnnotation, VOCDataset
 from sppdet.errors import ConfigError, DataError, StaleArtifactError
