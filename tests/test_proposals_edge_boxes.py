@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from proposals_images import RECTANGLE_XYXY, blocks_image, rectangle_image
+from tests.proposals_images import RECTANGLE_XYXY, blocks_image, rectangle_image
 from sppdet.boxes import box_iou
 from sppdet.errors import ConfigError, ModelError
 from sppdet.proposals import EdgeBoxesParams, ProposalError, edge_boxes, load_edge_model

@@ -8,7 +8,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from proposals_images import RECTANGLE_XYXY, rectangle_image
+from tests.proposals_images import RECTANGLE_XYXY, rectangle_image
 from sppdet.boxes import box_iou
 from sppdet.errors import ConfigError, DataError
 from sppdet.proposals import (

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
-from joblib import Parallel, delayed
 
-from proposals_images import RECTANGLE_XYXY, blocks_image, rectangle_image
+import sppdet
+from tests.proposals_images import RECTANGLE_XYXY, blocks_image, rectangle_image
 from sppdet.boxes import box_iou, xywh_to_xyxy
 from sppdet.errors import ConfigError
 from sppdet.proposals import ProposalError, SelectiveSearchParams, selective_search
@@ -55,15 +61,35 @@ def test_seed_controls_the_order():
     assert not np.array_equal(seed0, seed2)
 
 
+_CHILD_SCRIPT = """
+import hashlib, sys
+sys.path[:0] = sys.argv[1:3]
+from tests.proposals_images import blocks_image
+from sppdet.proposals import SelectiveSearchParams, selective_search
+params = SelectiveSearchParams(max_boxes=None, min_size=0)
+for seed in (1, 2):
+    boxes = selective_search(blocks_image(seed=seed), params).boxes
+    print(boxes.shape[0], hashlib.sha256(boxes.tobytes()).hexdigest())
+"""
+
+
 def test_same_boxes_same_order_across_processes():
-    images = [blocks_image(seed=1), blocks_image(seed=2)]
-    here = [selective_search(image, ALL_BOXES).boxes for image in images]
-    # Two loky worker processes, each with its own C library rand() state.
-    there = Parallel(n_jobs=2, backend="loky")(
-        delayed(selective_search)(image, ALL_BOXES) for image in images
+    # A fresh interpreter has its own C library rand() state, untouched by this process.
+    project_root = str(Path(sppdet.__file__).resolve().parents[1])
+    tests_dir = str(Path(__file__).resolve().parent)
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD_SCRIPT, project_root, tests_dir],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    for mine, theirs in zip(here, there):
-        np.testing.assert_array_equal(mine, theirs.boxes)
+    assert child.returncode == 0, child.stderr
+    here = []
+    for seed in (1, 2):
+        boxes = selective_search(blocks_image(seed=seed), ALL_BOXES).boxes
+        here.append(f"{boxes.shape[0]} {hashlib.sha256(boxes.tobytes()).hexdigest()}")
+    assert child.stdout.split("\n")[:2] == here
 
 
 def _reference_interleave(boxes: np.ndarray) -> list[int]:

@@ -55,8 +55,9 @@ def load_rcnn_mat(path: str | os.PathLike) -> dict[str, ProposalResult]:
 
     Returns:
         image id -> :class:`ProposalResult` with float32 ``[N, 4]`` 0-based continuous xyxy
-        boxes in the file's order and ``scores=None``. Not validated: pass the result to
-        :func:`validate_proposals`.
+        boxes in the file's order and ``scores=None``. Ids stored as text are kept as they
+        are; ids stored as numbers become ``str(int(value))`` (leading zeros cannot be
+        recovered). Not validated: pass the result to :func:`validate_proposals`.
 
     Raises:
         DataError: missing or unreadable file, missing ``images``/``boxes`` variables, lengths
