@@ -62,7 +62,8 @@ def test_conv_gflop_counts_grouped_and_strided_convs(bench):
     trunk = nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), nn.ReLU(),
                           nn.MaxPool2d(2))
     # Output 6 x 5 x 5; each output sums (4 / 2) * 3 * 3 = 18 products.
-    assert bench.conv_gflop(trunk, 1, 10, 9, in_channels=4) == pytest.approx(2 * 6 * 5 * 5 * 18 / 1e9)
+    expected = 2 * 6 * 5 * 5 * 18 / 1e9
+    assert bench.conv_gflop(trunk, 1, 10, 9, in_channels=4) == pytest.approx(expected)
 
 
 def test_fc_gflop_matches_the_reference_figure(bench):
