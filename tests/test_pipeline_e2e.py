@@ -1,0 +1,94 @@
+"""The whole pipeline on tiny synthetic data, and its make-like staleness rules."""
+
+import dataclasses
+
+import pytest
+from click.testing import CliRunner
+
+from sppdet.cli import cli
+from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.detections_io import DetectionsReader
+from sppdet.finetune import FinetuneConfig
+from sppdet.stages import pipeline
+from sppdet.stages.pipeline import CacheOptions, PipelineConfig, ProposeOptions
+
+TINY = PipelineConfig(
+    name="tiny", jobs=1, device="cpu",
+    propose=ProposeOptions(max_boxes=150, max_size=200, min_size=6.0),
+    cache_features=CacheOptions(backbone="efficientnet_lite0", scales=(160,), flip=True),
+    finetune=FinetuneConfig(iterations=20, hidden=64, batch_size=32, val_every=10,
+                            checkpoint_every=10, log_every=10),
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "data"
+    make_demo_data(data, DemoDataConfig(n_trainval=8, n_test=4, image_width=200,
+                                        image_height=150, max_object_size=100, seed=3))
+    work = root / "work"
+    stages = []
+    summary = pipeline.run(data, work, TINY, on_stage=stages.append)
+    return data, work, summary, stages
+
+
+def test_every_stage_runs_and_eval_reports_map(tiny_run):
+    data, work, summary, stages = tiny_run
+    names = [s.stage for s in stages]
+    assert names == ["propose trainval", "propose test", "cache-features trainval",
+                     "cache-features test", "finetune", "train-svm", "train-bbox-reg", "detect",
+                     "eval"]
+    assert not any(s.up_to_date for s in stages)
+    report = summary.eval_summary.report
+    assert 0.0 <= report["mean_ap"] <= 1.0 and len(report["classes"]) == 6
+    with DetectionsReader(summary.detections) as reader:
+        assert len(reader.image_ids()) == 4
+    assert list((work / "eval").rglob("report.md")) and list((work / "eval").rglob("pr_*.png"))
+    comp4 = list(work.rglob("comp4_det_test_*.txt"))
+    assert len(comp4) == 6
+
+
+def test_rerun_skips_everything(tiny_run):
+    data, work, _, _ = tiny_run
+    stages = []
+    pipeline.run(data, work, TINY, on_stage=stages.append)
+    assert all(s.up_to_date for s in stages), [s.stage for s in stages if not s.up_to_date]
+
+
+def test_changing_one_stage_reruns_it_and_what_follows(tiny_run):
+    data, work, _, _ = tiny_run
+    changed = dataclasses.replace(TINY, detect=dataclasses.replace(TINY.detect,
+                                                                   iou_threshold=0.4))
+    stages = []
+    pipeline.run(data, work, changed, on_stage=stages.append)
+    reran = [s.stage for s in stages if not s.up_to_date]
+    assert reran == ["detect", "eval"]
+    changed = dataclasses.replace(changed, train_svm=dataclasses.replace(TINY.train_svm,
+                                                                         C=2e-3))
+    stages = []
+    pipeline.run(data, work, changed, on_stage=stages.append)
+    reran = [s.stage for s in stages if not s.up_to_date]
+    assert reran == ["train-svm", "detect", "eval"]
+
+
+def test_detect_on_image_files_draws_them(tiny_run, tmp_path):
+    data, work, _, _ = tiny_run
+    image = sorted((data / "JPEGImages").glob("*.jpg"))[0]
+    result = CliRunner().invoke(cli, ["-w", str(work), "detect", str(image), "--name", "tiny",
+                                      "--out", str(tmp_path / "drawn"), "--scales", "160"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "drawn" / f"{image.stem}.detections.png").exists()
+    assert (tmp_path / "drawn" / "detections.json").exists()
+
+
+def test_pipeline_config_file_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("finetune:\n  iterationz: 5\n")
+    with pytest.raises(Exception, match="unknown key.*iterationz"):
+        pipeline.load_config(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text("name: x\nfinetune:\n  iterations: 5\ncache_features:\n  scales: [480]\n")
+    config = pipeline.load_config(good)
+    assert config.name == "x" and config.finetune.iterations == 5
+    assert config.cache_features.scales == (480,)
