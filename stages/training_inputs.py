@@ -210,20 +210,20 @@ def scale_sample(reader: ItemReader, image_ids: list[str], seed: int) -> dict[st
     return out
 
 
-def scale_from_features(features_by_image: Mapping[str, np.ndarray], what: str) -> float:
-    """The mean-norm-20 factor of sampled features (all images' rows together)."""
-    norms = [np.linalg.norm(f.astype(np.float64), axis=1) for f in features_by_image.values()]
-    norms = np.concatenate(norms) if norms else np.zeros(0)
+def scale_from_norms(norms_by_image: Mapping[str, np.ndarray], what: str) -> float:
+    """The mean-norm-20 factor from the sampled windows' feature norms (all images')."""
+    norms = np.concatenate(list(norms_by_image.values())) if norms_by_image else np.zeros(0)
     if norms.size == 0:
         raise DataError(f"no proposal to measure the {what} feature scale on: every image of "
                         "the split has 0 proposals; rerun `sppdet propose`")
     return feature_scale_from_norms(norms, target_norm=TARGET_NORM)
 
 
-def sample_features(featurizer: WindowFeaturizer,
-                    windows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Features of each image's sampled windows."""
-    return {image_id: featurizer(image_id, boxes) for image_id, boxes in windows.items()}
+def sample_norms(featurizer: WindowFeaturizer,
+                 windows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """L2 norms of the features of each image's sampled windows."""
+    return {image_id: np.linalg.norm(featurizer(image_id, boxes).astype(np.float64), axis=1)
+            for image_id, boxes in windows.items()}
 
 
 def scale_params() -> dict[str, Any]:
