@@ -450,7 +450,8 @@ class ItemStore:
             arrays: dataset name -> array (names may contain '/' for sub-groups).
             attrs: scalar attributes of the item's group (JSON-able values).
             compression: keyword arguments for ``h5py.create_dataset`` (e.g. ``compression``,
-                ``chunks``) applied to every array with at least one dimension.
+                ``chunks``) applied to every non-empty array; without ``chunks`` each array is
+                one chunk (readers load whole arrays).
         """
         name = _part_name(item_id)
         final = self.parts_dir / f"{name}.h5"
@@ -462,6 +463,8 @@ class ItemStore:
                 for key, value in arrays.items():
                     value = np.asarray(value)
                     options = dict(compression or {}) if value.ndim and value.size else {}
+                    if options and "chunks" not in options:
+                        options["chunks"] = value.shape  # one chunk per array: read whole
                     handle.create_dataset(key, data=value, **options)
         failed = self.parts_dir / f"{name}.failed.json"
         with contextlib.suppress(FileNotFoundError):

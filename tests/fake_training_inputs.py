@@ -26,7 +26,7 @@ from sppdet.data.voc import VOCDataset
 from sppdet.fc_head import FcHead
 from sppdet.scales import resized_size
 
-from conftest import make_voc_dataset
+from tests.conftest import make_voc_dataset
 
 STRIDE = 16
 CELL_CENTER = 7.5

@@ -16,7 +16,7 @@ from sppdet.data.voc import VOCDataset
 from sppdet.feature_cache import FeatureCache
 from sppdet.window_features import WindowFeaturizer
 
-from fake_training_inputs import _proposals_for, make_inputs
+from tests.fake_training_inputs import _proposals_for, make_inputs
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from sppdet.stages.layout import features_path, proposals_path
 from sppdet.svm import SVMWeights
 from sppdet.window_features import WindowFeaturizer
 
-from fake_training_inputs import make_inputs, negatives_of, write_fc, write_proposals
+from tests.fake_training_inputs import make_inputs, negatives_of, write_fc, write_proposals
 
 
 @pytest.fixture(scope="module")

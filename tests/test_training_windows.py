@@ -36,9 +36,9 @@ from sppdet.training_windows import (
 )
 from sppdet.window_features import WindowFeaturizer, resolve_device, window_cells
 
-from fake_training_inputs import make_inputs, write_fc
-from toy_shared_svm_data import CLASSES, per_class_negatives, shared_negatives
-from toy_svm_data import DIM, toy_positives
+from tests.fake_training_inputs import make_inputs, write_fc
+from tests.toy_shared_svm_data import CLASSES, per_class_negatives, shared_negatives
+from tests.toy_svm_data import DIM, toy_positives
 
 
 @pytest.fixture(scope="module")

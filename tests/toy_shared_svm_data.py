@@ -11,7 +11,7 @@ import numpy as np
 
 from sppdet.svm import SharedImageNegatives
 
-from toy_svm_data import toy_negatives
+from tests.toy_svm_data import toy_negatives
 
 CLASSES = ("cat", "dog", "bird")
 
