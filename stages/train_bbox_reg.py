@@ -28,7 +28,8 @@ from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
 from sppdet.progress import get_logger, log_to_file
 from sppdet.training_windows import RegressionWindowStore, collect_regression_windows
-from sppdet.window_features import WindowFeaturizer, resolve_device
+from sppdet.devices import resolve_device
+from sppdet.window_features import WindowFeaturizer
 
 from .common import dataset_params, format_seconds
 from .layout import log_path

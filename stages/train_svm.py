@@ -30,7 +30,8 @@ from sppdet.fc_head import LAYERS
 from sppdet.progress import get_logger, log_to_file
 from sppdet.svm import HardNegativeSVM, SVMWeights, train_class_svms_shared
 from sppdet.training_windows import NEGATIVE_IOU, SharedNegativeStream, collect_positives
-from sppdet.window_features import WindowFeaturizer, resolve_device
+from sppdet.devices import resolve_device
+from sppdet.window_features import WindowFeaturizer
 
 from .common import dataset_params, format_seconds
 from .layout import log_path

@@ -8,7 +8,6 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 
 from sppdet.artifacts import ItemReader
 from sppdet.bbox_regression import BBoxRegressor
@@ -34,7 +33,7 @@ from sppdet.training_windows import (
     collect_positives,
     negative_masks,
 )
-from sppdet.window_features import WindowFeaturizer, resolve_device, window_cells
+from sppdet.window_features import WindowFeaturizer, window_cells
 
 from tests.fake_training_inputs import make_inputs, write_fc
 from tests.toy_shared_svm_data import CLASSES, per_class_negatives, shared_negatives
@@ -113,13 +112,6 @@ def test_featurizer_matches_pool_and_fc(inputs, tmp_path):
         narrow = FcHead(inputs.channels * 50 + 1, len(inputs.classes), hidden=8)
         with pytest.raises(ModelError, match="another backbone"):
             WindowFeaturizer(cache, narrow, "fc7")
-
-
-def test_resolve_device():
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type in ("cpu", "cuda")
-    with pytest.raises(ConfigError):
-        resolve_device("tpu:7")
 
 
 def test_shared_stream_yields_deduplicated_negatives_with_masks(inputs):
