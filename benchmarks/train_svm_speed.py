@@ -38,6 +38,8 @@ import numpy as np
 from sppdet.artifacts import ItemStore, Record, write_artifact
 from sppdet.data.voc import VOC_CLASSES, VOCDataset
 from sppdet.fc_head import FcHead
+from sppdet.feature_cache import FeatureCache
+from sppdet.finetune import model_meta
 from sppdet.scales import PAPER_SCALES, resized_size
 
 STRIDE = 16
@@ -144,7 +146,8 @@ def make(args: argparse.Namespace) -> None:
     head = FcHead(args.channels * 50, 20, hidden=args.hidden, seed=args.seed)
     fc = root / "models" / "bench" / "fc.pt"
     fc.parent.mkdir(parents=True, exist_ok=True)
-    params = {"backbone": record.params["backbone"], "classes": list(VOC_CLASSES)}
+    with FeatureCache(root / "features.h5") as cache:
+        params = model_meta(cache, VOC_CLASSES, (6, 3, 2, 1))  # as `sppdet finetune` records
     with write_artifact(fc, Record("finetune", params)) as tmp:
         head.save(tmp, **params)
     print(f"wrote {args.images} images x {args.proposals} proposals, C={args.channels}, "
@@ -183,7 +186,6 @@ def per_class(args: argparse.Namespace) -> None:
     from sppdet.svm import HardNegativeSVM, ImageNegatives, train_class_svms, \
         train_class_svms_shared
     from sppdet.training_windows import SharedNegativeStream, collect_positives
-    from sppdet.feature_cache import FeatureCache
     from sppdet.window_features import WindowFeaturizer
 
     root = Path(args.dir)
