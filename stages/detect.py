@@ -362,3 +362,81 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         if isinstance(source, FeatureCache):
             source.close()
     return summary
+
+
+@dataclass
+class ImageFileResult:
+    path: Path
+    detections: ImageDetections
+    drawn: Path | None
+
+
+def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
+               method: str = "ss-fast", max_boxes: int = 2000, scorer: str = "svm",
+               use_bbox_reg: bool = True, iou_threshold: float = 0.3,
+               score_threshold: float | None = None, max_per_image: int | None = 100,
+               scales: tuple[int, ...] | None = None, device: str = "auto",
+               draw_threshold: float | None = None) -> list[ImageFileResult]:
+    """Detect objects in plain image files: proposals and conv5 computed on the fly.
+
+    Args:
+        images: image files.
+        model_dir: ``<work>/models/<name>``.
+        out_dir: where the drawn images (``<stem>.detections.png``) and ``detections.json``
+            go; ``None`` draws nothing.
+        method: proposal method for the images.
+        max_boxes: proposals per image.
+        draw_threshold: draw detections scoring above this (default: 0 for SVM scores, 0.5
+            for softmax).
+        Others: as :func:`run`.
+    """
+    from sppdet.data.images import read_image
+    from sppdet.proposals import params_from_dict, propose_image
+    from sppdet.visualize import draw_detections, save_image
+
+    if scorer not in SCORERS:
+        raise ConfigError(f"--scorer must be one of {SCORERS}, got {scorer!r}")
+    nms = NMSSettings(iou_threshold=iou_threshold,
+                      score_threshold=DEFAULT_SCORE_THRESHOLDS[scorer]
+                      if score_threshold is None else score_threshold,
+                      max_per_image=max_per_image)
+    model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg)
+    torch_device = resolve_device(device)
+    chosen = tuple(scales or model.scales)
+    if not chosen:
+        raise ConfigError("the model records no scales; pass --scales")
+    spec = model.backbone if isinstance(model.backbone, dict) else {"name": model.backbone}
+    backbone = build_backbone(spec["name"], spec.get("weights_path")).eval().to(torch_device)
+    model.head = model.head.to(torch_device).eval()
+    loaded: dict[str, Any] = {}
+    source = ComputedFeatures(backbone, chosen, torch_device, lambda key: loaded[key])
+    params = params_from_dict(method, {"max_boxes": max_boxes})
+    threshold = draw_threshold if draw_threshold is not None else (
+        0.0 if scorer == "svm" else 0.5)
+    results = []
+    times = DetectTimes()
+    for path in progress(images, total=len(images), desc="detect"):
+        path = Path(path)
+        image = read_image(path)
+        key = path.stem.replace(" ", "_") or "image"
+        loaded.clear()
+        loaded[key] = image
+        boxes = propose_image(image, method, params).boxes
+        pooled = source.pool(key, boxes, scale="best")
+        final, _ = detect_windows(model, key, pooled, boxes, image.shape[:2], scorer=scorer,
+                                  nms=nms, times=times)
+        drawn = None
+        if out_dir is not None:
+            picture = draw_detections(image, final, model.classes, min_score=threshold)
+            drawn = save_image(Path(out_dir) / f"{path.stem}.detections.png", picture)
+        results.append(ImageFileResult(path=path, detections=final, drawn=drawn))
+    if out_dir is not None:
+        import json
+
+        listing = {str(r.path): [
+            {"class": model.classes[int(label)], "score": float(score),
+             "box_xyxy": [float(v) for v in box]}
+            for box, score, label in zip(r.detections.boxes, r.detections.scores,
+                                         r.detections.labels)] for r in results}
+        (Path(out_dir) / "detections.json").write_text(json.dumps(listing, indent=1) + "\n")
+    return results

@@ -144,14 +144,23 @@ def _check_input(path: Path, made_by: str, data: VOCDataset, what: str) -> Recor
     made_on = record.params.get("data")
     if isinstance(made_on, Mapping):
         here = dataset_params(data)
-        if made_on.get("split") != data.split or made_on.get("dataset") != here["dataset"]:
-            raise ConfigError(f"{path} was made on split '{made_on.get('split')}' of "
-                              f"{made_on.get('dataset')}, not on split '{data.split}' of "
-                              f"{here['dataset']}; give the {what} of that split")
+        if made_on.get("dataset") != here["dataset"]:
+            raise ConfigError(f"{path} was made on {made_on.get('dataset')}, not on "
+                              f"{here['dataset']}; give the {what} of this dataset")
+        if made_on.get("split") != data.split:
+            # an artifact of a superset split (trainval for train and val) serves when it is
+            # current for its own split; images it lacks are reported where they are read
+            try:
+                here = dataset_params(VOCDataset(data.root, str(made_on.get("split")),
+                                                 data.classes))
+            except DataError as exc:
+                raise ConfigError(f"{path} was made on split '{made_on.get('split')}', which "
+                                  f"cannot be read any more ({exc}); give the {what} of split "
+                                  f"'{data.split}'") from exc
         if made_on.get("fingerprint") not in (None, here["fingerprint"]):
             raise StaleArtifactError(f"{path} was made before the annotations or images of "
-                                     f"split '{data.split}' changed; rerun `sppdet {made_by}` "
-                                     "for it (with --force)")
+                                     f"split '{made_on.get('split')}' changed; rerun `sppdet "
+                                     f"{made_by}` for it (with --force)")
     return record
 
 
@@ -345,7 +354,7 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
             title=f"fine-tuning {out.parent.name} ({meta['backbone'].get('name')})",
             best_iteration=trainer.best_iteration_ if trainer.best_val_ else None)
         checkpoint.unlink(missing_ok=True)
-        log.info("%s", summary.to_text())
+        log.debug("%s", summary.to_text())
         return summary
 
 
