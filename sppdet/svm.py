@@ -251,6 +251,22 @@ def svm_objective(
     w = np.asarray(w, dtype=np.float64).reshape(-1)
     z_pos = np.asarray(positives).reshape(-1, w.size) @ w + b
     z_neg = np.asarray(negatives).reshape(-1, w.size) @ w + b
+    return _objective_from_scores(
+        w, b, z_pos, z_neg, C=C, bias_feature=bias_feature, positive_weight=positive_weight
+    )
+
+
+def _objective_from_scores(
+    w: np.ndarray,
+    b: float,
+    z_pos: np.ndarray,
+    z_neg: np.ndarray,
+    *,
+    C: float,
+    bias_feature: float,
+    positive_weight: float,
+) -> Objective:
+    """:func:`svm_objective` from the scores ``z = x . w + b`` already computed."""
     positive_loss = C * positive_weight * float(np.maximum(0.0, 1.0 - z_pos).sum())
     negative_loss = C * float(np.maximum(0.0, 1.0 + z_neg).sum())
     regularizer = 0.5 * float(w @ w) + 0.5 * (b / bias_feature) ** 2
@@ -765,33 +781,43 @@ class HardNegativeMiner:
         scaled = (features * self.feature_scale).astype(self.dtype, copy=False)
         self.add_scaled(image_id, scaled, proposal_index)
 
-    def add_scaled(self, image_id: str, features: np.ndarray, proposal_index: np.ndarray) -> None:
+    def add_scaled(self, image_id: str, features: np.ndarray, proposal_index: np.ndarray,
+                   rows: np.ndarray | None = None) -> None:
         """Consume one image's negatives already multiplied by ``feature_scale``.
 
         For callers that validated the features once for many classes: ``features`` must be a
         finite ``[n, D]`` array of :attr:`dtype` and ``proposal_index`` ``[n]`` distinct ints.
+
+        Args:
+            rows: int ``[m]``, the rows of ``features`` that are this class's negatives (None:
+                all). Only the rows that enter the cache are copied.
         """
         start = time.perf_counter()
         self._images_seen += 1
         self._num_images += 1
         code = self._image_codes.setdefault(image_id, len(self._image_codes))
-        if features.shape[0]:
-            self._mine(image_id, code, features, proposal_index)
+        if (features.shape[0] if rows is None else rows.size):
+            self._mine(image_id, code, features, proposal_index, rows)
         self.mining_seconds += time.perf_counter() - start
 
-    def _mine(self, image_id: str, code: int, feats: np.ndarray,
-              proposal_index: np.ndarray) -> None:
+    def _mine(self, image_id: str, code: int, feats: np.ndarray, proposal_index: np.ndarray,
+              rows: np.ndarray | None) -> None:
         est = self.estimator
         cache = self._cache
+        index = proposal_index if rows is None else proposal_index[rows]
         if self._model is None:
-            scores = np.full(feats.shape[0], np.nan)
-            take = np.ones(feats.shape[0], dtype=bool)
+            scores = np.full(index.shape[0], np.nan)
+            take = np.ones(index.shape[0], dtype=bool)
         else:
-            scores = feats @ self._model[0] + self._model[1]
+            # Scoring every row and then selecting avoids copying the class's rows first.
+            scores = (feats @ self._w_scoring).astype(np.float64) + self._model[1]
+            if rows is not None:
+                scores = scores[rows]
             take = scores > est.hard_threshold
-        take &= ~cache.contains(code, proposal_index)
+        take &= ~cache.contains(code, index)
         if take.any():
-            cache.add(code, feats[take], proposal_index[take], scores[take])
+            taken = np.flatnonzero(take) if rows is None else rows[take]
+            cache.add(code, feats[taken], index[take], scores[take])
             self._num_added += int(np.count_nonzero(take))
             if cache.size > est.max_cached_negatives:
                 self._num_dropped += self._drop_easiest(image_id)
@@ -858,10 +884,13 @@ class HardNegativeMiner:
                 f"the SVM solver returned weights of shape {w.shape} (expected ({self.dim},)) "
                 "or non-finite values"
             )
-        z_pos = pos @ w + b
-        z_neg = x_neg @ w + b
-        objective = svm_objective(
-            w, b, pos, x_neg,
+        # Scores in the features' dtype: a float64 weight vector would make numpy cast the
+        # whole cache to float64 first.
+        w_scoring = w.astype(self.dtype)
+        z_pos = (pos @ w_scoring).astype(np.float64) + b
+        z_neg = (x_neg @ w_scoring).astype(np.float64) + b
+        objective = _objective_from_scores(
+            w, b, z_pos, z_neg,
             C=est.C, bias_feature=est.bias_feature, positive_weight=est.positive_weight,
         )
         easy = z_neg < est.evict_threshold
@@ -884,7 +913,9 @@ class HardNegativeMiner:
             solver_seconds=seconds,
         )
         self._history.append(record)
-        logger.info(
+        # DEBUG: one line per retraining (hundreds for 20 classes) goes to the stage's log
+        # file; the console shows the per-class totals.
+        logger.debug(
             "retrain %d (%s, pass %d, image %d): %d pos, %d neg (%d new); objective %.4f = "
             "%.4f (pos) + %.4f (neg) + %.4f (reg); evicted %d, cache %d; solver %.2f s",
             len(self._history), reason, epoch + 1, images_seen, record.num_positives,
@@ -895,6 +926,7 @@ class HardNegativeMiner:
         if self._on_retrain is not None:
             self._on_retrain(record)
         self._model = (w, b)
+        self._w_scoring = w_scoring
         self._num_added = 0
 
     def _drop_easiest(self, image_id: str) -> int:
@@ -1220,10 +1252,8 @@ def _feed_miners(
         if scaled is None:
             scaled = (features * feature_scale).astype(miner.dtype, copy=False)
             scaled_by_dtype[miner.dtype] = scaled
-        if mask.all():
-            miner.add_scaled(image_id, scaled, proposal_index)
-        else:
-            miner.add_scaled(image_id, scaled[mask], proposal_index[mask])
+        miner.add_scaled(image_id, scaled, proposal_index,
+                         None if mask.all() else np.flatnonzero(mask))
 
 
 def train_class_svms_shared(

@@ -114,7 +114,7 @@ def negative_masks(boxes_xyxy: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.n
 
 
 def collect_positives(featurizer: WindowFeaturizer, truth: Mapping[str, ImageTruth],
-                      classes: Sequence[str], *, extra_windows: Mapping[str, np.ndarray]
+                      classes: Sequence[str], *, scale_windows: Mapping[str, np.ndarray]
                       | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
                                               dict[str, np.ndarray]]:
     """Features of every ground-truth box, grouped by class, in one pass over the images.
@@ -123,20 +123,21 @@ def collect_positives(featurizer: WindowFeaturizer, truth: Mapping[str, ImageTru
         featurizer: computes the features.
         truth: image id -> :class:`ImageTruth`, in the order to visit.
         classes: class names (``labels`` index into them).
-        extra_windows: image id -> ``[M, 4]`` more windows to featurize in the same pass (the
-            feature-scale sample), returned separately.
+        scale_windows: image id -> ``[M, 4]`` windows of the feature-scale sample, featurized
+            in the same pass; only their L2 norms are kept (the sample's features would be
+            40,000 x D floats).
 
     Returns:
-        ``(positives, difficult, extra)``: class -> float32 ``[P, D]`` features (classes
-        without a box get ``[0, D]``), class -> bool ``[P]``, image id -> float32 ``[M, D]``
-        features of its extra windows.
+        ``(positives, difficult, norms)``: class -> float32 ``[P, D]`` features (classes
+        without a box get ``[0, D]``), class -> bool ``[P]``, image id -> float64 ``[M]`` L2
+        norms of the features of its sampled windows.
     """
-    extra_windows = extra_windows or {}
+    scale_windows = scale_windows or {}
     chunks: dict[int, list[np.ndarray]] = {k: [] for k in range(len(classes))}
     flags: dict[int, list[np.ndarray]] = {k: [] for k in range(len(classes))}
-    extra: dict[str, np.ndarray] = {}
+    norms: dict[str, np.ndarray] = {}
     for image_id, gt in progress(truth.items(), total=len(truth), desc="positives"):
-        more = np.asarray(extra_windows.get(image_id, np.zeros((0, 4))), np.float32)
+        more = np.asarray(scale_windows.get(image_id, np.zeros((0, 4))), np.float32)
         more = more.reshape(-1, 4)
         if gt.boxes.shape[0] == 0 and more.shape[0] == 0:
             continue
@@ -146,14 +147,14 @@ def collect_positives(featurizer: WindowFeaturizer, truth: Mapping[str, ImageTru
             rows = gt.labels == k
             chunks[int(k)].append(features[:n_gt][rows])
             flags[int(k)].append(gt.difficult[rows])
-        if image_id in extra_windows:
-            extra[image_id] = features[n_gt:]
+        if image_id in scale_windows:
+            norms[image_id] = np.linalg.norm(features[n_gt:].astype(np.float64), axis=1)
     dim = featurizer.dim
     positives = {name: np.concatenate(chunks[k]) if chunks[k] else np.zeros((0, dim), np.float32)
                  for k, name in enumerate(classes)}
     difficult = {name: np.concatenate(flags[k]) if flags[k] else np.zeros(0, bool)
                  for k, name in enumerate(classes)}
-    return positives, difficult, extra
+    return positives, difficult, norms
 
 
 @dataclass

@@ -24,26 +24,6 @@ from sppdet.scales import select_scales
 from sppdet.spp import DEFAULT_LEVELS, cells_at_scale, spp_output_dim
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> the first GPU when there is one, else the CPU; other names as given.
-
-    Raises:
-        ConfigError: an unknown device name, or a CUDA device on a machine without one.
-    """
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} was asked for but no CUDA GPU is available; "
-                          "use --device cpu")
-    return resolved
-
-
 def window_cells(cache: FeatureCache, image_id: str,
                  boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Feature-map cells of windows at their best scale, as ``FeatureCache.pool`` maps them.

@@ -28,12 +28,13 @@ from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
 from sppdet.progress import get_logger, log_to_file
 from sppdet.training_windows import RegressionWindowStore, collect_regression_windows
-from sppdet.window_features import WindowFeaturizer, resolve_device
+from sppdet.devices import resolve_device
+from sppdet.window_features import WindowFeaturizer
 
 from .common import dataset_params, format_seconds
 from .layout import log_path
-from .training_inputs import (InputPaths, image_truth, open_inputs, sample_features,
-                              scale_from_features, scale_params, scale_sample)
+from .training_inputs import (InputPaths, image_truth, open_inputs, sample_norms,
+                              scale_from_norms, scale_params, scale_sample)
 
 log = get_logger("train_bbox_reg")
 STAGE = "train-bbox-reg"
@@ -153,9 +154,8 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
                      data.root, split, cache.path, reader.path, out)
             summary = TrainBBoxRegSummary(path=out, device=str(torch_device))
             featurizer = WindowFeaturizer(cache, None, "pool5")
-            sampled = sample_features(featurizer, scale_sample(reader, data.image_ids, seed))
-            feature_scale = scale_from_features(sampled, "pool5")
-            del sampled
+            norms = sample_norms(featurizer, scale_sample(reader, data.image_ids, seed))
+            feature_scale = scale_from_norms(norms, "pool5")
             summary.feature_scale = feature_scale
             # float16 maps pool to float16-exact values: storing them as float16 is lossless.
             dtype = np.float16 if str(cache.record.params.get("dtype")) == "float16" \

@@ -30,12 +30,13 @@ from sppdet.fc_head import LAYERS
 from sppdet.progress import get_logger, log_to_file
 from sppdet.svm import HardNegativeSVM, SVMWeights, train_class_svms_shared
 from sppdet.training_windows import NEGATIVE_IOU, SharedNegativeStream, collect_positives
-from sppdet.window_features import WindowFeaturizer, resolve_device
+from sppdet.devices import resolve_device
+from sppdet.window_features import WindowFeaturizer
 
 from .common import dataset_params, format_seconds
 from .layout import log_path
 from .training_inputs import (InputPaths, image_truth, load_fc, open_inputs,
-                              scale_from_features, scale_params, scale_sample)
+                              scale_from_norms, scale_params, scale_sample)
 
 log = get_logger("train_svm")
 STAGE = "train-svm"
@@ -206,8 +207,8 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
             featurizer = WindowFeaturizer(cache, head, layer, batch_size=batch_size)
             sample = scale_sample(reader, data.image_ids, seed)
             positives, difficult, sampled = collect_positives(
-                featurizer, truth, data.classes, extra_windows=sample)
-            feature_scale = scale_from_features(sampled, layer)
+                featurizer, truth, data.classes, scale_windows=sample)
+            feature_scale = scale_from_norms(sampled, layer)
             summary.feature_scale = feature_scale
             summary.positives_pool_seconds = featurizer.times.pool_seconds
             summary.positives_fc_seconds = featurizer.times.fc_seconds
@@ -215,7 +216,6 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
             log.info("feature scale %.6g from %d sampled windows of %d images; %d positives",
                      feature_scale, sum(len(v) for v in sampled.values()), len(sampled),
                      sum(len(v) for v in positives.values()))
-            del sampled
             # Pass 2: hard-negative mining, each image featurized once per worker.
             stream = SharedNegativeStream(
                 features_path=str(cache.path), proposals_path=str(reader.path),
@@ -277,7 +277,7 @@ def _fill_stats(summary: TrainSvmSummary, svms: Any, positives: dict, difficult:
 def _log_histories(svms: Any) -> None:
     for name, model in svms.models.items():
         for i, r in enumerate(model.history_, 1):
-            log.info("%s: retrain %d (%s, image %d): %d pos, %d neg (%d new); objective %.4f; "
+            log.debug("%s: retrain %d (%s, image %d): %d pos, %d neg (%d new); objective %.4f; "
                      "evicted %d, cache %d; solver %.2f s", name, i, r.reason, r.images_seen,
                      r.num_positives, r.num_negatives, r.num_added, r.objective.total,
                      r.num_evicted, r.cache_size, r.solver_seconds)

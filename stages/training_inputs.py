@@ -15,15 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.artifacts import InputRef, ItemReader, input_ref, read_record
+from sppdet.artifacts import InputRef, ItemReader, Record, input_ref, read_record
 from sppdet.data.voc import VOCDataset
-from sppdet.errors import ArtifactMissingError, ConfigError, DataError
+from sppdet.errors import (ArtifactError, ArtifactMissingError, ConfigError, DataError,
+                           StaleArtifactError)
 from sppdet.fc_head import FcHead
 from sppdet.feature_cache import FeatureCache
+from sppdet.finetune import check_features_match
 from sppdet.svm import feature_scale_from_norms, sample_for_scale
 from sppdet.training_windows import PROPOSALS_STAGE, ImageTruth
 from sppdet.window_features import WindowFeaturizer
 
+from .common import dataset_params
 from .layout import features_path, model_dir, proposals_path
 
 FINETUNE_STAGE = "finetune"
@@ -105,16 +108,43 @@ def resolve_paths(work_dir: Path, dataset: str | Path, split: str, name: str, *,
                       fc=fc_path if needs_fc else None)
 
 
+def check_made_on(record: Record, path: Path, data: VOCDataset, made_by: str) -> None:
+    """Refuse an input made by another stage, on another split, or before the data changed.
+
+    Records without a ``data`` parameter (made by other tools) are only checked by stage.
+    """
+    if record.stage != made_by:
+        raise ConfigError(f"{path} was made by `sppdet {record.stage}`, not by `sppdet "
+                          f"{made_by}`")
+    made_on = record.params.get("data")
+    if not isinstance(made_on, Mapping):
+        return
+    here = dataset_params(data)
+    if made_on.get("split") != data.split or made_on.get("dataset") != here["dataset"]:
+        raise DataError(f"{path} was made on split '{made_on.get('split')}' of "
+                        f"{made_on.get('dataset')}, not on split '{data.split}' of "
+                        f"{here['dataset']}; rerun `sppdet {made_by} {data.root} --split "
+                        f"{data.split}`, or give the file made for it")
+    if made_on.get("fingerprint") not in (None, here["fingerprint"]):
+        raise StaleArtifactError(f"{path} was made before the annotations or images of split "
+                                 f"'{data.split}' changed; rerun `sppdet {made_by}` for it "
+                                 "(with --force)")
+
+
 def open_inputs(data: VOCDataset, paths: InputPaths, *, device: Any = "cpu"
                 ) -> tuple[FeatureCache, ItemReader, dict[str, InputRef]]:
-    """Open the feature cache and the proposals and check they cover every image of the split.
+    """Open the feature cache and the proposals and check they fit the split.
+
+    Checks: made by ``propose`` / ``cache-features`` on this split (when their records say),
+    every image of the split present in both, with the dataset's image size.
 
     Returns:
         ``(cache, proposals_reader, input_refs)``; the caller closes both readers.
 
     Raises:
         ArtifactMissingError: an input is missing or unfinished (names the command).
-        DataError: images of the split missing from an input (names the command to rerun).
+        DataError: images of the split missing from an input, or of another size (names the
+            command to rerun).
     """
     refs = {"proposals": input_ref(paths.proposals, made_by=PROPOSALS_STAGE)}
     refs["features"] = input_ref(paths.features, made_by="cache-features")
@@ -125,17 +155,29 @@ def open_inputs(data: VOCDataset, paths: InputPaths, *, device: Any = "cpu"
         cache.close()
         raise
     try:
-        for what, contains, command in (
-                ("proposals", reader.__contains__, "propose"),
-                ("conv5 features", cache.__contains__, "cache-features")):
+        check_made_on(reader.record, paths.proposals, data, PROPOSALS_STAGE)
+        check_made_on(cache.record, paths.features, data, "cache-features")
+        for what, path, contains, command in (
+                ("proposals", paths.proposals, reader.__contains__, PROPOSALS_STAGE),
+                ("conv5 features", paths.features, cache.__contains__, "cache-features")):
             missing = [i for i in data.image_ids if not contains(i)]
             if missing:
-                path = paths.proposals if what == "proposals" else paths.features
                 raise DataError(
                     f"{path} has no {what} for {len(missing)} image(s) of split "
                     f"'{data.split}' (e.g. {', '.join(missing[:5])}); rerun `sppdet {command} "
                     f"{data.root} --split {data.split}` (with --force if it was made for other "
                     "images)")
+        for ann in data:
+            attrs = reader.group(ann.image_id).attrs
+            sizes = {"proposals": (int(attrs["width"]), int(attrs["height"])),
+                     "cache-features": tuple(reversed(cache.image_size(ann.image_id)))}
+            for command, size in sizes.items():
+                if size != (ann.width, ann.height):
+                    raise DataError(
+                        f"image {ann.image_id} is {size[0]}x{size[1]} in the "
+                        f"{'proposals' if command == PROPOSALS_STAGE else 'features'} but "
+                        f"{ann.width}x{ann.height} in the dataset; rerun `sppdet {command}` "
+                        "(with --force)")
     except BaseException:
         cache.close()
         reader.close()
@@ -148,33 +190,23 @@ def load_fc(fc: Path, data: VOCDataset, cache: FeatureCache) -> tuple[FcHead, In
 
     Raises:
         ArtifactMissingError: no fc checkpoint (or no record: it never finished).
-        DataError: the checkpoint was fine-tuned on another backbone's features, or for
-            another class list (says what to rerun).
+        ConfigError: the checkpoint was fine-tuned on another backbone's features (or other
+            weights, stride or channels; :func:`sppdet.finetune.check_features_match` says
+            what to rerun).
+        DataError: it was fine-tuned for another class list.
     """
     if not Path(fc).exists():
         raise ArtifactMissingError(f"{fc} does not exist; fc6/fc7 SVMs need the fine-tuned fc "
                                    "layers: run `sppdet finetune` first (or train on --layer "
                                    "pool5)")
     record = read_record(fc, made_by=FINETUNE_STAGE)
-    head, meta = FcHead.load(fc)
-    fc_backbone_param = record.params.get("backbone", meta.get("backbone"))
-    fc_name = backbone_name(fc_backbone_param)
-    cache_param = cache.record.params.get("backbone")
-    if fc_name is not None and fc_name != cache.backbone:
-        raise DataError(
-            f"the fc checkpoint {fc} was fine-tuned on {fc_name} features, but {cache.path} "
-            f"holds {cache.backbone} features. Use the {fc_name} features (rerun `sppdet "
-            f"cache-features {data.root} --split {data.split} --backbone {fc_name}`), or "
-            f"fine-tune on the {cache.backbone} features (`sppdet finetune ... --backbone "
-            f"{cache.backbone}`)")
-    if isinstance(fc_backbone_param, Mapping) and isinstance(cache_param, Mapping) \
-            and dict(fc_backbone_param) != dict(cache_param):
-        raise DataError(
-            f"the fc checkpoint {fc} was fine-tuned on {fc_name} features made with other "
-            f"weights ({dict(fc_backbone_param)}) than {cache.path} ({dict(cache_param)}); "
-            f"rerun `sppdet cache-features {data.root} --split {data.split}` with the "
-            "fine-tuning's backbone weights, or rerun `sppdet finetune`")
-    fc_classes = record.params.get("classes", meta.get("classes"))
+    head, _ = FcHead.load(fc)
+    meta = record.params
+    if record.stage != FINETUNE_STAGE or not isinstance(meta.get("backbone"), Mapping):
+        raise ArtifactError(f"{fc} was not made by `sppdet finetune` (its record has no "
+                            "backbone); rerun `sppdet finetune`")
+    check_features_match(meta, cache, model_path=fc)
+    fc_classes = meta.get("classes")
     if fc_classes is not None and list(fc_classes) != list(data.classes):
         raise DataError(
             f"the fc checkpoint {fc} was fine-tuned for classes {list(fc_classes)}, but "
@@ -210,20 +242,20 @@ def scale_sample(reader: ItemReader, image_ids: list[str], seed: int) -> dict[st
     return out
 
 
-def scale_from_features(features_by_image: Mapping[str, np.ndarray], what: str) -> float:
-    """The mean-norm-20 factor of sampled features (all images' rows together)."""
-    norms = [np.linalg.norm(f.astype(np.float64), axis=1) for f in features_by_image.values()]
-    norms = np.concatenate(norms) if norms else np.zeros(0)
+def scale_from_norms(norms_by_image: Mapping[str, np.ndarray], what: str) -> float:
+    """The mean-norm-20 factor from the sampled windows' feature norms (all images')."""
+    norms = np.concatenate(list(norms_by_image.values())) if norms_by_image else np.zeros(0)
     if norms.size == 0:
         raise DataError(f"no proposal to measure the {what} feature scale on: every image of "
                         "the split has 0 proposals; rerun `sppdet propose`")
     return feature_scale_from_norms(norms, target_norm=TARGET_NORM)
 
 
-def sample_features(featurizer: WindowFeaturizer,
-                    windows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Features of each image's sampled windows."""
-    return {image_id: featurizer(image_id, boxes) for image_id, boxes in windows.items()}
+def sample_norms(featurizer: WindowFeaturizer,
+                 windows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """L2 norms of the features of each image's sampled windows."""
+    return {image_id: np.linalg.norm(featurizer(image_id, boxes).astype(np.float64), axis=1)
+            for image_id, boxes in windows.items()}
 
 
 def scale_params() -> dict[str, Any]:

@@ -167,12 +167,14 @@ def write_fc(path: Path, classes, channels: int, *, backbone: str = "fakenet",
     if nan:
         with __import__("torch").no_grad():
             head.fc6.weight[0, 0] = float("nan")
-    params = {"backbone": {"name": backbone, "weights": "fake"},
+    # the meta the finetune stage records (sppdet.finetune.model_meta)
+    params = {"backbone": {"name": backbone, "weights": "fake"}, "stride": STRIDE,
+              "channels": channels, "scales": list(SCALES), "levels": [6, 3, 2, 1],
               "classes": list(record_classes if record_classes is not None else classes),
-              "hidden": hidden, "seed": seed}
+              "in_dim": channels * 50, "config": {"hidden": hidden, "seed": seed}}
     path.parent.mkdir(parents=True, exist_ok=True)
     with write_artifact(path, Record("finetune", params)) as tmp:
-        head.save(tmp, backbone=backbone, classes=list(classes))
+        head.save(tmp, **params)
     return path
 
 

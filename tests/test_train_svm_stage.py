@@ -151,7 +151,8 @@ def test_fc_checkpoint_for_other_classes_is_refused(tmp_path, inputs):
 def test_fc_checkpoint_of_another_width_is_refused(tmp_path, inputs):
     write_fc(tmp_path / "models" / "m" / "fc.pt", inputs.classes, inputs.channels + 1)
     result = _train(tmp_path, inputs)
-    assert result.exit_code == 1 and "SPP vectors" in result.output
+    assert result.exit_code == 1
+    assert "7 channels" in result.output and "expects 8" in result.output
 
 
 def test_nan_in_the_feature_cache_names_the_image(tmp_path):
@@ -187,6 +188,25 @@ def test_images_missing_from_the_proposals_are_refused(tmp_path, inputs):
         "pool5", "--proposals", str(short), "--features", str(inputs.features)])
     assert result.exit_code == 1
     assert "8 image(s)" in result.output and "sppdet propose" in result.output
+
+
+def test_proposals_of_another_split_are_refused(tmp_path, inputs):
+    from sppdet.artifacts import ItemStore, Record
+    from sppdet.stages.common import dataset_params
+
+    data = VOCDataset(inputs.dataset, "trainval")
+    other = {**dataset_params(data), "split": "test"}
+    path = tmp_path / "test.proposals.h5"
+    with ItemReader(inputs.proposals) as reader, \
+            ItemStore(path, Record("propose", {"data": other})) as store:
+        for image_id in data.image_ids:
+            store.write(image_id, *reader.read(image_id))
+        store.finalize(data.image_ids)
+    result = CliRunner().invoke(cli, [
+        "-w", str(tmp_path), "train-svm", str(inputs.dataset), "--name", "m", "--layer",
+        "pool5", "--proposals", str(path), "--features", str(inputs.features)])
+    assert result.exit_code == 1
+    assert "split 'test'" in result.output and "sppdet propose" in result.output
 
 
 def test_a_split_without_any_proposal_is_an_error(tmp_path):
