@@ -175,8 +175,8 @@ def load_images(folder: str, count: int) -> tuple[list[tuple[str, np.ndarray]], 
 def byte_entropy_ratio(arrays: list[np.ndarray]) -> float:
     """Size / order-0 entropy of the byte planes (byte ``k`` of every value, as after a shuffle).
 
-    What a codec that codes each byte plane by its own histogram (no context) can reach; the
-    figure says how compressible the maps are at all.
+    What a coder of each byte plane by its histogram alone (no context, no runs) reaches: a
+    rough gauge of how compressible the maps are (codecs beat it on runs of zeros).
     """
     itemsize = arrays[0].dtype.itemsize
     planes = np.concatenate([a.reshape(-1).view(np.uint8).reshape(-1, itemsize)
@@ -496,8 +496,8 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         f"stride {backbone.stride}, scales {list(scales)} (resized W x H of the first image: "
         f"{sizes}); {cells} cells per image = "
         f"{cells * backbone.out_channels * 2 / 1e6:.3f} MB float16 uncompressed; "
-        f"{100 * zeros:.1f} % of the values are 0; order-0 entropy of the byte planes allows "
-        f"about {entropy['float16']:.2f}x (float16), {entropy['float32']:.2f}x (float32)",
+        f"{100 * zeros:.1f} % of the values are 0; size / order-0 entropy of the byte "
+        f"planes {entropy['float16']:.2f}x (float16), {entropy['float32']:.2f}x (float32)",
         f"- compute_maps on the CPU: {args.backbone} {compute_ms:.0f} ms / image"
         + (f"; {args.compare} (random init) {compare_ms:.0f} ms / image on "
            f"{min(args.compare_images, len(images))} image(s)" if compare_ms is not None else ""),

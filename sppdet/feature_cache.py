@@ -11,7 +11,8 @@ A features artifact (written by the ``cache-features`` stage through
   scale, from the backbone). Storing the centres means readers need no backbone.
 
 The record's params carry ``backbone`` (name and weights identity), ``stride``, ``channels``,
-``scales``, ``flip`` and ``dtype``.
+``scales``, ``flip``, ``dtype`` and ``compression`` (the codec name; ``zstd`` needs the
+hdf5plugin package to read, which :class:`FeatureCache` loads).
 
 :class:`FeatureCache` reads maps (a small LRU cache of decoded maps, since training visits an
 image's windows in bursts) and pools windows with :func:`sppdet.spp.pool_windows`.

@@ -145,3 +145,28 @@ def test_estimate_bytes_matches_uncompressed_size(tiny_voc):
     expected = 256 * oh * ow * 2 * 2  # float16, flipped too
     assert cache_features.estimate_bytes(backbone, [(48, 64)], (80,), flip=True,
                                          bytes_per_value=2) == expected
+
+
+def test_zstd_cache_round_trips_through_the_stage_and_a_fresh_reader(tiny_voc, tmp_path):
+    pytest.importorskip("hdf5plugin", reason="--compression zstd needs hdf5plugin")
+    plain, packed = tmp_path / "lzf.h5", tmp_path / "zstd.h5"
+    for out, codec in ((plain, "lzf"), (packed, "zstd")):
+        summary = cache_features.run(tiny_voc, "trainval", out, backbone_name="zf5",
+                                     scales=(48,), compression=codec, device="cpu")
+        assert summary.finished and summary.computed == 3
+    assert read_record(packed).params["compression"] == "zstd"
+    # a fresh process, as a training stage that never imported hdf5plugin itself
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from sppdet.feature_cache import FeatureCache
+        with FeatureCache({str(packed)!r}) as cache:
+            np.savez({str(tmp_path / 'read.npz')!r},
+                     **{{i: cache.maps(i)[48].numpy() for i in cache.image_ids()}})
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    read = np.load(tmp_path / "read.npz")
+    with FeatureCache(plain) as cache:
+        assert sorted(read.files) == sorted(cache.image_ids())
+        for image_id in cache.image_ids():
+            np.testing.assert_array_equal(read[image_id], cache.maps(image_id)[48].numpy())
