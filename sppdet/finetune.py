@@ -117,7 +117,7 @@ class FinetuneConfig:
     init: str = "he"
     flip: bool = True
     images_per_chunk: int = 64
-    iterations_per_chunk: int = 16
+    iterations_per_chunk: int = 32
     val_every: int = 1000
     val_windows: int = 4096
     val_images: int = 500
@@ -219,7 +219,7 @@ class ChunkSampler:
 
     def __init__(self, windows: SplitWindows, scales: Sequence[int], *, batch_size: int = 128,
                  fg_fraction: float = 0.25, images_per_chunk: int = 64,
-                 iterations_per_chunk: int = 16, flip: bool = True, seed: int = 0) -> None:
+                 iterations_per_chunk: int = 32, flip: bool = True, seed: int = 0) -> None:
         if windows.n_images == 0 or len(windows) == 0:
             raise DataError("no training windows: no image has a proposal or ground-truth box "
                             "in the positive or negative IoU band")

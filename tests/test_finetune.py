@@ -117,7 +117,7 @@ def test_too_few_positives_fill_with_negatives():
     # no positives at all: a batch of negatives
     only_bg = SplitWindows(["x"], np.zeros(5, np.int32), np.tile([[0, 0, 5, 5]], (5, 1)),
                            np.zeros(5), 2)
-    plan = ChunkSampler(only_bg, SCALES, batch_size=8).sample_chunk(0)
+    plan = ChunkSampler(only_bg, SCALES, batch_size=8, iterations_per_chunk=16).sample_chunk(0)
     assert plan.n_fg.tolist() == [0] * 16 and (only_bg.labels[plan.windows] == 0).all()
     with pytest.raises(DataError, match="no training windows"):
         ChunkSampler(SplitWindows([], np.zeros(0), np.zeros((0, 4)), np.zeros(0), 2), SCALES)
