@@ -339,13 +339,14 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
         with write_artifact(out, record) as tmp:
             trainer.head_.save(tmp, **meta, finetune={
                 "best_iteration": trainer.best_iteration_, "best_val": trainer.best_val_,
-                "select_by": config.select_by, "iterations": config.iterations})
+                "select_by": config.select_by, "iterations": config.iterations,
+                "input_scale": trainer.input_scale_})
         summary.curve_path = plot_training_curve(
             trainer.history_, trainer.val_history_, out.with_name(CURVE_FILE),
             title=f"fine-tuning {out.parent.name} ({meta['backbone'].get('name')})",
             best_iteration=trainer.best_iteration_ if trainer.best_val_ else None)
         checkpoint.unlink(missing_ok=True)
-        log.info("%s", summary.to_text())
+        log.debug("%s", summary.to_text())
         return summary
 
 
@@ -359,6 +360,7 @@ def _record_summary(summary: FinetuneSummary, trainer: FcFinetuner) -> dict[str,
         "best_val": summary.best_val,
         "resumed_from": summary.resumed_from,
         "short_batches": summary.short_batches,
+        "input_scale": trainer.input_scale_,
         "windows": {s.split: {"images": s.images, "positives": s.positives,
                               "negatives": s.negatives, "per_class": s.per_class,
                               "skipped": len(s.skipped)}
