@@ -22,15 +22,16 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sppdet.artifacts import ItemReader
+from sppdet.backbones import Backbone
 from sppdet.errors import ConfigError, DataError
-from sppdet.scales import resized_size
+from sppdet.scales import resize_image, resized_size
 from sppdet.spp import DEFAULT_LEVELS, pool_windows
 
 FEATURES_STAGE = "cache-features"
@@ -195,3 +196,88 @@ class FeatureCache:
 
         return pool_windows(maps, (height, width), boxes, scale_per_box, stride=self.stride,
                             cell_centers_fn=centers_fn, levels=levels)
+
+
+@torch.no_grad()
+def compute_maps(backbone: Backbone, image_rgb: np.ndarray, scales: tuple[int, ...],
+                 device: torch.device, *, dtype: np.dtype, flip: bool
+                 ) -> tuple[dict[str, np.ndarray], dict[str, list[float]]]:
+    """conv5 maps of one image at every scale (and mirrored when ``flip``).
+
+    Returns:
+        ``(arrays, cell_centers)``: dataset name (``s<scale>``, ``flip/s<scale>``) -> map
+        ``[C, h, w]`` of ``dtype``; scale (as text) -> ``[cy0, cx0]``.
+    """
+    height, width = image_rgb.shape[:2]
+    arrays: dict[str, np.ndarray] = {}
+    centers: dict[str, list[float]] = {}
+    variants = [(False, image_rgb)] + ([(True, np.ascontiguousarray(image_rgb[:, ::-1]))]
+                                       if flip else [])
+    for scale in scales:
+        h_in, w_in = resized_size(height, width, scale)
+        centers[str(scale)] = list(backbone.cell_centers(h_in, w_in))
+        for mirrored, image in variants:
+            resized = resize_image(image, scale)
+            batch = backbone.preprocess(resized).unsqueeze(0).to(device)
+            if device.type == "cpu":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            if device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.float16):
+                    fmap = backbone(batch)
+            else:
+                fmap = backbone(batch)
+            fmap = fmap[0].float()
+            if not torch.isfinite(fmap).all():
+                raise DataError(f"the conv map at scale {scale} holds NaN or inf")
+            arrays[map_name(scale, mirrored)] = fmap.cpu().numpy().astype(dtype)
+    return arrays, centers
+
+
+
+
+class ComputedFeatures:
+    """Conv5 maps computed on demand with a backbone, with :class:`FeatureCache`'s ``pool``.
+
+    What ``detect`` uses when a split has no feature cache (new images, one-off runs).
+
+    Args:
+        backbone: the conv trunk (eval mode, on ``device``).
+        scales: shorter image sides in pixels.
+        device: where the trunk runs.
+        load_image: image id -> RGB uint8 ``[H, W, 3]``.
+    """
+
+    def __init__(self, backbone: Backbone, scales: Sequence[int], device: torch.device,
+                 load_image: Callable[[str], np.ndarray]) -> None:
+        self.backbone = backbone
+        self.scales = tuple(int(s) for s in scales)
+        self.device = device
+        self.stride = backbone.stride
+        self.channels = backbone.out_channels
+        self._load_image = load_image
+        self._last: tuple[str, dict[int, torch.Tensor], tuple[int, int]] | None = None
+
+    def maps(self, image_id: str) -> tuple[dict[int, torch.Tensor], tuple[int, int]]:
+        """scale -> map ``[C, h, w]`` (float32 on ``device``) and the image's ``(H, W)``."""
+        if self._last is not None and self._last[0] == image_id:
+            return self._last[1], self._last[2]
+        image = self._load_image(image_id)
+        arrays, _ = compute_maps(self.backbone, image, self.scales, self.device,
+                                 dtype=np.dtype(np.float32), flip=False)
+        maps = {s: torch.from_numpy(arrays[map_name(s)]).to(self.device) for s in self.scales}
+        self._last = (image_id, maps, (int(image.shape[0]), int(image.shape[1])))
+        return maps, self._last[2]
+
+    def pool(self, image_id: str, boxes_xyxy: np.ndarray, *, scale: str | int = "best",
+             levels: Sequence[int] = DEFAULT_LEVELS) -> torch.Tensor:
+        """SPP features ``[N, C * 50]`` of windows in original pixels (see FeatureCache.pool)."""
+        maps, (height, width) = self.maps(image_id)
+        boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+        if scale == "best":
+            scale_per_box = None
+        else:
+            if int(scale) not in self.scales:
+                raise ConfigError(f"scale {scale} is not among {list(self.scales)}")
+            scale_per_box = np.full(len(boxes), int(scale))
+        return pool_windows(maps, (height, width), boxes, scale_per_box, stride=self.stride,
+                            cell_centers_fn=self.backbone.cell_centers, levels=levels)

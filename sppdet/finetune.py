@@ -58,7 +58,7 @@ from sppdet.fc_head import FcHead
 from sppdet.feature_cache import FeatureCache
 from sppdet.progress import get_logger, progress
 from sppdet.spp import DEFAULT_LEVELS, spp_output_dim
-from sppdet.training_windows import BG_IOU_HIGH, BG_IOU_LOW, FG_IOU, SplitWindows, check_thresholds
+from sppdet.finetune_windows import BG_IOU_HIGH, BG_IOU_LOW, FG_IOU, SplitWindows, check_thresholds
 
 log = get_logger("finetune")
 

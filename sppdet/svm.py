@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -119,9 +120,26 @@ def estimate_feature_scale(features: np.ndarray, *, target_norm: float = 20.0) -
     if not np.all(np.isfinite(x)):
         bad = np.flatnonzero(~np.all(np.isfinite(x), axis=1))
         raise DataError(f"features contain NaN or infinite values (rows {bad[:10].tolist()})")
+    return feature_scale_from_norms(
+        np.linalg.norm(x.astype(np.float64), axis=1), target_norm=target_norm
+    )
+
+
+def feature_scale_from_norms(norms: np.ndarray, *, target_norm: float = 20.0) -> float:
+    """:func:`estimate_feature_scale` from the rows' L2 norms alone.
+
+    For callers that compute the sample's features image by image and keep only their norms
+    (``[N]`` float, ``numpy.linalg.norm(features, axis=1)``), so the sample never has to be
+    held in memory.
+    """
+    norms = np.asarray(norms, dtype=np.float64).reshape(-1)
     if not (math.isfinite(target_norm) and target_norm > 0):
         raise ConfigError(f"target_norm must be a positive number, got {target_norm}")
-    mean_norm = float(np.linalg.norm(x.astype(np.float64), axis=1).mean())
+    if norms.size == 0:
+        raise DataError("cannot estimate the feature scale from 0 feature rows")
+    if not np.all(np.isfinite(norms)) or np.any(norms < 0):
+        raise DataError("feature norms must be finite and >= 0")
+    mean_norm = float(norms.mean())
     if mean_norm == 0.0:
         raise DataError("all sampled feature rows are zero; the feature scale is undefined")
     return target_norm / mean_norm
@@ -363,6 +381,7 @@ class RetrainRecord:
         num_negative_support: negatives with score > -1.
         num_evicted: cached negatives evicted after it (score < ``evict_threshold``).
         cache_size: cached negatives after eviction.
+        solver_seconds: wall time of the solver call.
     """
 
     epoch: int
@@ -377,6 +396,7 @@ class RetrainRecord:
     num_negative_support: int
     num_evicted: int
     cache_size: int
+    solver_seconds: float = 0.0
 
 
 class _NegativeCache:
@@ -525,6 +545,9 @@ class HardNegativeSVM(BaseEstimator):
         n_images_: images consumed (over all passes).
         n_dropped_by_cap_: negatives dropped because the cache was full.
         cached_negative_keys_: ``(image_id, proposal_index)`` of the final cache, in order.
+        solver_seconds_: wall time spent in the solver.
+        mining_seconds_: wall time of the mining (scoring, caching and solving; not the
+            computing of the features).
     """
 
     def __init__(
@@ -626,159 +649,20 @@ class HardNegativeSVM(BaseEstimator):
             EmptyClassError: no positives, or no negative in any image.
             ConfigError: invalid settings.
         """
-        self._check_params()
-        if not (math.isfinite(feature_scale) and feature_scale > 0):
-            raise ConfigError(f"feature_scale must be a positive number, got {feature_scale!r}")
-        pos = _check_features(positives, "positives")
-        if difficult is not None:
-            difficult = np.asarray(difficult, dtype=bool).reshape(-1)
-            if difficult.shape[0] != pos.shape[0]:
-                raise DataError(
-                    f"difficult has {difficult.shape[0]} entries but there are {pos.shape[0]} "
-                    "positives"
-                )
-            if not self.include_difficult:
-                pos = pos[~difficult]
-        if pos.shape[0] == 0:
-            raise EmptyClassError("no positive examples: this class cannot be trained")
+        miner = HardNegativeMiner(
+            self, positives, difficult=difficult, feature_scale=feature_scale,
+            on_retrain=on_retrain,
+        )
         if self.epochs > 1 and iter(negatives) is negatives:
             raise ConfigError(
                 f"epochs={self.epochs} needs re-iterable negatives (a list or an object whose "
                 "__iter__ starts a new pass), got a one-shot iterator"
             )
-        dim = pos.shape[1]
-        dtype = np.float64 if pos.dtype == np.float64 else np.float32
-        pos = (pos * feature_scale).astype(dtype, copy=False)
-        solver = self._solver()
-        rng = np.random.default_rng(self.random_state)
-
-        cache = _NegativeCache(dim, dtype)
-        image_codes: dict[str, int] = {}
-        model: tuple[np.ndarray, float] | None = None
-        num_added = 0
-        num_dropped = 0
-        num_images = 0
-        history: list[RetrainRecord] = []
-
-        def retrain(epoch: int, images_seen: int, image_id: str | None, reason: str) -> None:
-            nonlocal model, num_added
-            x_neg = cache.features
-            w, b = solver(pos, x_neg)
-            w = np.asarray(w, dtype=np.float64).reshape(-1)
-            b = float(b)
-            if w.shape[0] != dim or not (np.all(np.isfinite(w)) and math.isfinite(b)):
-                raise ModelError(
-                    f"the SVM solver returned weights of shape {w.shape} (expected ({dim},)) "
-                    "or non-finite values"
-                )
-            z_pos = pos @ w + b
-            z_neg = x_neg @ w + b
-            objective = svm_objective(
-                w, b, pos, x_neg,
-                C=self.C, bias_feature=self.bias_feature, positive_weight=self.positive_weight,
-            )
-            easy = z_neg < self.evict_threshold
-            num_negatives = cache.size
-            cache.set_scores(z_neg)
-            cache.keep(~easy)
-            record = RetrainRecord(
-                epoch=epoch,
-                images_seen=images_seen,
-                image_id=image_id,
-                reason=reason,
-                num_positives=pos.shape[0],
-                num_negatives=num_negatives,
-                num_added=num_added,
-                objective=objective,
-                num_positive_support=int(np.count_nonzero(z_pos < 1.0 + 1e-9)),
-                num_negative_support=int(np.count_nonzero(z_neg > -1.0 - 1e-9)),
-                num_evicted=int(np.count_nonzero(easy)),
-                cache_size=cache.size,
-            )
-            history.append(record)
-            logger.info(
-                "retrain %d (%s, pass %d, image %d): %d pos, %d neg (%d new); objective %.4f = "
-                "%.4f (pos) + %.4f (neg) + %.4f (reg); evicted %d, cache %d",
-                len(history), reason, epoch + 1, images_seen, record.num_positives,
-                num_negatives, record.num_added, objective.total, objective.positive_loss,
-                objective.negative_loss, objective.regularizer, record.num_evicted, cache.size,
-            )
-            if on_retrain is not None:
-                on_retrain(record)
-            model = (w, b)
-            num_added = 0
-
-        for epoch in range(self.epochs):
-            images_seen = 0
+        for _ in range(self.epochs):
             for item in negatives:
-                image_id, feats, proposal_index = _unpack_negatives(item, dim)
-                images_seen += 1
-                num_images += 1
-                code = image_codes.setdefault(image_id, len(image_codes))
-                if feats.shape[0] == 0:
-                    continue
-                feats = (feats * feature_scale).astype(dtype, copy=False)
-                if model is None:
-                    scores = np.full(feats.shape[0], np.nan)
-                    take = np.ones(feats.shape[0], dtype=bool)
-                else:
-                    scores = feats @ model[0] + model[1]
-                    take = scores > self.hard_threshold
-                take &= ~cache.contains(code, proposal_index)
-                if take.any():
-                    cache.add(code, feats[take], proposal_index[take], scores[take])
-                    num_added += int(np.count_nonzero(take))
-                    if cache.size > self.max_cached_negatives:
-                        num_dropped += self._drop_easiest(cache, model is None, rng, image_id)
-                if cache.size > 0 and (model is None or num_added > self.retrain_every):
-                    retrain(epoch, images_seen, image_id, "first" if model is None else "limit")
-        if cache.size > 0 and num_added > 0:
-            retrain(self.epochs - 1, images_seen, None, "end")
-        if model is None:
-            raise EmptyClassError(
-                f"no negative examples in {num_images} image(s): this class cannot be trained"
-            )
-
-        self.coef_ = model[0]
-        self.intercept_ = model[1]
-        self.feature_scale_ = float(feature_scale)
-        self.history_ = history
-        self.n_positives_ = int(pos.shape[0])
-        self.n_images_ = num_images
-        self.n_dropped_by_cap_ = num_dropped
-        code_to_id = {code: image_id for image_id, code in image_codes.items()}
-        self.cached_negative_keys_ = [
-            (code_to_id[int(c)], int(p)) for c, p in zip(cache.image_code, cache.proposal)
-        ]
-        return self
-
-    def _drop_easiest(
-        self,
-        cache: _NegativeCache,
-        no_model_yet: bool,
-        rng: np.random.Generator,
-        image_id: str,
-    ) -> int:
-        """Shrink the cache to ``max_cached_negatives`` rows, dropping the lowest-scoring.
-
-        The cache keeps every row's score under the current model (set when the row is added
-        and at each retraining), so ranking costs no matrix product.
-        """
-        excess = cache.size - self.max_cached_negatives
-        if no_model_yet:
-            # No model to rank by yet (the first image alone exceeds the cap): a random subset.
-            drop = rng.choice(cache.size, size=excess, replace=False)
-        else:
-            drop = np.argsort(cache.score, kind="stable")[:excess]
-        keep = np.ones(cache.size, dtype=bool)
-        keep[drop] = False
-        cache.keep(keep)
-        logger.warning(
-            "negative cache full (max_cached_negatives=%d) after image %r: dropped the %d "
-            "easiest cached negatives",
-            self.max_cached_negatives, image_id, excess,
-        )
-        return int(excess)
+                miner.add_image(item)
+            miner.end_pass()
+        return miner.finish()
 
     # -- predict --------------------------------------------------------------------------
 
@@ -794,6 +678,248 @@ class HardNegativeSVM(BaseEstimator):
         check_is_fitted(self, "coef_")
         x = _check_features(X, "features to score", self.coef_.shape[0])
         return (x * self.feature_scale_) @ self.coef_ + self.intercept_
+
+
+class HardNegativeMiner:
+    """The mining state of one class, fed one image at a time.
+
+    :meth:`HardNegativeSVM.fit` drives one miner over a class's own stream of images;
+    :func:`train_class_svms_shared` drives one miner per class over one shared stream, so that
+    each image's window features are computed once for all classes (as the released code's
+    loop over images, then classes, does). The algorithm is the one documented in
+    :class:`HardNegativeSVM`.
+
+    Args:
+        estimator: the settings (an unfitted :class:`HardNegativeSVM`); :meth:`finish` fits it.
+        positives: ``[P, D]`` raw features of the class's ground-truth boxes.
+        difficult: ``[P]`` bool difficult flags, or None.
+        feature_scale: factor applied to every feature.
+        on_retrain: called with each :class:`RetrainRecord` as it happens.
+
+    Attributes:
+        dim: feature width ``D``.
+        dtype: dtype of the scaled features the miner keeps (float64 for float64 positives,
+            else float32); :meth:`add_scaled` expects it.
+        solver_seconds: wall time spent in the solver so far.
+        mining_seconds: wall time spent in :meth:`add_image` / :meth:`add_scaled` and the
+            retrainings (scoring, caching, solving), without computing the features.
+
+    Raises:
+        EmptyClassError: no positives (after leaving out difficult ones if asked).
+        DataError, ConfigError: as :meth:`HardNegativeSVM.fit`.
+    """
+
+    def __init__(
+        self,
+        estimator: HardNegativeSVM,
+        positives: np.ndarray,
+        *,
+        difficult: np.ndarray | None = None,
+        feature_scale: float = 1.0,
+        on_retrain: Callable[[RetrainRecord], None] | None = None,
+    ) -> None:
+        estimator._check_params()
+        if not (math.isfinite(feature_scale) and feature_scale > 0):
+            raise ConfigError(f"feature_scale must be a positive number, got {feature_scale!r}")
+        pos = _check_features(positives, "positives")
+        if difficult is not None:
+            difficult = np.asarray(difficult, dtype=bool).reshape(-1)
+            if difficult.shape[0] != pos.shape[0]:
+                raise DataError(
+                    f"difficult has {difficult.shape[0]} entries but there are {pos.shape[0]} "
+                    "positives"
+                )
+            if not estimator.include_difficult:
+                pos = pos[~difficult]
+        if pos.shape[0] == 0:
+            raise EmptyClassError("no positive examples: this class cannot be trained")
+        self.estimator = estimator
+        self.feature_scale = float(feature_scale)
+        self.dim = pos.shape[1]
+        self.dtype = np.dtype(np.float64 if pos.dtype == np.float64 else np.float32)
+        self._pos = (pos * feature_scale).astype(self.dtype, copy=False)
+        self._solver = estimator._solver()
+        self._rng = np.random.default_rng(estimator.random_state)
+        self._on_retrain = on_retrain
+        self._cache = _NegativeCache(self.dim, self.dtype)
+        self._image_codes: dict[str, int] = {}
+        self._model: tuple[np.ndarray, float] | None = None
+        self._num_added = 0
+        self._num_dropped = 0
+        self._num_images = 0
+        self._history: list[RetrainRecord] = []
+        self._epoch = 0
+        self._images_seen = 0  # in the current pass
+        self._last_pass_images = 0
+        self.solver_seconds = 0.0
+        self.mining_seconds = 0.0
+
+    @property
+    def cache_size(self) -> int:
+        """Negatives cached now."""
+        return self._cache.size
+
+    def add_image(self, item: ImageNegatives | tuple) -> None:
+        """Consume one image's raw negatives (validated: shapes, finite values, identities)."""
+        image_id, features, proposal_index = _unpack_negatives(item, self.dim)
+        scaled = (features * self.feature_scale).astype(self.dtype, copy=False)
+        self.add_scaled(image_id, scaled, proposal_index)
+
+    def add_scaled(self, image_id: str, features: np.ndarray, proposal_index: np.ndarray) -> None:
+        """Consume one image's negatives already multiplied by ``feature_scale``.
+
+        For callers that validated the features once for many classes: ``features`` must be a
+        finite ``[n, D]`` array of :attr:`dtype` and ``proposal_index`` ``[n]`` distinct ints.
+        """
+        start = time.perf_counter()
+        self._images_seen += 1
+        self._num_images += 1
+        code = self._image_codes.setdefault(image_id, len(self._image_codes))
+        if features.shape[0]:
+            self._mine(image_id, code, features, proposal_index)
+        self.mining_seconds += time.perf_counter() - start
+
+    def _mine(self, image_id: str, code: int, feats: np.ndarray,
+              proposal_index: np.ndarray) -> None:
+        est = self.estimator
+        cache = self._cache
+        if self._model is None:
+            scores = np.full(feats.shape[0], np.nan)
+            take = np.ones(feats.shape[0], dtype=bool)
+        else:
+            scores = feats @ self._model[0] + self._model[1]
+            take = scores > est.hard_threshold
+        take &= ~cache.contains(code, proposal_index)
+        if take.any():
+            cache.add(code, feats[take], proposal_index[take], scores[take])
+            self._num_added += int(np.count_nonzero(take))
+            if cache.size > est.max_cached_negatives:
+                self._num_dropped += self._drop_easiest(image_id)
+        if cache.size > 0 and (self._model is None or self._num_added > est.retrain_every):
+            self._retrain(self._epoch, self._images_seen, image_id,
+                          "first" if self._model is None else "limit")
+
+    def end_pass(self) -> None:
+        """Mark the end of one pass over the images."""
+        self._last_pass_images = self._images_seen
+        self._images_seen = 0
+        self._epoch += 1
+
+    def finish(self) -> HardNegativeSVM:
+        """Retrain once more if negatives were added since the last training; fit the estimator.
+
+        Returns:
+            The estimator, with the attributes documented in :class:`HardNegativeSVM`.
+
+        Raises:
+            EmptyClassError: no image brought any negative.
+        """
+        start = time.perf_counter()
+        if self._images_seen or self._epoch == 0:  # a pass that was not closed with end_pass
+            self.end_pass()
+        if self._cache.size > 0 and self._num_added > 0:
+            self._retrain(self._epoch - 1, self._last_pass_images, None, "end")
+        self.mining_seconds += time.perf_counter() - start
+        if self._model is None:
+            raise EmptyClassError(
+                f"no negative examples in {self._num_images} image(s): this class cannot be "
+                "trained"
+            )
+        est = self.estimator
+        est.coef_ = self._model[0]
+        est.intercept_ = self._model[1]
+        est.feature_scale_ = self.feature_scale
+        est.history_ = self._history
+        est.n_positives_ = int(self._pos.shape[0])
+        est.n_images_ = self._num_images
+        est.n_dropped_by_cap_ = self._num_dropped
+        code_to_id = {code: image_id for image_id, code in self._image_codes.items()}
+        est.cached_negative_keys_ = [
+            (code_to_id[int(c)], int(p))
+            for c, p in zip(self._cache.image_code, self._cache.proposal)
+        ]
+        est.solver_seconds_ = self.solver_seconds
+        est.mining_seconds_ = self.mining_seconds
+        return est
+
+    def _retrain(self, epoch: int, images_seen: int, image_id: str | None, reason: str) -> None:
+        est = self.estimator
+        cache = self._cache
+        pos = self._pos
+        x_neg = cache.features
+        start = time.perf_counter()
+        w, b = self._solver(pos, x_neg)
+        seconds = time.perf_counter() - start
+        self.solver_seconds += seconds
+        w = np.asarray(w, dtype=np.float64).reshape(-1)
+        b = float(b)
+        if w.shape[0] != self.dim or not (np.all(np.isfinite(w)) and math.isfinite(b)):
+            raise ModelError(
+                f"the SVM solver returned weights of shape {w.shape} (expected ({self.dim},)) "
+                "or non-finite values"
+            )
+        z_pos = pos @ w + b
+        z_neg = x_neg @ w + b
+        objective = svm_objective(
+            w, b, pos, x_neg,
+            C=est.C, bias_feature=est.bias_feature, positive_weight=est.positive_weight,
+        )
+        easy = z_neg < est.evict_threshold
+        num_negatives = cache.size
+        cache.set_scores(z_neg)
+        cache.keep(~easy)
+        record = RetrainRecord(
+            epoch=epoch,
+            images_seen=images_seen,
+            image_id=image_id,
+            reason=reason,
+            num_positives=pos.shape[0],
+            num_negatives=num_negatives,
+            num_added=self._num_added,
+            objective=objective,
+            num_positive_support=int(np.count_nonzero(z_pos < 1.0 + 1e-9)),
+            num_negative_support=int(np.count_nonzero(z_neg > -1.0 - 1e-9)),
+            num_evicted=int(np.count_nonzero(easy)),
+            cache_size=cache.size,
+            solver_seconds=seconds,
+        )
+        self._history.append(record)
+        logger.info(
+            "retrain %d (%s, pass %d, image %d): %d pos, %d neg (%d new); objective %.4f = "
+            "%.4f (pos) + %.4f (neg) + %.4f (reg); evicted %d, cache %d; solver %.2f s",
+            len(self._history), reason, epoch + 1, images_seen, record.num_positives,
+            num_negatives, record.num_added, objective.total, objective.positive_loss,
+            objective.negative_loss, objective.regularizer, record.num_evicted, cache.size,
+            seconds,
+        )
+        if self._on_retrain is not None:
+            self._on_retrain(record)
+        self._model = (w, b)
+        self._num_added = 0
+
+    def _drop_easiest(self, image_id: str) -> int:
+        """Shrink the cache to ``max_cached_negatives`` rows, dropping the lowest-scoring.
+
+        The cache keeps every row's score under the current model (set when the row is added
+        and at each retraining), so ranking costs no matrix product.
+        """
+        cache = self._cache
+        cap = self.estimator.max_cached_negatives
+        excess = cache.size - cap
+        if self._model is None:
+            # No model to rank by yet (the first image alone exceeds the cap): a random subset.
+            drop = self._rng.choice(cache.size, size=excess, replace=False)
+        else:
+            drop = np.argsort(cache.score, kind="stable")[:excess]
+        keep = np.ones(cache.size, dtype=bool)
+        keep[drop] = False
+        cache.keep(keep)
+        logger.warning(
+            "negative cache full (max_cached_negatives=%d) after image %r: dropped the %d "
+            "easiest cached negatives",
+            cap, image_id, excess,
+        )
+        return int(excess)
 
 
 def _unpack_negatives(item: Any, dim: int) -> tuple[str, np.ndarray, np.ndarray]:
@@ -836,12 +962,17 @@ class ClassSVMs:
         skipped: class name -> why it has no SVM (no positives, no negatives). A skipped class
             gets no detections.
         feature_scale: the factor applied to features before scoring.
+        stream_stats: per worker of :func:`train_class_svms_shared`, what its stream reported
+            (e.g. feature timings); empty otherwise.
+        worker_seconds: per worker of :func:`train_class_svms_shared`, its wall time.
     """
 
     classes: list[str]
     models: dict[str, HardNegativeSVM]
     skipped: dict[str, str] = field(default_factory=dict)
     feature_scale: float = 1.0
+    stream_stats: list[dict[str, Any]] = field(default_factory=list)
+    worker_seconds: list[float] = field(default_factory=list)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Stack the models for saving (``numpy.savez``) and for scoring all classes at once.
@@ -963,3 +1094,314 @@ def train_class_svms(
         skipped={name: skipped[name] for name in classes if name in skipped},
         feature_scale=float(feature_scale),
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# All classes over one shared stream of images
+# ----------------------------------------------------------------------------------------------
+
+
+class SharedImageNegatives(NamedTuple):
+    """One image's candidate negatives for several classes, with their features computed once.
+
+    Attributes:
+        image_id: the image's id.
+        features: ``[n, D]`` raw features of the image's candidate windows (the union of every
+            class's negatives, feature-map duplicates removed).
+        negative_masks: class name -> bool ``[n]``, which rows are negatives of that class
+            (IoU < 0.3 with every ground-truth box of the class). A class missing here has no
+            negative in this image.
+        proposal_index: ``[n]`` int, each row's index in the image's proposal list (a
+            negative's identity); None means ``0 .. n-1``.
+    """
+
+    image_id: str
+    features: np.ndarray
+    negative_masks: Mapping[str, np.ndarray]
+    proposal_index: np.ndarray | None = None
+
+
+#: ``factory(class_names)`` returns the shared stream for those classes: an iterable of
+#: :class:`SharedImageNegatives` (re-iterable when ``epochs > 1``).
+SharedNegativesFactory = Callable[[list[str]], Iterable[SharedImageNegatives]]
+
+
+@dataclass
+class GroupResult:
+    """What one worker of :func:`train_class_svms_shared` returns."""
+
+    models: dict[str, HardNegativeSVM]
+    skipped: dict[str, str]
+    seconds: float
+    stream_stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _mine_class_group(
+    group: list[str],
+    estimator: HardNegativeSVM,
+    positives_by_class: Mapping[str, np.ndarray],
+    difficult_by_class: Mapping[str, np.ndarray] | None,
+    negatives_factory: SharedNegativesFactory,
+    feature_scale: float,
+) -> GroupResult:
+    """Worker of :func:`train_class_svms_shared`: one pass (per epoch) for a group of classes.
+
+    Module-level so that joblib can pickle it.
+    """
+    start = time.perf_counter()
+    miners: dict[str, HardNegativeMiner] = {}
+    skipped: dict[str, str] = {}
+    for name in group:
+        difficult = None if difficult_by_class is None else difficult_by_class.get(name)
+        try:
+            miners[name] = HardNegativeMiner(
+                clone(estimator), positives_by_class[name], difficult=difficult,
+                feature_scale=feature_scale,
+            )
+        except EmptyClassError as error:
+            skipped[name] = str(error)
+    stream: Iterable[SharedImageNegatives] = []
+    if miners:
+        stream = negatives_factory(list(miners))
+        if estimator.epochs > 1 and iter(stream) is stream:
+            raise ConfigError(
+                f"epochs={estimator.epochs} needs a re-iterable shared stream, got a one-shot "
+                "iterator"
+            )
+        dims = {miner.dim for miner in miners.values()}
+        dim = dims.pop() if len(dims) == 1 else None
+        if dim is None:
+            raise DataError("the positives of the classes have different feature widths")
+        for _ in range(estimator.epochs):
+            for item in stream:
+                _feed_miners(miners, item, dim, feature_scale)
+            for miner in miners.values():
+                miner.end_pass()
+    models: dict[str, HardNegativeSVM] = {}
+    for name, miner in miners.items():
+        try:
+            models[name] = miner.finish()
+        except EmptyClassError as error:
+            skipped[name] = str(error)
+    stats = getattr(stream, "stats", None)
+    return GroupResult(models=models, skipped=skipped, seconds=time.perf_counter() - start,
+                       stream_stats=dict(stats) if stats else {})
+
+
+def _feed_miners(
+    miners: Mapping[str, HardNegativeMiner],
+    item: SharedImageNegatives,
+    dim: int,
+    feature_scale: float,
+) -> None:
+    """Validate one shared image once, scale its features once, and feed every miner."""
+    if not isinstance(item, SharedImageNegatives):
+        raise DataError(
+            f"the shared stream must yield SharedImageNegatives, got {type(item).__name__}"
+        )
+    image_id, features, proposal_index = _unpack_negatives(
+        (item.image_id, item.features, item.proposal_index), dim
+    )
+    n = features.shape[0]
+    scaled_by_dtype: dict[np.dtype, np.ndarray] = {}
+    empty_index = np.zeros(0, dtype=np.int64)
+    for name, miner in miners.items():
+        mask = item.negative_masks.get(name)
+        if mask is None:
+            miner.add_scaled(image_id, np.zeros((0, dim), miner.dtype), empty_index)
+            continue
+        mask = np.asarray(mask)
+        if mask.dtype != bool or mask.shape != (n,):
+            raise DataError(
+                f"image {image_id!r}: the negative mask of class {name!r} must be bool [{n}], "
+                f"got {mask.dtype} {mask.shape}"
+            )
+        scaled = scaled_by_dtype.get(miner.dtype)
+        if scaled is None:
+            scaled = (features * feature_scale).astype(miner.dtype, copy=False)
+            scaled_by_dtype[miner.dtype] = scaled
+        if mask.all():
+            miner.add_scaled(image_id, scaled, proposal_index)
+        else:
+            miner.add_scaled(image_id, scaled[mask], proposal_index[mask])
+
+
+def train_class_svms_shared(
+    classes: Sequence[str],
+    positives_by_class: Mapping[str, np.ndarray],
+    negatives_factory: SharedNegativesFactory,
+    *,
+    estimator: HardNegativeSVM | None = None,
+    difficult_by_class: Mapping[str, np.ndarray] | None = None,
+    feature_scale: float = 1.0,
+    n_jobs: int | None = 1,
+) -> ClassSVMs:
+    """Train one :class:`HardNegativeSVM` per class, every class of a worker on one stream.
+
+    :func:`train_class_svms` gives each class its own pass over the images, so each image's
+    window features are computed once per class; when computing them (SPP pooling + fc layers)
+    costs more than mining, that is K times the work. Here the classes are split into
+    ``n_jobs`` groups (round robin); each group runs in one worker that makes one pass over
+    the images per epoch, computing each image's features once and feeding every class's
+    :class:`HardNegativeMiner` (the released code's loop: images outside, classes inside).
+    Features are computed ``n_jobs`` times in all. Each class sees the same negatives in the
+    same order as with :func:`train_class_svms`, so the models are the same.
+
+    Args:
+        classes: class names.
+        positives_by_class: class -> ``[P, D]`` raw features of its ground-truth boxes; a
+            class missing here or with 0 rows is skipped with a warning.
+        negatives_factory: ``negatives_factory(class_names)`` returns the shared stream of
+            :class:`SharedImageNegatives` for those classes; called inside the worker, so it
+            must be picklable for ``n_jobs > 1``. If the returned iterable has a ``stats``
+            attribute (a dict, e.g. feature timings), it is returned in
+            ``ClassSVMs.stream_stats``.
+        estimator: the settings, as an unfitted :class:`HardNegativeSVM`; None for defaults.
+        difficult_by_class: class -> ``[P]`` bool difficult flags of its positives.
+        feature_scale: factor applied to all features.
+        n_jobs: worker processes (at most one per trainable class); 1 runs in this process.
+
+    Returns:
+        :class:`ClassSVMs`, with ``stream_stats`` (one dict per worker) and ``worker_seconds``.
+    """
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"class names must be unique, got {list(classes)}")
+    estimator = HardNegativeSVM() if estimator is None else estimator
+    skipped: dict[str, str] = {}
+    trainable = []
+    for name in classes:
+        positives = positives_by_class.get(name)
+        if positives is None or np.asarray(positives).shape[0] == 0:
+            skipped[name] = "no positive examples"
+            logger.warning("class %r has no positive examples: no SVM, no detections", name)
+        else:
+            trainable.append(name)
+    workers = max(1, min(int(n_jobs or 1), len(trainable)))
+    groups = [trainable[i::workers] for i in range(workers)] if trainable else []
+    arguments = [
+        (
+            group, estimator, {name: positives_by_class[name] for name in group},
+            None if difficult_by_class is None
+            else {n: difficult_by_class[n] for n in group if n in difficult_by_class},
+            negatives_factory, feature_scale,
+        )
+        for group in groups
+    ]
+    if len(arguments) <= 1:
+        results = [_mine_class_group(*args) for args in arguments]
+    else:
+        results = Parallel(n_jobs=len(arguments))(
+            delayed(_mine_class_group)(*args) for args in arguments
+        )
+    models: dict[str, HardNegativeSVM] = {}
+    for result in results:
+        models.update(result.models)
+        for name, reason in result.skipped.items():
+            skipped[name] = reason
+            logger.warning("class %r skipped: %s", name, reason)
+    for name, model in models.items():
+        last = model.history_[-1]
+        logger.info(
+            "class %r: %d retrainings, %d positives, final cache %d negatives, objective %.4f",
+            name, len(model.history_), model.n_positives_, last.cache_size,
+            last.objective.total,
+        )
+    return ClassSVMs(
+        classes=list(classes),
+        models={name: models[name] for name in classes if name in models},
+        skipped={name: skipped[name] for name in classes if name in skipped},
+        feature_scale=float(feature_scale),
+        stream_stats=[r.stream_stats for r in results],
+        worker_seconds=[r.seconds for r in results],
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# The trained SVMs as a file
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SVMWeights:
+    """The per-class SVMs of a detector as stored in ``svm.npz`` and used at test time.
+
+    Attributes:
+        classes: class names, in the detector's order (``K``).
+        weights: float32 ``[K, D]``, weights for *scaled* features (zeros where not trained).
+        bias: float32 ``[K]``.
+        trained: bool ``[K]``; a class without an SVM gets no detections.
+        feature_scale: factor raw features are multiplied by before scoring (mean norm 20).
+        layer: the feature layer the SVMs were trained on (``fc7``, ``fc6`` or ``pool5``).
+    """
+
+    classes: list[str]
+    weights: np.ndarray
+    bias: np.ndarray
+    trained: np.ndarray
+    feature_scale: float
+    layer: str
+
+    @classmethod
+    def from_class_svms(cls, svms: ClassSVMs, layer: str) -> SVMWeights:
+        arrays = svms.to_arrays()
+        return cls(classes=list(svms.classes), weights=arrays["coef"],
+                   bias=arrays["intercept"], trained=arrays["trained"],
+                   feature_scale=float(arrays["feature_scale"]), layer=str(layer))
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """Scores of raw features for every class.
+
+        Args:
+            features: ``[N, D]`` raw (unscaled) features of ``layer``.
+
+        Returns:
+            float32 ``[N, K]`` ``(features * feature_scale) @ weights.T + bias``; ``-inf`` in
+            the columns of classes without an SVM.
+        """
+        x = _check_features(features, "features to score", self.weights.shape[1])
+        scores = (x.astype(np.float32) * np.float32(self.feature_scale)) @ self.weights.T
+        scores += self.bias
+        scores[:, ~self.trained] = -np.inf
+        return scores
+
+    def save(self, path: str | Any) -> None:
+        """Write the arrays with ``numpy.savez`` (keys: weights, bias, trained, feature_scale,
+        layer, classes) to ``path`` (a path or a binary file object)."""
+        arrays = dict(
+            weights=np.asarray(self.weights, dtype=np.float32),
+            bias=np.asarray(self.bias, dtype=np.float32),
+            trained=np.asarray(self.trained, dtype=bool),
+            feature_scale=np.float64(self.feature_scale),
+            layer=np.str_(self.layer),
+            classes=np.asarray(self.classes, dtype=np.str_),
+        )
+        if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__"):
+            with open(path, "wb") as handle:
+                np.savez(handle, **arrays)
+        else:
+            np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Any) -> SVMWeights:
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            ModelError: the file is not an SVM weights file or its arrays do not fit.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                weights = np.asarray(data["weights"], dtype=np.float32)
+                model = cls(classes=[str(c) for c in data["classes"].reshape(-1)],
+                            weights=weights, bias=np.asarray(data["bias"], dtype=np.float32),
+                            trained=np.asarray(data["trained"], dtype=bool),
+                            feature_scale=float(data["feature_scale"]),
+                            layer=str(data["layer"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelError(f"{path}: not an sppdet SVM weights file ({exc}); rerun "
+                             "`sppdet train-svm`") from exc
+        k = len(model.classes)
+        if (model.weights.ndim != 2 or model.weights.shape[0] != k or model.bias.shape != (k,)
+                or model.trained.shape != (k,)):
+            raise ModelError(f"{path}: arrays of mismatched shapes (weights "
+                             f"{model.weights.shape}, bias {model.bias.shape}, {k} classes)")
+        return model

@@ -1,239 +1,392 @@
-"""Labelled training windows: proposals (and ground truth) marked positive, negative or unused.
+"""The windows that train the SVMs and the box regressors, and their features.
 
-Fine-tuning (paper 4.1, REFERENCE section 5) labels every window by its largest IoU with the
-image's ground-truth boxes: a **positive** has IoU >= 0.5 and takes the class of that
-ground-truth box (label ``class + 1``; 0 is background); a **negative** has IoU in
-``[0.1, 0.5)`` (label 0); every other window is unused. As in the released code (R-CNN's window
-file, reused by SPP_net), the ground-truth boxes themselves are windows too (IoU 1, so
-positives), and difficult objects count as ground truth.
+What the ``train-svm`` and ``train-bbox-reg`` stages feed the learners (REFERENCE.md sections
+6 and 7; R-CNN ``rcnn_train.m``, SPP-net ``spp_train.m`` and ``spp_train_bbox_regressor.m``):
 
-:class:`SplitWindows` holds the labelled windows of a whole split as flat arrays, grouped by
-image, which is what the mini-batch sampler draws from.
+- positives of a class: its ground-truth boxes (:func:`collect_positives`);
+- negatives of a class in an image: proposals with IoU < 0.3 to every ground-truth box of the
+  class (:func:`negative_masks`), windows with the same feature-map footprint kept once
+  (:func:`sppdet.svm.unique_window_indices` on :func:`sppdet.window_features.window_cells`);
+  :class:`SharedNegativeStream` yields them image by image for all classes at once;
+- box-regression windows: proposals and ground-truth boxes whose best-matching ground truth
+  overlaps them by IoU > ``min_iou`` (:func:`sppdet.bbox_regression.select_training_windows`),
+  collected class by class on disk (:class:`RegressionWindowStore`) so memory holds one class.
+
+Features come from :class:`sppdet.window_features.WindowFeaturizer` (SPP at the best scale,
+then fc6/fc7).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
 
+import h5py
 import numpy as np
 
-from sppdet.boxes import box_iou, is_degenerate
-from sppdet.data.voc import ImageAnnotation
-from sppdet.errors import ConfigError, DataError
+from sppdet.artifacts import ItemReader
+from sppdet.bbox_regression import select_training_windows
+from sppdet.boxes import box_iou
+from sppdet.errors import DataError
+from sppdet.progress import progress
+from sppdet.svm import SharedImageNegatives, unique_window_indices
+from sppdet.window_features import WindowFeaturizer, window_cells
 
-#: Paper 4.1: positives have IoU >= 0.5 with a ground-truth box.
-FG_IOU = 0.5
-#: Paper 4.1: negatives have IoU in [0.1, 0.5).
-BG_IOU_LOW = 0.1
-BG_IOU_HIGH = 0.5
+PROPOSALS_STAGE = "propose"
+
+#: R-CNN / SPP-net: a proposal is a negative of a class if its IoU with every ground-truth box
+#: of the class is below this.
+NEGATIVE_IOU = 0.3
 
 
-@dataclass(frozen=True)
-class LabelledWindows:
-    """The used windows of one image.
+class ImageTruth(NamedTuple):
+    """The ground truth of one image as the trainers use it.
 
     Attributes:
-        boxes: float32 ``[M, 4]``, 0-based continuous xyxy in original-image pixels.
-        labels: int64 ``[M]``; 0 = background, ``c + 1`` = class ``c``.
-        overlaps: float32 ``[M]``, the largest IoU with a ground-truth box (0 without any).
-        is_gt: bool ``[M]``, the window is a ground-truth box.
+        boxes: float32 ``[G, 4]`` 0-based continuous xyxy.
+        labels: int64 ``[G]`` class indices.
+        difficult: bool ``[G]``.
     """
 
     boxes: np.ndarray
     labels: np.ndarray
-    overlaps: np.ndarray
-    is_gt: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.boxes.shape[0])
+    difficult: np.ndarray
 
 
-def check_thresholds(fg_iou: float, bg_iou_low: float, bg_iou_high: float) -> None:
-    """Refuse IoU bands that are out of [0, 1] or let a window be positive and negative."""
-    if not 0.0 < fg_iou <= 1.0:
-        raise ConfigError(f"fg_iou must be in (0, 1], got {fg_iou}")
-    if not 0.0 <= bg_iou_low < bg_iou_high <= 1.0:
-        raise ConfigError(f"the negative band [bg_iou_low, bg_iou_high) must satisfy "
-                          f"0 <= low < high <= 1, got [{bg_iou_low}, {bg_iou_high})")
-    if bg_iou_high > fg_iou:
-        raise ConfigError(f"bg_iou_high ({bg_iou_high}) must not exceed fg_iou ({fg_iou}): a "
-                          "window would be both positive and negative")
-
-
-def label_windows(proposals_xyxy: np.ndarray, gt_boxes_xyxy: np.ndarray,
-                  gt_labels: np.ndarray, *, fg_iou: float = FG_IOU,
-                  bg_iou_low: float = BG_IOU_LOW, bg_iou_high: float = BG_IOU_HIGH,
-                  include_gt: bool = True) -> LabelledWindows:
-    """Label one image's windows by their largest IoU with its ground truth.
-
-    Args:
-        proposals_xyxy: ``[N, 4]`` proposals (0-based continuous xyxy); degenerate ones (zero
-            width or height) are left out.
-        gt_boxes_xyxy: ``[G, 4]`` ground-truth boxes.
-        gt_labels: int ``[G]`` class indices (0-based) of the ground-truth boxes.
-        fg_iou: positives have ``IoU >= fg_iou``.
-        bg_iou_low, bg_iou_high: negatives have ``bg_iou_low <= IoU < bg_iou_high``.
-        include_gt: put the ground-truth boxes first among the windows (released code).
+def read_proposals(reader: ItemReader, image_id: str) -> np.ndarray:
+    """An image's proposals from a proposals artifact (stage ``propose``).
 
     Returns:
-        The positive and negative windows, ground truth first, then proposals in their order.
-        A positive's label is ``1 +`` the class of the ground-truth box it overlaps most
-        (the first such box on ties). An image without ground truth has no windows (every
-        IoU is 0, below the negative band unless ``bg_iou_low == 0``).
+        float32 ``[N, 4]`` 0-based continuous xyxy boxes in original pixels (``[0, 4]`` for an
+        image without proposals).
 
     Raises:
-        DataError: boxes that are not ``[N, 4]`` finite numbers, or labels of another length.
+        ArtifactError: the image is not in the artifact.
+        DataError: the boxes are not ``[N, 4]`` or hold NaN / inf.
     """
-    check_thresholds(fg_iou, bg_iou_low, bg_iou_high)
-    proposals = _as_boxes(proposals_xyxy, "proposals")
-    gt_boxes = _as_boxes(gt_boxes_xyxy, "ground-truth boxes")
-    gt_labels = np.asarray(gt_labels, dtype=np.int64).reshape(-1)
-    if gt_labels.shape[0] != gt_boxes.shape[0]:
-        raise DataError(f"{gt_boxes.shape[0]} ground-truth boxes but {gt_labels.shape[0]} "
-                        "labels")
-    proposals = proposals[~is_degenerate(proposals)]
-    parts = [gt_boxes, proposals] if include_gt else [proposals]
-    boxes = np.concatenate(parts, axis=0).astype(np.float32)  # [M, 4]
-    is_gt = np.zeros(len(boxes), dtype=bool)
-    if include_gt:
-        is_gt[: len(gt_boxes)] = True
-    if len(gt_boxes):
-        iou = box_iou(boxes, gt_boxes)  # [M, G]
-        best = iou.argmax(axis=1)
-        overlaps = iou[np.arange(len(boxes)), best]
-        labels = gt_labels[best] + 1
-    else:
-        overlaps = np.zeros(len(boxes))
-        labels = np.zeros(len(boxes), dtype=np.int64)
-    positive = overlaps >= fg_iou
-    negative = (overlaps >= bg_iou_low) & (overlaps < bg_iou_high)
-    labels = np.where(positive, labels, 0)
-    keep = positive | negative
-    return LabelledWindows(boxes=boxes[keep], labels=labels[keep].astype(np.int64),
-                           overlaps=overlaps[keep].astype(np.float32), is_gt=is_gt[keep])
+    boxes = np.asarray(reader.group(image_id)["boxes"][()], dtype=np.float32)
+    if boxes.size == 0:
+        return boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise DataError(f"{reader.path}: proposals of image {image_id} have shape "
+                        f"{boxes.shape}, expected [N, 4]; rerun `sppdet propose` with --force")
+    if not np.isfinite(boxes).all():
+        raise DataError(f"{reader.path}: proposals of image {image_id} hold NaN or inf; rerun "
+                        "`sppdet propose` with --force")
+    return boxes
 
 
-def _as_boxes(boxes: np.ndarray, what: str) -> np.ndarray:
-    array = np.asarray(boxes, dtype=np.float64)
-    if array.size == 0:
-        return np.zeros((0, 4), dtype=np.float64)
-    if array.ndim != 2 or array.shape[1] != 4:
-        raise DataError(f"{what} must have shape [N, 4] (x1, y1, x2, y2), got {array.shape}")
-    if not np.isfinite(array).all():
-        raise DataError(f"{what} hold NaN or inf")
-    return array
+def negative_masks(boxes_xyxy: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.ndarray,
+                   num_classes: int, *, iou_threshold: float = NEGATIVE_IOU) -> np.ndarray:
+    """Which windows are negatives of each class.
+
+    Args:
+        boxes_xyxy: ``[N, 4]`` windows.
+        gt_boxes: ``[G, 4]`` the image's ground-truth boxes (all of them, difficult included,
+            as the released code compares with all).
+        gt_labels: ``[G]`` their class indices in ``0 .. num_classes - 1``.
+        num_classes: ``K``.
+        iou_threshold: a window is a negative of class k if its IoU with every ground-truth
+            box of class k is ``< iou_threshold``.
+
+    Returns:
+        bool ``[K, N]``.
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    gt = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(gt_labels, dtype=np.int64).reshape(-1)
+    if labels.shape[0] != gt.shape[0]:
+        raise DataError(f"{gt.shape[0]} ground-truth boxes but {labels.shape[0]} labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"ground-truth labels must lie in [0, {num_classes}), got "
+                        f"{labels.min()}..{labels.max()}")
+    masks = np.ones((num_classes, boxes.shape[0]), dtype=bool)
+    if boxes.shape[0] == 0 or gt.shape[0] == 0:
+        return masks
+    iou = box_iou(boxes, gt)  # [N, G]
+    for k in np.unique(labels):
+        masks[k] = iou[:, labels == k].max(axis=1) < iou_threshold
+    return masks
+
+
+def collect_positives(featurizer: WindowFeaturizer, truth: Mapping[str, ImageTruth],
+                      classes: Sequence[str], *, extra_windows: Mapping[str, np.ndarray]
+                      | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                                              dict[str, np.ndarray]]:
+    """Features of every ground-truth box, grouped by class, in one pass over the images.
+
+    Args:
+        featurizer: computes the features.
+        truth: image id -> :class:`ImageTruth`, in the order to visit.
+        classes: class names (``labels`` index into them).
+        extra_windows: image id -> ``[M, 4]`` more windows to featurize in the same pass (the
+            feature-scale sample), returned separately.
+
+    Returns:
+        ``(positives, difficult, extra)``: class -> float32 ``[P, D]`` features (classes
+        without a box get ``[0, D]``), class -> bool ``[P]``, image id -> float32 ``[M, D]``
+        features of its extra windows.
+    """
+    extra_windows = extra_windows or {}
+    chunks: dict[int, list[np.ndarray]] = {k: [] for k in range(len(classes))}
+    flags: dict[int, list[np.ndarray]] = {k: [] for k in range(len(classes))}
+    extra: dict[str, np.ndarray] = {}
+    for image_id, gt in progress(truth.items(), total=len(truth), desc="positives"):
+        more = np.asarray(extra_windows.get(image_id, np.zeros((0, 4))), np.float32)
+        more = more.reshape(-1, 4)
+        if gt.boxes.shape[0] == 0 and more.shape[0] == 0:
+            continue
+        features = featurizer(image_id, np.concatenate([gt.boxes.reshape(-1, 4), more]))
+        n_gt = gt.boxes.shape[0]
+        for k in np.unique(gt.labels):
+            rows = gt.labels == k
+            chunks[int(k)].append(features[:n_gt][rows])
+            flags[int(k)].append(gt.difficult[rows])
+        if image_id in extra_windows:
+            extra[image_id] = features[n_gt:]
+    dim = featurizer.dim
+    positives = {name: np.concatenate(chunks[k]) if chunks[k] else np.zeros((0, dim), np.float32)
+                 for k, name in enumerate(classes)}
+    difficult = {name: np.concatenate(flags[k]) if flags[k] else np.zeros(0, bool)
+                 for k, name in enumerate(classes)}
+    return positives, difficult, extra
 
 
 @dataclass
-class SplitWindows:
-    """The labelled windows of a split, as flat arrays grouped by image.
+class SharedNegativeStream:
+    """A picklable factory of the shared negatives stream (for ``train_class_svms_shared``).
+
+    Calling it with a group of class names gives an iterable that, on each iteration, opens
+    the feature cache, the fc checkpoint and the proposals, and yields one
+    :class:`~sppdet.svm.SharedImageNegatives` per image: the image's proposals with
+    feature-map duplicates removed, restricted to those that are a negative of at least one
+    class of the group, their features computed once, and a mask per class.
 
     Attributes:
-        image_ids: images that have at least one window, in split order.
-        image_index: int32 ``[W]``, index into ``image_ids`` of each window (non-decreasing).
-        boxes: float32 ``[W, 4]``, original-image pixels.
-        labels: int64 ``[W]``, 0 = background, ``c + 1`` = class ``c``.
-        num_classes: number of object classes ``K``.
-        skipped: image id -> why the image has no windows (no proposals, no features...).
+        features_path: the features artifact (``cache-features``).
+        proposals_path: the proposals artifact (``propose``).
+        fc_path: the fc checkpoint, or None for ``pool5``.
+        layer: ``fc7``, ``fc6`` or ``pool5``.
+        classes: every class name (``ImageTruth.labels`` index into it).
+        truth: image id -> :class:`ImageTruth`, in the order of the pass.
+        iou_threshold: negatives have IoU below it with every box of the class.
+        batch_size: windows per fc pass.
+        device: where pooling and the fc layers run.
     """
 
-    image_ids: list[str]
-    image_index: np.ndarray
-    boxes: np.ndarray
-    labels: np.ndarray
-    num_classes: int
-    skipped: dict[str, str] = field(default_factory=dict)
+    features_path: str
+    proposals_path: str
+    fc_path: str | None
+    layer: str
+    classes: tuple[str, ...]
+    truth: dict[str, ImageTruth]
+    iou_threshold: float = NEGATIVE_IOU
+    batch_size: int = 1024
+    device: str = "cpu"
 
-    def __post_init__(self) -> None:
-        self.image_index = np.asarray(self.image_index, dtype=np.int32).reshape(-1)
-        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
-        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
-        if not (len(self.image_index) == len(self.boxes) == len(self.labels)):
-            raise DataError("image_index, boxes and labels must have one row per window")
-        if len(self.image_index) and np.any(np.diff(self.image_index) < 0):
-            raise DataError("windows must be grouped by image (image_index non-decreasing)")
-        # first window of each image; windows of image i are starts[i]:starts[i + 1]
-        self.starts = np.searchsorted(self.image_index, np.arange(len(self.image_ids) + 1))
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    @property
-    def n_images(self) -> int:
-        return len(self.image_ids)
-
-    def class_counts(self) -> np.ndarray:
-        """int64 ``[K + 1]``: windows per label (index 0 = negatives)."""
-        return np.bincount(self.labels, minlength=self.num_classes + 1)
-
-    @property
-    def n_positive(self) -> int:
-        return int((self.labels > 0).sum())
-
-    @property
-    def n_negative(self) -> int:
-        return int((self.labels == 0).sum())
-
-    def windows_of(self, image: int) -> slice:
-        """Rows of image number ``image`` (index into ``image_ids``)."""
-        return slice(int(self.starts[image]), int(self.starts[image + 1]))
+    def __call__(self, group: list[str]) -> "_NegativePasses":
+        return _NegativePasses(self, list(group))
 
 
-def build_split_windows(annotations: Iterable[ImageAnnotation],
-                        proposals_of: Callable[[str], np.ndarray | None], num_classes: int, *,
-                        fg_iou: float = FG_IOU, bg_iou_low: float = BG_IOU_LOW,
-                        bg_iou_high: float = BG_IOU_HIGH, include_gt: bool = True,
-                        include_difficult: bool = True,
-                        has_features: Callable[[str], bool] | None = None) -> SplitWindows:
-    """Label the windows of every image of a split (see :func:`label_windows`).
+@dataclass
+class _NegativePasses:
+    """Re-iterable passes of a :class:`SharedNegativeStream` for one group of classes.
+
+    ``stats`` accumulates over passes: images, proposals, unique windows (distinct
+    footprints), featurized windows (unique windows that are a negative of a class of the
+    group), and seconds: ``pool_seconds`` (SPP), ``fc_seconds`` (fc layers) and
+    ``select_seconds`` (reading proposals and conv maps, footprints, matching with the truth).
+    """
+
+    source: SharedNegativeStream
+    group: list[str]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[SharedImageNegatives]:
+        from sppdet.fc_head import FcHead
+        from sppdet.feature_cache import FeatureCache
+
+        src = self.source
+        index = {name: k for k, name in enumerate(src.classes)}
+        group_k = np.array([index[name] for name in self.group], dtype=np.int64)
+        head = None
+        if src.layer != "pool5":
+            head, _ = FcHead.load(src.fc_path)
+        stats = self.stats
+        for key in ("images", "proposals", "unique_windows", "featurized_windows"):
+            stats.setdefault(key, 0)
+        for key in ("pool_seconds", "fc_seconds", "select_seconds"):
+            stats.setdefault(key, 0.0)
+        with FeatureCache(src.features_path, device=src.device) as cache, \
+                ItemReader(src.proposals_path, made_by=PROPOSALS_STAGE) as proposals:
+            featurizer = WindowFeaturizer(cache, head, src.layer, batch_size=src.batch_size)
+            for image_id, gt in progress(src.truth.items(), total=len(src.truth),
+                                         desc="mining negatives"):
+                start = time.perf_counter()
+                boxes = read_proposals(proposals, image_id)
+                # As the released code: windows with the same footprint are removed first
+                # (the first one is kept), then the kept ones are matched with the truth.
+                if boxes.shape[0]:
+                    cells, scale = window_cells(cache, image_id, boxes)
+                    kept = unique_window_indices(cells, scale)
+                else:
+                    kept = np.zeros(0, dtype=np.int64)
+                masks = negative_masks(boxes[kept], gt.boxes, gt.labels, len(src.classes),
+                                       iou_threshold=src.iou_threshold)[group_k]
+                candidates = masks.any(axis=0)
+                rows = kept[candidates]
+                masks = masks[:, candidates]
+                stats["select_seconds"] += time.perf_counter() - start
+                before = (featurizer.times.pool_seconds, featurizer.times.fc_seconds)
+                features = featurizer(image_id, boxes[rows])
+                stats["pool_seconds"] += featurizer.times.pool_seconds - before[0]
+                stats["fc_seconds"] += featurizer.times.fc_seconds - before[1]
+                stats["images"] += 1
+                stats["proposals"] += int(boxes.shape[0])
+                stats["unique_windows"] += int(kept.size)
+                stats["featurized_windows"] += int(rows.size)
+                yield SharedImageNegatives(
+                    image_id=image_id,
+                    features=features,
+                    negative_masks={name: masks[j] for j, name in enumerate(self.group)},
+                    proposal_index=rows,
+                )
+
+
+# ----------------------------------------------------------------------------------------------
+# Box regression windows
+# ----------------------------------------------------------------------------------------------
+
+
+class RegressionWindowStore:
+    """Box-regression training windows, kept on disk class by class.
+
+    One HDF5 file with, per class, resizable datasets ``features`` ``[n, D]`` (in
+    ``feature_dtype``: float16 is lossless for pool5 vectors pooled from a float16 cache, since
+    max pooling only copies values), ``proposals`` ``[n, 4]`` and ``gt_boxes`` ``[n, 4]``
+    (float64). The file is a temporary: the caller deletes it (or uses the context manager).
 
     Args:
-        annotations: the split's ground truth (:class:`~sppdet.data.voc.VOCDataset`).
-        proposals_of: image id -> ``[N, 4]`` proposals, or ``None`` when the proposals
-            artifact has no entry for the image.
-        num_classes: ``K``.
-        fg_iou, bg_iou_low, bg_iou_high, include_gt: as in :func:`label_windows`.
-        include_difficult: difficult objects count as ground truth (released code: yes).
-        has_features: image id -> whether the feature cache holds the image.
+        path: the file to create (overwritten).
+        dim: feature width ``D``.
+        feature_dtype: dtype the features are stored in.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], dim: int, *,
+                 feature_dtype: np.dtype | str = np.float32) -> None:
+        self.path = Path(path)
+        self.dim = int(dim)
+        self.feature_dtype = np.dtype(feature_dtype)
+        self._file = h5py.File(self.path, "w")
+        self._counts: dict[str, int] = {}
+
+    def close(self) -> None:
+        self._file.close()
+
+    def remove(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "RegressionWindowStore":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remove()
+
+    def counts(self) -> dict[str, int]:
+        """class -> windows stored."""
+        return dict(self._counts)
+
+    def append(self, class_name: str, features: np.ndarray, proposals: np.ndarray,
+               gt_boxes: np.ndarray) -> None:
+        """Add ``[n, D]`` features with their ``[n, 4]`` windows and matched ground truth."""
+        n = int(features.shape[0])
+        if n == 0:
+            return
+        if features.shape != (n, self.dim) or proposals.shape != (n, 4) or \
+                gt_boxes.shape != (n, 4):
+            raise DataError(f"class {class_name!r}: features {features.shape}, proposals "
+                            f"{proposals.shape}, gt {gt_boxes.shape} do not fit (D={self.dim})")
+        group = self._file.require_group(_h5_name(class_name))
+        if "features" not in group:
+            row_bytes = max(1, self.dim * self.feature_dtype.itemsize)
+            chunk_rows = max(1, min(1024, (1 << 20) // row_bytes))  # chunks of about 1 MiB
+            group.create_dataset("features", shape=(0, self.dim), maxshape=(None, self.dim),
+                                 dtype=self.feature_dtype, chunks=(chunk_rows, self.dim))
+            for name in ("proposals", "gt_boxes"):
+                group.create_dataset(name, shape=(0, 4), maxshape=(None, 4), dtype=np.float64,
+                                     chunks=(4096, 4))
+        start = self._counts.get(class_name, 0)
+        for name, values in (("features", features), ("proposals", proposals),
+                             ("gt_boxes", gt_boxes)):
+            dataset = group[name]
+            dataset.resize(start + n, axis=0)
+            dataset[start:start + n] = values
+        self._counts[class_name] = start + n
+
+    def chunks(self, class_name: str, rows: int = 4096
+               ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(features [m, D] float32, proposals [m, 4], gt [m, 4])`` of a class, ``rows`` at a
+        time."""
+        n = self._counts.get(class_name, 0)
+        if n == 0:
+            return
+        group = self._file[_h5_name(class_name)]
+        for first in range(0, n, rows):
+            last = min(n, first + rows)
+            yield (np.asarray(group["features"][first:last], dtype=np.float32),
+                   group["proposals"][first:last], group["gt_boxes"][first:last])
+
+    def load(self, class_name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All windows of a class: ``(features float32 [n, D], proposals, gt)``."""
+        parts = list(self.chunks(class_name, rows=1 << 30))
+        if not parts:
+            return (np.zeros((0, self.dim), np.float32), np.zeros((0, 4)), np.zeros((0, 4)))
+        return parts[0]
+
+
+def _h5_name(class_name: str) -> str:
+    return "class_" + class_name.replace("/", "\\")
+
+
+def collect_regression_windows(featurizer: WindowFeaturizer, proposals: ItemReader,
+                               truth: Mapping[str, ImageTruth], classes: Sequence[str],
+                               store: RegressionWindowStore, *, min_iou: float = 0.5,
+                               include_gt: bool = True) -> dict[str, int]:
+    """One pass over the images: select each image's regression windows, pool only those.
+
+    Windows are the image's proposals (plus its ground-truth boxes with ``include_gt``, as
+    R-CNN and SPP-net train on them too); each is matched to the ground-truth box it overlaps
+    most (any class, difficult included) and kept if that IoU is ``> min_iou``
+    (:func:`sppdet.bbox_regression.select_training_windows`). Only kept windows are pooled.
 
     Returns:
-        The windows; images without proposals, without features, or with no window in either
-        band are left out and listed in ``skipped`` with the reason.
+        image statistics: ``images``, ``proposals``, ``windows`` (kept).
     """
-    image_ids: list[str] = []
-    index_parts, box_parts, label_parts = [], [], []
-    skipped: dict[str, str] = {}
-    for ann in annotations:
-        if has_features is not None and not has_features(ann.image_id):
-            skipped[ann.image_id] = "not in the features artifact"
+    stats = {"images": 0, "proposals": 0, "windows": 0}
+    for image_id, gt in progress(truth.items(), total=len(truth), desc="regression windows"):
+        boxes = read_proposals(proposals, image_id)
+        stats["images"] += 1
+        stats["proposals"] += int(boxes.shape[0])
+        if gt.boxes.shape[0] == 0:
             continue
-        proposals = proposals_of(ann.image_id)
-        if proposals is None:
-            skipped[ann.image_id] = "not in the proposals artifact"
+        windows = np.concatenate([boxes, gt.boxes.astype(np.float32)]) if include_gt else boxes
+        # Zero-area proposals have no regression target; the trainers never use them.
+        area_ok = (windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1])
+        candidates = np.flatnonzero(area_ok)
+        selected = select_training_windows(windows[candidates], gt.boxes, gt.labels,
+                                           min_iou=min_iou)
+        if selected.index.size == 0:
             continue
-        if np.asarray(proposals).size == 0:
-            skipped[ann.image_id] = "no proposals"
-            continue
-        keep = np.ones(len(ann), dtype=bool) if include_difficult else ~ann.difficult
-        if len(ann.labels) and int(ann.labels.max()) >= num_classes:
-            raise DataError(f"image {ann.image_id}: class index {int(ann.labels.max())} is "
-                            f"outside the {num_classes} classes")
-        try:
-            windows = label_windows(proposals, ann.boxes[keep], ann.labels[keep], fg_iou=fg_iou,
-                                    bg_iou_low=bg_iou_low, bg_iou_high=bg_iou_high,
-                                    include_gt=include_gt)
-        except DataError as exc:
-            raise DataError(f"image {ann.image_id}: {exc}") from exc
-        if not len(windows):
-            skipped[ann.image_id] = "no window in the positive or negative IoU band"
-            continue
-        index_parts.append(np.full(len(windows), len(image_ids), dtype=np.int32))
-        box_parts.append(windows.boxes)
-        label_parts.append(windows.labels)
-        image_ids.append(ann.image_id)
-    if not image_ids:
-        return SplitWindows([], np.zeros(0, np.int32), np.zeros((0, 4), np.float32),
-                            np.zeros(0, np.int64), num_classes, skipped)
-    return SplitWindows(image_ids, np.concatenate(index_parts), np.concatenate(box_parts),
-                        np.concatenate(label_parts), num_classes, skipped)
+        rows = candidates[selected.index]
+        features = featurizer(image_id, windows[rows])
+        stats["windows"] += int(rows.size)
+        for k in np.unique(selected.labels):
+            take = selected.labels == k
+            store.append(classes[int(k)], features[take], windows[rows][take].astype(np.float64),
+                         selected.gt_boxes[take].astype(np.float64))
+    return stats

@@ -26,9 +26,9 @@ from sppdet.data.images import read_image
 from sppdet.data.voc import VOCDataset
 from sppdet.devices import resolve_device
 from sppdet.errors import ConfigError, DataError
-from sppdet.feature_cache import FEATURES_STAGE, map_name
+from sppdet.feature_cache import FEATURES_STAGE, compute_maps
 from sppdet.progress import get_logger, log_to_file, progress
-from sppdet.scales import resize_image, resized_size
+from sppdet.scales import resized_size
 
 from .common import dataset_params, format_seconds, path_size
 from .layout import log_path
@@ -121,41 +121,6 @@ def check_disk_space(folder: Path, needed_bytes: int) -> None:
             f"per-image parts plus the merged file) but only {free / 1e9:.1f} GB are free; "
             "free space, use fewer --scales, --compression gzip, or another --work-dir"
         )
-
-
-@torch.no_grad()
-def compute_maps(backbone: Backbone, image_rgb: np.ndarray, scales: tuple[int, ...],
-                 device: torch.device, *, dtype: np.dtype, flip: bool
-                 ) -> tuple[dict[str, np.ndarray], dict[str, list[float]]]:
-    """conv5 maps of one image at every scale (and mirrored when ``flip``).
-
-    Returns:
-        ``(arrays, cell_centers)``: dataset name (``s<scale>``, ``flip/s<scale>``) -> map
-        ``[C, h, w]`` of ``dtype``; scale (as text) -> ``[cy0, cx0]``.
-    """
-    height, width = image_rgb.shape[:2]
-    arrays: dict[str, np.ndarray] = {}
-    centers: dict[str, list[float]] = {}
-    variants = [(False, image_rgb)] + ([(True, np.ascontiguousarray(image_rgb[:, ::-1]))]
-                                       if flip else [])
-    for scale in scales:
-        h_in, w_in = resized_size(height, width, scale)
-        centers[str(scale)] = list(backbone.cell_centers(h_in, w_in))
-        for mirrored, image in variants:
-            resized = resize_image(image, scale)
-            batch = backbone.preprocess(resized).unsqueeze(0).to(device)
-            if device.type == "cpu":
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            if device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.float16):
-                    fmap = backbone(batch)
-            else:
-                fmap = backbone(batch)
-            fmap = fmap[0].float()
-            if not torch.isfinite(fmap).all():
-                raise DataError(f"the conv map at scale {scale} holds NaN or inf")
-            arrays[map_name(scale, mirrored)] = fmap.cpu().numpy().astype(dtype)
-    return arrays, centers
 
 
 def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,

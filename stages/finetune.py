@@ -40,7 +40,7 @@ from sppdet.finetune import (
     plot_training_curve,
 )
 from sppdet.progress import get_logger, log_to_file
-from sppdet.training_windows import SplitWindows, build_split_windows
+from sppdet.finetune_windows import SplitWindows, build_split_windows
 
 from .common import dataset_params, format_seconds
 from .layout import log_path
@@ -144,14 +144,23 @@ def _check_input(path: Path, made_by: str, data: VOCDataset, what: str) -> Recor
     made_on = record.params.get("data")
     if isinstance(made_on, Mapping):
         here = dataset_params(data)
-        if made_on.get("split") != data.split or made_on.get("dataset") != here["dataset"]:
-            raise ConfigError(f"{path} was made on split '{made_on.get('split')}' of "
-                              f"{made_on.get('dataset')}, not on split '{data.split}' of "
-                              f"{here['dataset']}; give the {what} of that split")
+        if made_on.get("dataset") != here["dataset"]:
+            raise ConfigError(f"{path} was made on {made_on.get('dataset')}, not on "
+                              f"{here['dataset']}; give the {what} of this dataset")
+        if made_on.get("split") != data.split:
+            # an artifact of a superset split (trainval for train and val) serves when it is
+            # current for its own split; images it lacks are reported where they are read
+            try:
+                here = dataset_params(VOCDataset(data.root, str(made_on.get("split")),
+                                                 data.classes))
+            except DataError as exc:
+                raise ConfigError(f"{path} was made on split '{made_on.get('split')}', which "
+                                  f"cannot be read any more ({exc}); give the {what} of split "
+                                  f"'{data.split}'") from exc
         if made_on.get("fingerprint") not in (None, here["fingerprint"]):
             raise StaleArtifactError(f"{path} was made before the annotations or images of "
-                                     f"split '{data.split}' changed; rerun `sppdet {made_by}` "
-                                     "for it (with --force)")
+                                     f"split '{made_on.get('split')}' changed; rerun `sppdet "
+                                     f"{made_by}` for it (with --force)")
     return record
 
 

@@ -20,8 +20,8 @@ from sppdet.data.images import read_image
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
 from sppdet.progress import get_logger, log_to_file
-from sppdet.proposals import METHODS, ProposalError, make_params, propose_image
-from sppdet.proposals.importers import load_proposals_file, validate_proposals
+from sppdet.proposals import (METHODS, ProposalError, load_npz, load_rcnn_mat,
+                              params_from_dict, propose_image, validate_proposals)
 
 from .common import LoopStats, dataset_params, format_seconds, run_per_item
 from .layout import log_path
@@ -117,7 +117,7 @@ def run(dataset: str | Path, split: str, out: Path, *, method: str = "ss-fast",
         method_params: dict[str, Any] = {"import_file": str(Path(import_path).resolve())}
         params_obj = None
     else:
-        params_obj = make_params(method, **(method_options or {}))
+        params_obj = params_from_dict(method, dict(method_options or {}))
         method_params = asdict(params_obj)
     record = Record(STAGE, {"method": method, "method_params": method_params,
                             "data": dataset_params(data)}, stage_version=STAGE_VERSION)
@@ -147,9 +147,14 @@ def run(dataset: str | Path, split: str, out: Path, *, method: str = "ss-fast",
 
 def _run_import(data: VOCDataset, out: Path, record: Record, import_path: Path, *,
                 force: bool) -> ProposeSummary:
-    proposals = load_proposals_file(import_path)
+    if import_path.suffix.lower() == ".mat":
+        proposals = load_rcnn_mat(import_path)
+    elif import_path.suffix.lower() == ".npz":
+        proposals = load_npz(import_path)
+    else:
+        raise ConfigError(f"{import_path}: import reads R-CNN .mat files or sppdet .npz files")
     sizes = {a.image_id: (a.height, a.width) for a in data}
-    proposals, problems = validate_proposals(proposals, sizes)
+    proposals, problems = validate_proposals(proposals, sizes, source=str(import_path))
     for problem in problems:
         log.warning("%s", problem)
     ids = data.image_ids

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import make_voc_dataset
+from tests.conftest import make_voc_dataset
 
 from sppdet.artifacts import Record, read_record
 from sppdet.cli import cli

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fake_artifacts import make_fake_pipeline_inputs
+from tests.fake_artifacts import make_fake_pipeline_inputs
 from sppdet.boxes import box_iou
 from sppdet.data.voc import ImageAnnotation, VOCDataset
 from sppdet.errors import ConfigError, DataError, ModelError, StaleArtifactError
@@ -24,7 +24,7 @@ from sppdet.finetune import (
     pool_plan,
     sample_validation_windows,
 )
-from sppdet.training_windows import SplitWindows, build_split_windows
+from sppdet.finetune_windows import SplitWindows, build_split_windows
 
 SCALES = (480, 688, 1200)
 

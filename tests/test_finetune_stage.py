@@ -6,7 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fake_artifacts import make_fake_pipeline_inputs
+from tests.fake_artifacts import make_fake_pipeline_inputs
 from sppdet.artifacts import read_record
 from sppdet.cli import cli
 from sppdet.errors import ArtifactMissingError, ConfigError

@@ -22,7 +22,7 @@ from sppdet.svm import (
     train_class_svms,
     unique_window_indices,
 )
-from toy_svm_data import DIM, no_negatives, toy_negatives, toy_positives
+from tests.toy_svm_data import DIM, no_negatives, toy_negatives, toy_positives
 
 # ----------------------------------------------------------------------------------------------
 # Feature scale and negative selection helpers

@@ -1,0 +1,442 @@
+"""Stage ``detect``: score every proposal, regress boxes, suppress duplicates.
+
+Per image (REFERENCE.md sections 1 and 8): SPP features of all proposals at their best scale
+(from the feature cache, or computed on the fly when the split has none), scores from the
+per-class SVMs on fc7 (``scorer="svm"``, the paper's) or from the fine-tuned fc8 softmax
+(``scorer="softmax"``), each class's box regressor applied to the windows that pass the score
+threshold, boxes clipped to the image, then per-class NMS (IoU 0.3) and at most 100 detections
+per image. The artifact keeps, per image, the final detections and every candidate window above
+the threshold (what ``combine`` pools), and the VOC result files ``comp4_det_<split>_<class>.txt``
+are written beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sppdet.artifacts import (ItemReader, ItemStore, Record, input_ref, is_up_to_date,
+                              read_record, shard_items)
+from sppdet.backbones import build_backbone
+from sppdet.bbox_regression import BBoxRegressor
+from sppdet.boxes import clip_boxes
+from sppdet.data.voc import VOCDataset
+from sppdet.detections import ImageDetections
+from sppdet.detections_io import (DetectionsReader, NMSSettings, detection_item,
+                                  detections_params)
+from sppdet.devices import resolve_device
+from sppdet.errors import ArtifactMissingError, ConfigError, DataError
+from sppdet.evaluation.comp4 import write_comp4_files
+from sppdet.fc_head import FcHead
+from sppdet.feature_cache import ComputedFeatures, FeatureCache
+from sppdet.nms import class_nms_indices
+from sppdet.progress import get_logger, log_to_file, progress
+from sppdet.svm import SVMWeights
+
+from .common import dataset_params, format_seconds
+from .layout import log_path
+from .training_inputs import backbone_name
+
+log = get_logger("detect")
+STAGE = "detect"
+STAGE_VERSION = 1
+SCORERS = ("svm", "softmax")
+# Scores below these never become candidates (released code: SVM scores > -1.5); softmax
+# probabilities below 1e-3 would only bloat the candidate lists.
+DEFAULT_SCORE_THRESHOLDS = {"svm": -1.5, "softmax": 1e-3}
+
+
+@dataclass
+class DetectTimes:
+    """Seconds spent in each part of detection, summed over images."""
+
+    conv: float = 0.0
+    pool: float = 0.0
+    fc: float = 0.0
+    bbox: float = 0.0
+    nms: float = 0.0
+
+    def per_image(self, images: int) -> dict[str, float]:
+        return {k: v / max(images, 1) for k, v in vars(self).items()}
+
+
+@dataclass
+class DetectModel:
+    """Everything that scores windows: the fc head, the SVMs and the box regressors."""
+
+    name: str
+    classes: list[str]
+    head: FcHead
+    svm: SVMWeights | None
+    regressor: BBoxRegressor | None
+    backbone: dict[str, Any]
+    inputs: dict[str, Any]
+    scales: list[int]
+
+
+def load_model(model_dir: Path, *, scorer: str, use_bbox_reg: bool) -> DetectModel:
+    """Load ``fc.pt``, ``svm.npz`` (for the SVM scorer) and ``bbox_reg.npz`` of a model.
+
+    Raises:
+        ArtifactMissingError: a needed file is missing (names the command that makes it).
+        DataError: the parts were trained on different backbones or class lists.
+    """
+    fc_path = model_dir / "fc.pt"
+    fc_record = read_record(fc_path, made_by="finetune")
+    head, meta = FcHead.load(fc_path)
+    backbone = fc_record.params.get("backbone", meta.get("backbone"))
+    classes = list(fc_record.params.get("classes", meta.get("classes", [])))
+    inputs = {"fc": input_ref(fc_path, made_by="finetune")}
+    svm = None
+    if scorer == "svm":
+        svm_path = model_dir / "svm.npz"
+        inputs["svm"] = input_ref(svm_path, made_by="train-svm")
+        svm = SVMWeights.load(svm_path)
+        if svm.classes != classes:
+            raise DataError(f"{svm_path} was trained for classes {svm.classes}, the fc layers "
+                            f"for {classes}; rerun `sppdet train-svm`")
+        svm_fc = read_record(svm_path).inputs.get("fc")
+        if svm_fc is not None and svm_fc.digest != inputs["fc"].digest and svm.layer != "pool5":
+            raise DataError(f"{svm_path} was trained on other fc layers than {fc_path}; rerun "
+                            "`sppdet train-svm`")
+    regressor = None
+    reg_path = model_dir / "bbox_reg.npz"
+    if use_bbox_reg:
+        if not reg_path.exists():
+            raise ArtifactMissingError(f"{reg_path} does not exist; run `sppdet train-bbox-reg` "
+                                       "or detect with --no-bbox-reg")
+        inputs["bbox_reg"] = input_ref(reg_path, made_by="train-bbox-reg")
+        regressor, reg_classes = BBoxRegressor.load(reg_path)
+        if list(reg_classes) != classes:
+            raise DataError(f"{reg_path} was trained for classes {list(reg_classes)}, the fc "
+                            f"layers for {classes}; rerun `sppdet train-bbox-reg`")
+    scales = fc_record.params.get("scales") or []
+    return DetectModel(name=model_dir.name, classes=classes, head=head, svm=svm,
+                       regressor=regressor, backbone=backbone, inputs=inputs,
+                       scales=[int(s) for s in scales])
+
+
+@torch.inference_mode()
+def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxes: np.ndarray,
+                   image_size: tuple[int, int], *, scorer: str, nms: NMSSettings,
+                   times: DetectTimes, batch_size: int = 1024
+                   ) -> tuple[ImageDetections, ImageDetections]:
+    """Score pooled windows of one image and return ``(final, candidates)`` detections.
+
+    Args:
+        model: the loaded model.
+        image_id: the image (names the detections).
+        pooled: ``[N, C * 50]`` SPP vectors of the windows.
+        boxes: ``[N, 4]`` the windows (original pixels).
+        image_size: ``(height, width)``.
+        scorer: ``svm`` or ``softmax``.
+        nms: NMS settings (score threshold, IoU threshold, per-image cap).
+        times: accumulates the seconds of fc, box regression and NMS.
+    """
+    height, width = image_size
+    start = time.perf_counter()
+    head = model.head
+    scores_parts = []
+    for first in range(0, pooled.shape[0], batch_size):
+        batch = pooled[first:first + batch_size]
+        if scorer == "svm":
+            assert model.svm is not None
+            features = head.features(batch, model.svm.layer).cpu().numpy()
+            scores_parts.append(model.svm.scores(features))
+        else:
+            probs = torch.softmax(head.eval()(batch), dim=1)[:, 1:]
+            scores_parts.append(probs.cpu().numpy())
+    num_classes = len(model.classes)
+    scores = (np.concatenate(scores_parts) if scores_parts
+              else np.zeros((0, num_classes), np.float32)).astype(np.float32)
+    if scorer == "svm":
+        assert model.svm is not None
+        scores[:, ~model.svm.trained] = -np.inf  # an untrained class gives no detections
+    times.fc += time.perf_counter() - start
+    start = time.perf_counter()
+    threshold = nms.score_threshold
+    cand_boxes, cand_scores, cand_labels = [], [], []
+    pooled_np: np.ndarray | None = None
+    for label, class_name in enumerate(model.classes):
+        keep = np.flatnonzero(scores[:, label] > threshold) if threshold is not None \
+            else np.flatnonzero(np.isfinite(scores[:, label]))
+        if keep.size == 0:
+            continue
+        class_boxes = boxes[keep]
+        if model.regressor is not None:
+            if pooled_np is None:
+                pooled_np = pooled.cpu().numpy()
+            class_boxes = model.regressor.predict(class_name, pooled_np[keep], class_boxes,
+                                                  image_size=(width, height))
+        cand_boxes.append(clip_boxes(np.asarray(class_boxes, np.float32), width, height))
+        cand_scores.append(scores[keep, label])
+        cand_labels.append(np.full(keep.size, label, np.int64))
+    times.bbox += time.perf_counter() - start
+    start = time.perf_counter()
+    if cand_boxes:
+        candidates = ImageDetections(image_id, np.concatenate(cand_boxes), np.concatenate(cand_scores),
+                                     np.concatenate(cand_labels))
+    else:
+        candidates = ImageDetections.empty(image_id)
+    keep = class_nms_indices(candidates.boxes, candidates.scores, candidates.labels,
+                             iou_threshold=nms.iou_threshold, score_threshold=None,
+                             max_per_image=nms.max_per_image)
+    final = candidates.select(keep)
+    times.nms += time.perf_counter() - start
+    return final, candidates
+
+
+@dataclass
+class DetectSummary:
+    """What a detect run did."""
+
+    path: Path
+    model: str
+    scorer: str
+    images: int
+    detections: int = 0
+    seconds: float = 0.0
+    times_per_image: dict[str, float] = field(default_factory=dict)
+    features: str = ""
+    resumed: int = 0
+    comp4_dir: Path | None = None
+    failures: dict[str, str] = field(default_factory=dict)
+    up_to_date: bool = False
+    finished: bool = True
+
+    def to_text(self) -> str:
+        if self.up_to_date:
+            return f"Detections are up to date: {self.path} (use --force to rerun)"
+        lines = [f"Detections of model {self.model} ({self.scorer} scores) for {self.images} "
+                 f"images -> {self.path}"]
+        if self.finished:
+            lines.append(f"  detections: {self.detections} "
+                         f"({self.detections / max(self.images, 1):.1f} per image)")
+        if self.times_per_image:
+            parts = ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in self.times_per_image.items()
+                              if v > 0)
+            lines.append(f"  time: {format_seconds(self.seconds)}; per image: {parts} "
+                         f"(features: {self.features})")
+        if self.comp4_dir is not None:
+            lines.append(f"  VOC result files: {self.comp4_dir}")
+        if self.failures:
+            lines.append(f"  failures: {len(self.failures)}")
+            lines.extend(f"    {i}: {r}" for i, r in self.failures.items())
+        if not self.finished:
+            lines.append("  this shard is done; the artifact is merged when every shard is")
+        return "\n".join(lines)
+
+
+def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposals: Path,
+        features: Path | None = None, scorer: str = "svm", use_bbox_reg: bool = True,
+        iou_threshold: float = 0.3, score_threshold: float | None = None,
+        max_per_image: int | None = 100, scales: tuple[int, ...] | None = None,
+        device: str = "auto", classes: tuple[str, ...] | None = None,
+        shard: tuple[int, int] | None = None, on_error: str = "fail", force: bool = False,
+        write_comp4: bool = True) -> DetectSummary:
+    """Detect objects in every image of ``split`` and write the detections artifact ``out``.
+
+    Args:
+        dataset: VOC-layout dataset folder.
+        split: split name.
+        out: the detections artifact.
+        model_dir: ``<work>/models/<name>`` holding fc.pt, svm.npz, bbox_reg.npz.
+        proposals: the split's proposals artifact.
+        features: the split's feature cache; ``None`` (or a missing file) computes conv5 on
+            the fly with the backbone the fc layers were trained on.
+        scorer: ``svm`` (default) or ``softmax``.
+        use_bbox_reg: apply the box regressors.
+        iou_threshold: per-class NMS threshold (suppress when IoU > it).
+        score_threshold: drop windows scoring at most this (default -1.5 for SVM scores,
+            1e-3 for softmax probabilities).
+        max_per_image: cap on detections per image (None: no cap).
+        scales: scales for on-the-fly conv5 (default: the fine-tuning's scales).
+        device: ``auto``, ``cpu``, ``cuda[:N]``.
+        shard: ``(i, n)`` to process one shard.
+        on_error: ``fail`` or ``skip`` for per-image failures.
+        force: rerun even if up to date.
+        write_comp4: write ``comp4_det_<split>_<class>.txt`` beside the artifact.
+    """
+    if scorer not in SCORERS:
+        raise ConfigError(f"--scorer must be one of {SCORERS}, got {scorer!r}")
+    nms = NMSSettings(iou_threshold=iou_threshold,
+                      score_threshold=DEFAULT_SCORE_THRESHOLDS[scorer]
+                      if score_threshold is None else score_threshold,
+                      max_per_image=max_per_image)
+    data = VOCDataset(dataset, split, classes)
+    model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg)
+    if list(data.classes) != model.classes:
+        raise DataError(f"model {model.name} detects {model.classes} but {data.root} has "
+                        f"classes {list(data.classes)}; pass --classes in the model's order or "
+                        "train a model on this dataset")
+    torch_device = resolve_device(device)
+    inputs = dict(model.inputs)
+    inputs["proposals"] = input_ref(proposals, made_by="propose")
+    use_cache = features is not None and Path(features).exists()
+    source: FeatureCache | ComputedFeatures
+    if use_cache:
+        inputs["features"] = input_ref(features, made_by="cache-features")
+        source = FeatureCache(features, device=torch_device)
+        if source.backbone != backbone_name(model.backbone):
+            source.close()
+            raise DataError(f"model {model.name} was trained on {backbone_name(model.backbone)} "
+                            f"features but {features} holds {source.backbone} features; rerun "
+                            f"`sppdet cache-features {dataset} --split {split} --backbone "
+                            f"{backbone_name(model.backbone)}`")
+        feature_desc = f"cache {Path(features).name}"
+    else:
+        chosen = tuple(scales or model.scales)
+        if not chosen:
+            raise ConfigError("no feature cache and no scales known for on-the-fly conv5; "
+                              "pass --scales")
+        spec = model.backbone if isinstance(model.backbone, dict) else {"name": model.backbone}
+        backbone = build_backbone(spec["name"], spec.get("weights_path")).eval().to(torch_device)
+        source = ComputedFeatures(backbone, chosen, torch_device, data.load_image)
+        feature_desc = f"computed on the fly at scales {list(chosen)}"
+    params = detections_params(model=model.name, data=dataset_params(data),
+                               classes=model.classes, nms=nms)
+    params.update({"scorer": scorer, "bbox_reg": use_bbox_reg,
+                   "features": "cache" if use_cache else {"on_the_fly_scales": list(
+                       source.scales)}})
+    record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
+    out = Path(out)
+    summary = DetectSummary(path=out, model=model.name, scorer=scorer, images=len(data),
+                            features=feature_desc)
+    try:
+        if not force and is_up_to_date(out, record):
+            summary.up_to_date = True
+            return summary
+        head = model.head.to(torch_device).eval()
+        model.head = head
+        ids = data.image_ids
+        mine = shard_items(ids, shard)
+        times = DetectTimes()
+        with log_to_file(log_path(out)), ItemStore(out, record, force=force,
+                                                   shard=shard) as store, \
+                ItemReader(proposals, made_by="propose") as proposal_reader:
+            pending = store.pending(mine)
+            start = time.perf_counter()
+            for image_id in progress(pending, total=len(pending), desc=f"detect {model.name}"):
+                try:
+                    if image_id not in proposal_reader:
+                        raise DataError(f"{proposals} has no proposals for image {image_id}")
+                    boxes = proposal_reader.group(image_id)["boxes"][()]
+                    t0 = time.perf_counter()
+                    if isinstance(source, ComputedFeatures):
+                        source.maps(image_id)
+                        times.conv += time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                    pooled = source.pool(image_id, boxes, scale="best")
+                    times.pool += time.perf_counter() - t0
+                    ann = data[image_id]
+                    final, candidates = detect_windows(model, image_id, pooled, boxes,
+                                                       (ann.height, ann.width), scorer=scorer,
+                                                       nms=nms, times=times)
+                except DataError as exc:
+                    store.write_failure(image_id, str(exc))
+                    summary.failures[image_id] = str(exc)
+                    log.warning("%s: %s", image_id, exc)
+                    continue
+                arrays, attrs = detection_item(final, candidates, ann.width, ann.height)
+                store.write(image_id, arrays, attrs)
+            summary.seconds = time.perf_counter() - start
+            summary.resumed = len(mine) - len(pending)
+            summary.times_per_image = times.per_image(len(pending))
+            record.summary["seconds_per_image"] = summary.times_per_image
+            final_path = store.finalize(ids, allow_failures=on_error == "skip")
+            summary.finished = final_path is not None
+        if summary.finished:
+            with DetectionsReader(out) as reader:
+                image_dets = [reader.detections(i) for i in reader.image_ids()]
+            summary.detections = sum(len(d) for d in image_dets)
+            if write_comp4:
+                comp4_dir = out.with_name(out.stem + ".comp4")
+                write_comp4_files(comp4_dir, split, model.classes, image_dets)
+                summary.comp4_dir = comp4_dir
+    finally:
+        if isinstance(source, FeatureCache):
+            source.close()
+    return summary
+
+
+@dataclass
+class ImageFileResult:
+    path: Path
+    detections: ImageDetections
+    drawn: Path | None
+
+
+def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
+               method: str = "ss-fast", max_boxes: int = 2000, scorer: str = "svm",
+               use_bbox_reg: bool = True, iou_threshold: float = 0.3,
+               score_threshold: float | None = None, max_per_image: int | None = 100,
+               scales: tuple[int, ...] | None = None, device: str = "auto",
+               draw_threshold: float | None = None) -> list[ImageFileResult]:
+    """Detect objects in plain image files: proposals and conv5 computed on the fly.
+
+    Args:
+        images: image files.
+        model_dir: ``<work>/models/<name>``.
+        out_dir: where the drawn images (``<stem>.detections.png``) and ``detections.json``
+            go; ``None`` draws nothing.
+        method: proposal method for the images.
+        max_boxes: proposals per image.
+        draw_threshold: draw detections scoring above this (default: 0 for SVM scores, 0.5
+            for softmax).
+        Others: as :func:`run`.
+    """
+    from sppdet.data.images import read_image
+    from sppdet.proposals import params_from_dict, propose_image
+    from sppdet.visualize import draw_detections, save_image
+
+    if scorer not in SCORERS:
+        raise ConfigError(f"--scorer must be one of {SCORERS}, got {scorer!r}")
+    nms = NMSSettings(iou_threshold=iou_threshold,
+                      score_threshold=DEFAULT_SCORE_THRESHOLDS[scorer]
+                      if score_threshold is None else score_threshold,
+                      max_per_image=max_per_image)
+    model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg)
+    torch_device = resolve_device(device)
+    chosen = tuple(scales or model.scales)
+    if not chosen:
+        raise ConfigError("the model records no scales; pass --scales")
+    spec = model.backbone if isinstance(model.backbone, dict) else {"name": model.backbone}
+    backbone = build_backbone(spec["name"], spec.get("weights_path")).eval().to(torch_device)
+    model.head = model.head.to(torch_device).eval()
+    loaded: dict[str, Any] = {}
+    source = ComputedFeatures(backbone, chosen, torch_device, lambda key: loaded[key])
+    params = params_from_dict(method, {"max_boxes": max_boxes})
+    threshold = draw_threshold if draw_threshold is not None else (
+        0.0 if scorer == "svm" else 0.5)
+    results = []
+    times = DetectTimes()
+    for path in progress(images, total=len(images), desc="detect"):
+        path = Path(path)
+        image = read_image(path)
+        key = path.stem.replace(" ", "_") or "image"
+        loaded.clear()
+        loaded[key] = image
+        boxes = propose_image(image, method, params).boxes
+        pooled = source.pool(key, boxes, scale="best")
+        final, _ = detect_windows(model, key, pooled, boxes, image.shape[:2], scorer=scorer,
+                                  nms=nms, times=times)
+        drawn = None
+        if out_dir is not None:
+            picture = draw_detections(image, final, model.classes, min_score=threshold)
+            drawn = save_image(Path(out_dir) / f"{path.stem}.detections.png", picture)
+        results.append(ImageFileResult(path=path, detections=final, drawn=drawn))
+    if out_dir is not None:
+        import json
+
+        listing = {str(r.path): [
+            {"class": model.classes[int(label)], "score": float(score),
+             "box_xyxy": [float(v) for v in box]}
+            for box, score, label in zip(r.detections.boxes, r.detections.scores,
+                                         r.detections.labels)] for r in results}
+        (Path(out_dir) / "detections.json").write_text(json.dumps(listing, indent=1) + "\n")
+    return results

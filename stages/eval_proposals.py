@@ -1,0 +1,72 @@
+"""Stage ``eval-proposals``: recall of a proposals artifact versus the number of top boxes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sppdet.artifacts import ItemReader, Record, input_ref, write_artifact
+from sppdet.data.voc import VOCDataset
+from sppdet.errors import DataError
+from sppdet.proposals import ImageGroundTruth, RecallReport, evaluate_recall
+
+from .common import dataset_params
+
+STAGE = "eval-proposals"
+
+
+@dataclass
+class ProposalRecallSummary:
+    report: RecallReport
+    json_path: Path
+    plot_path: Path
+
+    def to_text(self) -> str:
+        return (f"{self.report.to_text()}\nRecall written to {self.json_path}\n"
+                f"Recall-versus-boxes plot: {self.plot_path}")
+
+
+def run(proposals: str | Path, dataset: str | Path, split: str, *,
+        num_boxes: tuple[int | None, ...] = (100, 300, 1000, 2000, None),
+        include_difficult: bool = False, classes: tuple[str, ...] | None = None,
+        out_prefix: Path | None = None) -> ProposalRecallSummary:
+    """Recall at IoU 0.5 / 0.7 and average recall (0.5:0.95), per class and overall.
+
+    Writes ``<proposals>.recall.json`` (with a record) and ``<proposals>.recall.png`` beside
+    the artifact unless ``out_prefix`` is given.
+
+    Raises:
+        DataError: the proposals were made on another split than ``split``.
+    """
+    proposals = Path(proposals)
+    data = VOCDataset(dataset, split, classes)
+    with ItemReader(proposals, made_by="propose") as reader:
+        made_on = reader.record.params.get("data", {})
+        if made_on.get("split") not in (None, split):
+            raise DataError(f"{proposals} holds proposals of split '{made_on.get('split')}', "
+                            f"not '{split}'")
+        boxes = {}
+        for image_id in data.image_ids:
+            if image_id not in reader:
+                raise DataError(f"{proposals} has no proposals for image {image_id} of split "
+                                f"'{split}'" + (f" (failed: {reader.failures[image_id]})"
+                                                if image_id in reader.failures else ""))
+            boxes[image_id] = reader.group(image_id)["boxes"][()]
+    ground_truth = {
+        ann.image_id: ImageGroundTruth(ann.boxes, [data.classes[i] for i in ann.labels],
+                                       ann.difficult)
+        for ann in data
+    }
+    report = evaluate_recall(ground_truth, boxes, num_boxes=num_boxes,
+                             include_difficult=include_difficult)
+    prefix = out_prefix or proposals.with_suffix("")
+    json_path = prefix.with_name(prefix.name + ".recall.json")
+    plot_path = prefix.with_name(prefix.name + ".recall.png")
+    record = Record(STAGE, {"num_boxes": list(num_boxes), "include_difficult": include_difficult,
+                            "data": dataset_params(data)},
+                    inputs={"proposals": input_ref(proposals, made_by="propose")})
+    with write_artifact(json_path, record) as tmp:
+        tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    report.plot(plot_path, title=f"{proposals.name}: recall vs. boxes ({data.split})")
+    return ProposalRecallSummary(report=report, json_path=json_path, plot_path=plot_path)

@@ -1,0 +1,210 @@
+"""Stage ``train-bbox-reg``: one ridge box regressor per class on pool5 features (REFERENCE.md 7).
+
+Inputs: the split's proposals (``propose``) and conv5 cache (``cache-features``). Output:
+``models/<name>/bbox_reg.npz`` (:meth:`sppdet.bbox_regression.BBoxRegressor.save`) with its
+record.
+
+Training windows: the proposals and the ground-truth boxes of each image whose best-matching
+ground truth (any class) overlaps them by IoU > ``min_iou`` (SPP-net: 0.5), with that box's
+class and targets (R-CNN appendix C). Features: SPP at the window's best scale (pool5), scaled
+to mean norm 20 (measured on 200 random images x 200 random proposals, fixed by the seed).
+Only the selected windows are pooled; they are kept on disk class by class while the pass runs
+(a temporary file next to the output), so memory holds one class at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sppdet.artifacts import ArtifactLock, Record, is_up_to_date, write_artifact
+from sppdet.bbox_regression import BBoxRegressor, paired_iou
+from sppdet.data.voc import VOCDataset
+from sppdet.errors import ConfigError, DataError
+from sppdet.progress import get_logger, log_to_file
+from sppdet.training_windows import RegressionWindowStore, collect_regression_windows
+from sppdet.window_features import WindowFeaturizer, resolve_device
+
+from .common import dataset_params, format_seconds
+from .layout import log_path
+from .training_inputs import (InputPaths, image_truth, open_inputs, sample_features,
+                              scale_from_features, scale_params, scale_sample)
+
+log = get_logger("train_bbox_reg")
+STAGE = "train-bbox-reg"
+STAGE_VERSION = 1
+OUTPUT_NAME = "bbox_reg.npz"
+
+
+@dataclass
+class ClassRegStats:
+    """One class's regressor, as the summary shows it.
+
+    ``iou_before`` / ``iou_after``: mean IoU of the training windows with their ground truth
+    before and after applying the regressor (a check that it learnt to move boxes).
+    """
+
+    name: str
+    windows: int = 0
+    iou_before: float = 0.0
+    iou_after: float = 0.0
+    skipped: str | None = None
+
+
+@dataclass
+class TrainBBoxRegSummary:
+    """What a train-bbox-reg run did."""
+
+    path: Path
+    classes: list[ClassRegStats] = field(default_factory=list)
+    feature_scale: float = 0.0
+    images: int = 0
+    proposals: int = 0
+    windows: int = 0
+    pool_seconds: float = 0.0
+    solve_seconds: float = 0.0
+    seconds: float = 0.0
+    device: str = "cpu"
+    up_to_date: bool = False
+
+    def to_text(self) -> str:
+        if self.up_to_date:
+            return f"Box regressors are up to date: {self.path} (use --force to retrain)"
+        trained = [c for c in self.classes if c.skipped is None]
+        lines = [f"Box regressors on pool5 features for {len(trained)} of {len(self.classes)} "
+                 f"classes -> {self.path}"]
+        width = max([len("class")] + [len(c.name) for c in self.classes])
+        lines.append(f"  {'class':<{width}}  windows  mean IoU before -> after (training "
+                     "windows)")
+        for c in self.classes:
+            if c.skipped is not None:
+                lines.append(f"  {c.name:<{width}}  {c.windows:>7}  skipped: {c.skipped}")
+            else:
+                lines.append(f"  {c.name:<{width}}  {c.windows:>7}  {c.iou_before:.3f} -> "
+                             f"{c.iou_after:.3f}")
+        lines.append(f"  feature scale {self.feature_scale:.4g} (mean norm 20); {self.images} "
+                     f"images, {self.proposals} proposals, {self.windows} training windows")
+        lines.append(f"  time {format_seconds(self.seconds)}: pooling {self.pool_seconds:.1f} s, "
+                     f"solving {self.solve_seconds:.1f} s, on {self.device}")
+        skipped = [c for c in self.classes if c.skipped is not None]
+        if skipped:
+            lines.append(f"  {len(skipped)} class(es) without a regressor keep their boxes: "
+                         + ", ".join(c.name for c in skipped))
+        return "\n".join(lines)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "classes": {c.name: {k: v for k, v in vars(c).items() if k != "name"}
+                        for c in self.classes},
+            "feature_scale": self.feature_scale, "images": self.images,
+            "proposals": self.proposals, "windows": self.windows, "device": self.device,
+            "seconds": {"total": self.seconds, "pool": self.pool_seconds,
+                        "solve": self.solve_seconds},
+        }
+
+
+def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features: Path,
+        min_iou: float = 0.5, lambda_: float = 4000.0, whiten: bool = True, seed: int = 0,
+        device: str = "auto", max_bytes_in_memory: int = 1 << 30,
+        force: bool = False) -> TrainBBoxRegSummary:
+    """Train the per-class box regressors and write ``out`` (``bbox_reg.npz``).
+
+    Args:
+        dataset: VOC-layout dataset folder.
+        split: the training split.
+        out: the artifact path.
+        proposals: the split's proposals artifact.
+        features: the split's conv5 features artifact.
+        min_iou: a window trains the regressor if its IoU with its ground truth is above this
+            (SPP-net 0.5; R-CNN 0.6).
+        lambda_: ridge penalty (SPP-net 4000; R-CNN 1000).
+        whiten: centre and scale the targets per class (the released code does).
+        seed: seed of the feature-scale sample.
+        device: where pooling runs.
+        max_bytes_in_memory: a class whose windows need more than this (as float64) is solved
+            chunk by chunk (see :meth:`BBoxRegressor.fit_windows`).
+        force: retrain even if ``out`` is up to date.
+    """
+    if not 0.0 <= min_iou < 1.0:
+        raise ConfigError(f"min_iou must be in [0, 1), got {min_iou}")
+    if not (np.isfinite(lambda_) and lambda_ >= 0):
+        raise ConfigError(f"lambda must be a number >= 0, got {lambda_}")
+    start = time.perf_counter()
+    out = Path(out)
+    data = VOCDataset(dataset, split)
+    torch_device = resolve_device(device)
+    cache, reader, inputs = open_inputs(
+        data, InputPaths(Path(proposals), Path(features), None), device=torch_device)
+    try:
+        params = {"data": dataset_params(data), "classes": list(data.classes),
+                  "layer": "pool5", "min_iou": min_iou, "lambda": lambda_, "whiten": whiten,
+                  "include_gt": True, "seed": seed, "feature_scale": scale_params()}
+        record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
+        if not force and is_up_to_date(out, record):
+            return TrainBBoxRegSummary(path=out, up_to_date=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with ArtifactLock(out), log_to_file(log_path(out)):
+            log.info("train-bbox-reg: %s split %s, pool5 features from %s, proposals %s -> %s",
+                     data.root, split, cache.path, reader.path, out)
+            summary = TrainBBoxRegSummary(path=out, device=str(torch_device))
+            featurizer = WindowFeaturizer(cache, None, "pool5")
+            sampled = sample_features(featurizer, scale_sample(reader, data.image_ids, seed))
+            feature_scale = scale_from_features(sampled, "pool5")
+            del sampled
+            summary.feature_scale = feature_scale
+            # float16 maps pool to float16-exact values: storing them as float16 is lossless.
+            dtype = np.float16 if str(cache.record.params.get("dtype")) == "float16" \
+                else np.float32
+            tmp_path = out.with_name(f".{out.name}.windows.{os.getpid()}.h5")
+            with RegressionWindowStore(tmp_path, featurizer.dim, feature_dtype=dtype) as store:
+                stats = collect_regression_windows(featurizer, reader, image_truth(data),
+                                                   data.classes, store)
+                summary.images = stats["images"]
+                summary.proposals = stats["proposals"]
+                summary.windows = stats["windows"]
+                summary.pool_seconds = featurizer.times.pool_seconds
+                solve_start = time.perf_counter()
+                model = BBoxRegressor(lambda_=lambda_, min_iou=min_iou, whiten=whiten)
+                model.fit_windows(store, data.classes, feature_scale=feature_scale,
+                                  max_bytes_in_memory=max_bytes_in_memory)
+                summary.solve_seconds = time.perf_counter() - solve_start
+                summary.classes = _class_stats(model, store, data.classes)
+            if not model.classes_:
+                reasons = "; ".join(f"{n}: {why}" for n, why in model.skipped_.items())
+                raise DataError(f"no class has a training window ({reasons}); nothing written")
+            summary.seconds = time.perf_counter() - start
+            record.summary = summary.to_record()
+            with write_artifact(out, record) as tmp:
+                model.save(tmp, list(data.classes))
+            log.debug("%s", summary.to_text())
+        return summary
+    finally:
+        cache.close()
+        reader.close()
+
+
+def _class_stats(model: BBoxRegressor, store: RegressionWindowStore,
+                 classes: tuple[str, ...]) -> list[ClassRegStats]:
+    """Per class: windows, and the mean IoU of its training windows before / after."""
+    counts = store.counts()
+    out = []
+    for name in classes:
+        stats = ClassRegStats(name=name, windows=int(counts.get(name, 0)))
+        if name in model.skipped_:
+            stats.skipped = model.skipped_[name]
+        else:
+            before, after = [], []
+            for features, proposals, gt_boxes in store.chunks(name):
+                before.append(paired_iou(proposals, gt_boxes))
+                after.append(paired_iou(model.predict(name, features, proposals), gt_boxes))
+            stats.iou_before = float(np.concatenate(before).mean())
+            stats.iou_after = float(np.concatenate(after).mean())
+            log.info("class %r: %d windows, mean IoU %.3f -> %.3f", name, stats.windows,
+                     stats.iou_before, stats.iou_after)
+        out.append(stats)
+    return out

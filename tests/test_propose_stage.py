@@ -1,0 +1,145 @@
+"""The propose stage: determinism across jobs, resume after a kill, shards, import, failures."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import scipy.io
+from click.testing import CliRunner
+
+from sppdet.artifacts import ItemReader, read_record
+from sppdet.cli import cli
+from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.errors import ArtifactError, ConfigError
+from sppdet.stages import propose
+
+OPTIONS = {"max_boxes": 300, "max_size": 160, "min_size": 4.0}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo") / "demo"
+    make_demo_data(root, DemoDataConfig(n_trainval=4, n_test=2, image_width=160,
+                                        image_height=120, max_object_size=80))
+    return root
+
+
+def boxes_of(path):
+    with ItemReader(path) as reader:
+        return {i: reader.read(i)[0]["boxes"] for i in reader.ids()}
+
+
+def test_deterministic_across_runs_and_jobs(demo, tmp_path):
+    one = propose.run(demo, "trainval", tmp_path / "a.h5", method_options=OPTIONS, jobs=1)
+    two = propose.run(demo, "trainval", tmp_path / "b.h5", method_options=OPTIONS, jobs=2)
+    assert one.images == two.images == 4 and 0 < one.boxes_max <= 300
+    a, b = boxes_of(tmp_path / "a.h5"), boxes_of(tmp_path / "b.h5")
+    assert list(a) == list(b)
+    for image_id in a:
+        np.testing.assert_array_equal(a[image_id], b[image_id])
+    record = read_record(tmp_path / "a.h5")
+    assert record.params["method"] == "ss-fast"
+    assert record.params["method_params"]["max_boxes"] == 300
+    again = propose.run(demo, "trainval", tmp_path / "a.h5", method_options=OPTIONS)
+    assert again.up_to_date
+
+
+def test_killed_run_resumes_to_the_same_artifact(demo, tmp_path):
+    out = tmp_path / "killed.h5"
+    script = textwrap.dedent(f"""
+        import os, signal
+        import sppdet.artifacts as art
+        from sppdet.stages import propose
+        real_write = art.ItemStore.write
+        def write_then_die(self, *args, **kwargs):
+            real_write(self, *args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)  # killed after the first image
+        art.ItemStore.write = write_then_die
+        propose.run({str(demo)!r}, "trainval", {str(out)!r}, method_options={OPTIONS!r})
+    """)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == -9
+    assert not out.exists()
+    resumed = propose.run(demo, "trainval", out, method_options=OPTIONS)
+    assert resumed.resumed == 1 and resumed.finished
+    clean = propose.run(demo, "trainval", tmp_path / "clean.h5", method_options=OPTIONS)
+    assert clean.resumed == 0
+    a, b = boxes_of(out), boxes_of(tmp_path / "clean.h5")
+    assert list(a) == list(b) and all(np.array_equal(a[i], b[i]) for i in a)
+
+
+def test_shards_merge_to_the_full_result(demo, tmp_path):
+    out = tmp_path / "sharded.h5"
+    first = propose.run(demo, "trainval", out, method_options=OPTIONS, shard=(1, 2))
+    assert not first.finished and not out.exists()
+    second = propose.run(demo, "trainval", out, method_options=OPTIONS, shard=(2, 2))
+    assert second.finished
+    full = propose.run(demo, "trainval", tmp_path / "full.h5", method_options=OPTIONS)
+    a, b = boxes_of(out), boxes_of(tmp_path / "full.h5")
+    assert list(a) == list(b) and all(np.array_equal(a[i], b[i]) for i in a)
+    assert full.images == 4
+
+
+def test_unreadable_image_is_recorded(demo, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(demo, copy)
+    (copy / "JPEGImages" / "000002.jpg").write_bytes(b"\xff\xd8garbage")
+    with pytest.raises(ArtifactError, match="000002.*--on-error skip"):
+        propose.run(copy, "trainval", tmp_path / "p.h5", method_options=OPTIONS)
+    summary = propose.run(copy, "trainval", tmp_path / "p.h5", method_options=OPTIONS,
+                          on_error="skip")
+    assert list(summary.failures) == ["000002"] and "cannot read" in summary.failures["000002"]
+    assert "000002" in summary.to_text()
+    with ItemReader(tmp_path / "p.h5") as reader:
+        assert "000002" not in reader and "000002" in reader.failures
+
+
+def test_import_rcnn_mat(demo, tmp_path):
+    ids = (demo / "ImageSets" / "Main" / "trainval.txt").read_text().split()
+    cells_ids = np.empty((1, len(ids) + 1), dtype=object)
+    cells_boxes = np.empty((1, len(ids) + 1), dtype=object)
+    for k, image_id in enumerate(ids):
+        cells_ids[0, k] = image_id
+        # R-CNN: y1 x1 y2 x2, 1-based inclusive
+        cells_boxes[0, k] = np.array([[11, 21, 40, 60], [1, 1, 120, 160]], dtype=np.float64)
+    cells_ids[0, -1] = "not-in-dataset"
+    cells_boxes[0, -1] = np.array([[1, 1, 5, 5]], dtype=np.float64)
+    mat = tmp_path / "ss.mat"
+    scipy.io.savemat(mat, {"images": cells_ids, "boxes": cells_boxes})
+    summary = propose.run(demo, "trainval", tmp_path / "imp.h5", method="import",
+                          import_path=mat)
+    assert any("not in the dataset" in p for p in summary.problems)
+    boxes = boxes_of(tmp_path / "imp.h5")[ids[0]]
+    # x1 = x1_1based - 1, x2 = x2_1based; the second box is clipped to the image
+    np.testing.assert_array_equal(boxes[0], [20, 10, 60, 40])
+    assert boxes[1, 0] == 0 and boxes[1, 1] == 0
+
+
+def test_bad_options(demo, tmp_path):
+    with pytest.raises(ConfigError, match="import-file"):
+        propose.run(demo, "trainval", tmp_path / "x.h5", method="import")
+    with pytest.raises(ConfigError, match="unknown proposal method"):
+        propose.run(demo, "trainval", tmp_path / "x.h5", method="magic")
+
+
+def test_cli_propose_and_eval_proposals(demo, tmp_path):
+    work = tmp_path / "work"
+    result = CliRunner().invoke(cli, ["-w", str(work), "propose", str(demo), "--split", "test",
+                                      "--max-boxes", "200", "--max-size", "160"])
+    assert result.exit_code == 0, result.output
+    assert "boxes per image" in result.output
+    path = next(work.rglob("test.ss-fast.h5"))
+    result = CliRunner().invoke(cli, ["eval-proposals", str(path), str(demo), "--split", "test",
+                                      "--num-boxes", "10,all"])
+    assert result.exit_code == 0, result.output
+    assert "recall@0.5" in result.output
+    assert path.with_name("test.ss-fast.recall.json").exists()
+    assert path.with_name("test.ss-fast.recall.png").exists()
+    result = CliRunner().invoke(cli, ["eval-proposals", str(path), str(demo), "--split",
+                                      "trainval"])
+    assert result.exit_code == 1 and "not 'trainval'" in result.output
+    result = CliRunner().invoke(cli, ["propose", str(demo), "--edge-model", "x.yml.gz"])
+    assert result.exit_code == 2
