@@ -179,10 +179,19 @@ def _split_windows(data: VOCDataset, proposals: Path, cache: FeatureCache,
                                 "the dataset; rerun `sppdet propose` (with --force)")
             return group["boxes"][()]
 
-        return build_split_windows(data, proposals_of, len(data.classes), fg_iou=config.fg_iou,
-                                   bg_iou_low=config.bg_iou_low,
-                                   bg_iou_high=config.bg_iou_high, include_gt=config.include_gt,
-                                   has_features=lambda image_id: image_id in cache)
+        windows = build_split_windows(data, proposals_of, len(data.classes),
+                                      fg_iou=config.fg_iou, bg_iou_low=config.bg_iou_low,
+                                      bg_iou_high=config.bg_iou_high,
+                                      include_gt=config.include_gt,
+                                      has_features=lambda image_id: image_id in cache)
+    # an artifact without any of the split's images is the wrong file, not a few failed images
+    for path, reason in ((cache.path, "not in the features artifact"),
+                         (proposals, "not in the proposals artifact")):
+        if sum(r == reason for r in windows.skipped.values()) == len(data):
+            raise ConfigError(f"{path} holds none of the {len(data)} images of split "
+                              f"'{data.split}' (e.g. {data.image_ids[0]}); give the artifact "
+                              "of that split")
+    return windows
 
 
 def _stats(split: str, windows: SplitWindows, classes: tuple[str, ...]) -> WindowStats:
