@@ -763,10 +763,6 @@ class FcFinetuner:
                 y = labels[t * batch:(t + 1) * batch]
                 logits = head(x)
                 loss = F.cross_entropy(logits, y)
-                if not torch.isfinite(loss):
-                    raise ModelError(
-                        f"fine-tuning diverged: the loss is {float(loss)} at iteration "
-                        f"{iteration + 1} (learning rate {rate:g}); lower --lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
