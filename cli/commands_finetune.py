@@ -75,6 +75,10 @@ def _recorded(path: Path, key: str, made_by: str) -> str:
 @click.option("--init", type=click.Choice(INITS), default=_DEFAULTS.init, show_default=True,
               help="Initialisation of fc6/fc7: he (std sqrt(2/fan_in)) or gaussian (std "
                    "0.005, slow from scratch).")
+@click.option("--scale-inputs/--no-scale-inputs", default=_DEFAULTS.scale_inputs,
+              show_default=True,
+              help="Scale pooled features by one factor (estimated on training windows, "
+                   "folded into fc6 when saving) so their values have an RMS of 1.")
 @click.option("--flip/--no-flip", default=_DEFAULTS.flip, show_default=True,
               help="Train on the mirrored images too, when the cache holds them.")
 @click.option("--images-per-chunk", type=click.IntRange(min=1),
@@ -103,12 +107,8 @@ def _recorded(path: Path, key: str, made_by: str) -> str:
 def finetune_command(settings: Settings, dataset: str, name: str, train_split: str,
                      val_split: str | None, method: str, proposals: Path | None,
                      val_proposals: Path | None, backbone: str, features: Path | None,
-                     val_features: Path | None, iterations: int, hidden: int, lr: float,
-                     lr_steps: int, batch_size: int, fg_fraction: float, dropout: float,
-                     init: str, flip: bool, images_per_chunk: int, iterations_per_chunk: int,
-                     val_every: int, val_windows: int, select_by: str, checkpoint_every: int,
-                     log_every: int, device: str, classes: str | None, seed: int,
-                     force: bool) -> None:
+                     val_features: Path | None, device: str, classes: str | None, force: bool,
+                     **hyper_parameters: object) -> None:
     """Fine-tune fc6, fc7 and a new (K+1)-way fc8 on cached SPP features (paper 4.1).
 
     Mini-batches of --batch-size windows (--fg-fraction positives, IoU >= 0.5 with a ground
@@ -132,12 +132,8 @@ def finetune_command(settings: Settings, dataset: str, name: str, train_split: s
             val_backbone = (_recorded(train_features, "backbone", "cache-features")
                             if features else backbone)
             val_features = features_path(work, dataset, val_split, val_backbone)
-    config = FinetuneConfig(
-        iterations=iterations, hidden=hidden, lr=lr, lr_steps=lr_steps, batch_size=batch_size,
-        fg_fraction=fg_fraction, dropout=dropout, init=init, flip=flip,
-        images_per_chunk=images_per_chunk, iterations_per_chunk=iterations_per_chunk,
-        val_every=val_every, val_windows=val_windows, select_by=select_by,
-        checkpoint_every=checkpoint_every, log_every=log_every, seed=seed)
+    # every other option is a field of FinetuneConfig, under the same name
+    config = FinetuneConfig(**hyper_parameters)  # type: ignore[arg-type]
     out = model_dir(work, name) / finetune.MODEL_FILE
     summary = finetune.run(dataset, out, train_split=train_split,
                            train_proposals=train_proposals, train_features=train_features,

@@ -28,7 +28,8 @@ class FcHead(nn.Module):
         hidden: width of fc6 and fc7 (4096 in the paper).
         dropout: dropout probability after fc6 and fc7 (0.5 in the paper).
         seed: seed of the initialisation; fc8 is Gaussian with sigma 0.01 (paper), fc6/fc7
-            Gaussian with sigma 0.005 and zero bias unless pretrained weights are loaded.
+            Gaussian with sigma 0.005 and zero bias; `sppdet finetune` re-initialises fc6/fc7
+            (He by default, see :class:`sppdet.finetune.FinetuneConfig`).
     """
 
     def __init__(self, in_dim: int, num_classes: int, *, hidden: int = 4096,

@@ -165,7 +165,8 @@ class FeatureCache:
             cached = {}
             for scale in self.scales:
                 array = group[map_name(scale, flip)][()]
-                # torch's float16 -> float32 is about twice numpy's (benchmarks/cache_codecs.py)
+                # torch's float16 -> float32 is about twice numpy's, and one sum replaces the
+                # elementwise check (benchmarks/results/cache_codecs.md)
                 tensor = torch.from_numpy(array).to(torch.float32)
                 if not all_finite(tensor):
                     raise DataError(f"{self.path}: the conv map of image {image_id} at scale "

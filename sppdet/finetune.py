@@ -10,6 +10,12 @@ for equal thirds of the iterations (the released code runs 3 x 30k; the paper gi
 no weight decay. Unlike the released code, the checkpoint is chosen on a held-out validation
 split, never on test windows.
 
+Two departures, because fc6 and fc7 start from random weights here (the paper fine-tunes
+them from the pretrained network; sppdet's pretrained trunk has no fc layers of these shapes):
+fc6/fc7 use He initialisation instead of Gaussian std 0.005, and pooled features are scaled by
+one factor (estimated on training windows, folded into fc6 when saving) so their values have
+an RMS of 1. Both are options of :class:`FinetuneConfig`.
+
 **Sampling** (:class:`ChunkSampler`). Pooling windows from the cache is the cost of an
 iteration on a CPU (an image's maps at every scale are decoded before any window is pooled),
 so mini-batches are planned a *chunk* of iterations at a time: a chunk takes
@@ -86,6 +92,12 @@ class FinetuneConfig:
             Gaussian with std ``sqrt(2 / fan_in)``, He et al. 2015, for ReLU layers) or
             ``"gaussian"`` (std 0.005, the Caffe fc default of the era, which learns very
             slowly from scratch). fc8 is always Gaussian with std 0.01 (paper).
+        scale_inputs: multiply every pooled vector by one factor, estimated on a fixed sample
+            of training windows, so that its values have a root mean square of 1 (the He
+            initialisation assumes inputs of that size; conv5 of EfficientNet-Lite0 has an RMS
+            of about 7, which makes a learning rate of 1e-2 diverge). The factor is folded
+            into fc6's weights when the model is saved, so the saved head takes raw pooled
+            features. Off: features as cached (as the paper, whose fc6 came pretrained).
         flip: use mirrored maps for half of the images when the cache holds them.
         images_per_chunk: images whose windows feed one chunk of mini-batches.
         iterations_per_chunk: mini-batches planned and pooled together.
@@ -115,9 +127,10 @@ class FinetuneConfig:
     hidden: int = 4096
     dropout: float = 0.5
     init: str = "he"
+    scale_inputs: bool = True
     flip: bool = True
     images_per_chunk: int = 64
-    iterations_per_chunk: int = 16
+    iterations_per_chunk: int = 32
     val_every: int = 1000
     val_windows: int = 4096
     val_images: int = 500
@@ -219,7 +232,7 @@ class ChunkSampler:
 
     def __init__(self, windows: SplitWindows, scales: Sequence[int], *, batch_size: int = 128,
                  fg_fraction: float = 0.25, images_per_chunk: int = 64,
-                 iterations_per_chunk: int = 16, flip: bool = True, seed: int = 0) -> None:
+                 iterations_per_chunk: int = 32, flip: bool = True, seed: int = 0) -> None:
         if windows.n_images == 0 or len(windows) == 0:
             raise DataError("no training windows: no image has a proposal or ground-truth box "
                             "in the positive or negative IoU band")
@@ -502,6 +515,23 @@ def _load_checkpoint(path: Path, identity: str) -> dict[str, Any]:
 # Training
 
 
+def estimate_input_scale(cache: FeatureCache, windows: SplitWindows, *, n_windows: int = 2048,
+                         max_images: int = 100, seed: int = 0,
+                         levels: Sequence[int] = DEFAULT_LEVELS) -> float:
+    """``1 / RMS`` of the pooled values of a fixed sample of windows (best scale, unmirrored).
+
+    The sample is :func:`sample_validation_windows` with a quarter positives over at most
+    ``max_images`` images; 1.0 when there is nothing to measure or every value is 0.
+    """
+    rows = sample_validation_windows(windows, n_windows=n_windows, fg_fraction=0.25,
+                                     max_images=max_images, seed=seed)
+    if not len(rows):
+        return 1.0
+    pooled = pool_plan(cache, windows, rows, np.zeros(len(rows), bool), None, levels=levels)
+    rms = float(pooled.double().pow(2).mean().sqrt())
+    return 1.0 / rms if rms > 0 and math.isfinite(rms) else 1.0
+
+
 def init_head(in_dim: int, num_classes: int, config: FinetuneConfig) -> FcHead:
     """A new :class:`FcHead` initialised as ``config.init`` says (seeded by ``config.seed``)."""
     head = FcHead(in_dim, num_classes, hidden=config.hidden, dropout=config.dropout,
@@ -559,6 +589,8 @@ class FcFinetuner:
         history_: training log entries ``{iteration, loss, accuracy, lr}`` (means over the
             preceding ``log_every`` iterations).
         val_history_: ``{iteration, loss, accuracy, fg_accuracy, bg_accuracy}`` per validation.
+        input_scale_: the factor pooled features were multiplied by in training (folded into
+            ``head_.fc6.weight``; 1.0 without ``scale_inputs``).
         resumed_from_: the iteration a checkpoint was resumed at, or ``None``.
         short_batches_: mini-batches with fewer positives than asked (their chunk had too few).
         timing_: :class:`Timing`.
@@ -588,6 +620,8 @@ class FcFinetuner:
     def _better(self, metrics: dict[str, float], best: dict[str, float] | None) -> bool:
         if best is None:
             return True
+        if not math.isfinite(metrics["loss"]):
+            return False
         if self.config.select_by == "accuracy":
             return metrics["accuracy"] > best["accuracy"]
         if self.config.select_by == "loss":
@@ -625,10 +659,27 @@ class FcFinetuner:
         timing = Timing()
         start_time = time.perf_counter()
 
+        saved = None
+        if self.checkpoint_path is not None and self.checkpoint_path.exists():
+            saved = _load_checkpoint(self.checkpoint_path, self.identity)
+        if saved is not None:
+            input_scale = float(saved["input_scale"])
+        elif cfg.scale_inputs:
+            started = time.perf_counter()
+            input_scale = estimate_input_scale(train_cache, train_windows, seed=cfg.seed,
+                                               levels=cfg.levels)
+            timing.seconds_pooling += time.perf_counter() - started
+            log.info("input scale: x %.4g (pooled values to RMS 1)", input_scale)
+        else:
+            input_scale = 1.0
+        self._input_scale = input_scale
+
         val_set = None
         if val_windows is not None and len(val_windows):
             started = time.perf_counter()
             val_set = build_validation_set(val_cache, val_windows, cfg, self.device)
+            if input_scale != 1.0:
+                val_set.features.mul_(input_scale)
             timing.seconds_validation += time.perf_counter() - started
             log.info("validation: %d windows (%d positive) from %d images",
                      len(val_set.labels), val_set.n_positive, val_set.n_images)
@@ -639,8 +690,7 @@ class FcFinetuner:
         resumed_from = None
         rng_devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=rng_devices):
-            if self.checkpoint_path is not None and self.checkpoint_path.exists():
-                saved = _load_checkpoint(self.checkpoint_path, self.identity)
+            if saved is not None:
                 head.load_state_dict(saved["model"])
                 optimizer.load_state_dict(saved["optimizer"])
                 torch.set_rng_state(saved["torch_rng"])
@@ -653,7 +703,8 @@ class FcFinetuner:
             else:
                 torch.manual_seed(cfg.seed)
                 if self.device.type == "cuda":
-                    torch.cuda.manual_seed(cfg.seed)
+                    with torch.cuda.device(self.device):
+                        torch.cuda.manual_seed(cfg.seed)
             self._train(head, optimizer, sampler, train_windows, train_cache, val_set, state,
                         timing)
 
@@ -664,6 +715,8 @@ class FcFinetuner:
                     "model": {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}}
         final = FcHead(in_dim, num_classes, hidden=cfg.hidden, dropout=cfg.dropout)
         final.load_state_dict(best["model"])
+        with torch.no_grad():
+            final.fc6.weight.mul_(input_scale)  # fc6(s x) = (s W) x + b: takes raw features
         final.eval()
         self.head_ = final
         self.best_iteration_ = int(best["iteration"])
@@ -671,6 +724,7 @@ class FcFinetuner:
         self.history_ = list(state["history"])
         self.val_history_ = list(state["val_history"])
         self.resumed_from_ = resumed_from
+        self.input_scale_ = input_scale
         self.short_batches_ = int(state["short_batches"])
         self.timing_ = timing
         self.val_set_ = val_set
@@ -695,6 +749,8 @@ class FcFinetuner:
             plan = sampler.sample_chunk(chunk, count)
             features = pool_plan(cache, windows, plan.windows, plan.flip, plan.scales,
                                  levels=cfg.levels).to(self.device)
+            if self._input_scale != 1.0:
+                features.mul_(self._input_scale)
             labels = labels_all[torch.from_numpy(plan.windows.reshape(-1)).to(self.device)]
             timing.seconds_pooling += time.perf_counter() - started
             batch = cfg.batch_size
@@ -707,15 +763,15 @@ class FcFinetuner:
                 y = labels[t * batch:(t + 1) * batch]
                 logits = head(x)
                 loss = F.cross_entropy(logits, y)
-                if not torch.isfinite(loss):
-                    raise ModelError(
-                        f"fine-tuning diverged: the loss is {float(loss)} at iteration "
-                        f"{iteration + 1} (learning rate {rate:g}); lower --lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise ModelError(f"fine-tuning diverged at iteration {iteration + 1} (loss "
+                                     f"{loss_value}); lower the learning rate (now {rate:g})")
                 acc = state["accumulator"]
-                acc[0] += float(loss.detach())
+                acc[0] += loss_value
                 acc[1] += float((logits.detach().argmax(dim=1) == y).float().mean())
                 acc[2] += 1
                 if plan.n_fg[t] < sampler.fg_per_batch:
@@ -766,6 +822,7 @@ class FcFinetuner:
             "model": {k: v.detach().cpu() for k, v in head.state_dict().items()},
             "optimizer": _to_cpu(optimizer.state_dict()),
             "sampler": sampler.state(state["iteration"]),
+            "input_scale": self._input_scale,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device)
             if self.device.type == "cuda" else None,
@@ -833,7 +890,8 @@ def plot_training_curve(history: Sequence[Mapping[str, float]],
 
 __all__ = [
     "ChunkPlan", "ChunkSampler", "FcFinetuner", "FinetuneConfig", "Timing", "ValidationSet",
-    "backbone_identity", "build_validation_set", "check_features_match", "evaluate",
+    "backbone_identity", "build_validation_set", "check_features_match",
+    "estimate_input_scale", "evaluate", "init_head",
     "learning_rate", "model_meta", "plot_training_curve", "pool_plan",
     "sample_validation_windows",
 ]

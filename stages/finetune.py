@@ -179,10 +179,19 @@ def _split_windows(data: VOCDataset, proposals: Path, cache: FeatureCache,
                                 "the dataset; rerun `sppdet propose` (with --force)")
             return group["boxes"][()]
 
-        return build_split_windows(data, proposals_of, len(data.classes), fg_iou=config.fg_iou,
-                                   bg_iou_low=config.bg_iou_low,
-                                   bg_iou_high=config.bg_iou_high, include_gt=config.include_gt,
-                                   has_features=lambda image_id: image_id in cache)
+        windows = build_split_windows(data, proposals_of, len(data.classes),
+                                      fg_iou=config.fg_iou, bg_iou_low=config.bg_iou_low,
+                                      bg_iou_high=config.bg_iou_high,
+                                      include_gt=config.include_gt,
+                                      has_features=lambda image_id: image_id in cache)
+    # an artifact without any of the split's images is the wrong file, not a few failed images
+    for path, reason in ((cache.path, "not in the features artifact"),
+                         (proposals, "not in the proposals artifact")):
+        if sum(r == reason for r in windows.skipped.values()) == len(data):
+            raise ConfigError(f"{path} holds none of the {len(data)} images of split "
+                              f"'{data.split}' (e.g. {data.image_ids[0]}); give the artifact "
+                              "of that split")
+    return windows
 
 
 def _stats(split: str, windows: SplitWindows, classes: tuple[str, ...]) -> WindowStats:
@@ -348,7 +357,8 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
         with write_artifact(out, record) as tmp:
             trainer.head_.save(tmp, **meta, finetune={
                 "best_iteration": trainer.best_iteration_, "best_val": trainer.best_val_,
-                "select_by": config.select_by, "iterations": config.iterations})
+                "select_by": config.select_by, "iterations": config.iterations,
+                "input_scale": trainer.input_scale_})
         summary.curve_path = plot_training_curve(
             trainer.history_, trainer.val_history_, out.with_name(CURVE_FILE),
             title=f"fine-tuning {out.parent.name} ({meta['backbone'].get('name')})",
@@ -368,6 +378,7 @@ def _record_summary(summary: FinetuneSummary, trainer: FcFinetuner) -> dict[str,
         "best_val": summary.best_val,
         "resumed_from": summary.resumed_from,
         "short_batches": summary.short_batches,
+        "input_scale": trainer.input_scale_,
         "windows": {s.split: {"images": s.images, "positives": s.positives,
                               "negatives": s.negatives, "per_class": s.per_class,
                               "skipped": len(s.skipped)}

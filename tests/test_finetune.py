@@ -9,13 +9,16 @@ import torch
 from tests.fake_artifacts import make_fake_pipeline_inputs
 from sppdet.boxes import box_iou
 from sppdet.data.voc import ImageAnnotation, VOCDataset
-from sppdet.errors import ConfigError, DataError, StaleArtifactError
+from sppdet.errors import ConfigError, DataError, ModelError, StaleArtifactError
 from sppdet.feature_cache import FeatureCache
 from sppdet.finetune import (
     ChunkSampler,
     FcFinetuner,
     FinetuneConfig,
+    ValidationSet,
     check_features_match,
+    estimate_input_scale,
+    evaluate,
     learning_rate,
     model_meta,
     pool_plan,
@@ -117,7 +120,7 @@ def test_too_few_positives_fill_with_negatives():
     # no positives at all: a batch of negatives
     only_bg = SplitWindows(["x"], np.zeros(5, np.int32), np.tile([[0, 0, 5, 5]], (5, 1)),
                            np.zeros(5), 2)
-    plan = ChunkSampler(only_bg, SCALES, batch_size=8).sample_chunk(0)
+    plan = ChunkSampler(only_bg, SCALES, batch_size=8, iterations_per_chunk=16).sample_chunk(0)
     assert plan.n_fg.tolist() == [0] * 16 and (only_bg.labels[plan.windows] == 0).all()
     with pytest.raises(DataError, match="no training windows"):
         ChunkSampler(SplitWindows([], np.zeros(0), np.zeros((0, 4)), np.zeros(0), 2), SCALES)
@@ -270,3 +273,31 @@ def test_features_of_another_backbone_are_refused(tmp_path, fake):
     with pytest.raises(ConfigError, match="backbone 'other'"):
         FcFinetuner(FinetuneConfig(iterations=2, **SMALL)).fit(
             train, train_cache, val_windows=val, val_cache=val_cache)
+
+
+def test_input_scale_is_folded_into_fc6(fake):
+    train, train_cache = split_inputs(fake, "train")
+    val, val_cache = split_inputs(fake, "val")
+    scale = estimate_input_scale(train_cache, train, seed=0)
+    rows = sample_validation_windows(train, n_windows=2048, fg_fraction=0.25, max_images=100)
+    raw = pool_plan(train_cache, train, rows, np.zeros(len(rows), bool), None)
+    assert math.isclose(scale, 1 / float(raw.double().pow(2).mean().sqrt()), rel_tol=1e-9)
+    assert scale != 1.0
+    trainer = FcFinetuner(FinetuneConfig(iterations=20, **SMALL)).fit(
+        train, train_cache, val_windows=val, val_cache=val_cache)
+    assert trainer.input_scale_ == scale
+    # the saved head on raw features = the trained head on scaled features
+    raw_val = ValidationSet(trainer.val_set_.features / scale, trainer.val_set_.labels, 0)
+    metrics = evaluate(trainer.head_, raw_val)
+    assert math.isclose(metrics["loss"], trainer.best_val_["loss"], rel_tol=1e-4)
+    assert metrics["accuracy"] == pytest.approx(trainer.best_val_["accuracy"], abs=0.005)
+    plain = FcFinetuner(FinetuneConfig(iterations=2, scale_inputs=False, **SMALL)).fit(
+        train, train_cache)
+    assert plain.input_scale_ == 1.0
+
+
+def test_divergence_is_an_error_that_says_what_to_do(fake):
+    train, cache = split_inputs(fake, "train")
+    config = FinetuneConfig(iterations=40, **{**SMALL, "lr": 1e6})
+    with pytest.raises(ModelError, match="diverged at iteration .*lower the learning rate"):
+        FcFinetuner(config).fit(train, cache)

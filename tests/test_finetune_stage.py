@@ -95,9 +95,9 @@ def test_refusals(fake, tmp_path):
     out = tmp_path / "m" / "fc.pt"
     with pytest.raises(ConfigError, match="features do not match.*backbone 'other'"):
         run_stage(mixed, out)
-    with pytest.raises(ConfigError, match="made on split 'val' of .*mixed"):
+    with pytest.raises(ConfigError, match="made on .*mixed/dataset, not on"):
         run_stage(fake, out, val_features=mixed.features["val"])
-    with pytest.raises(ConfigError, match="made on split 'train'"):
+    with pytest.raises(ConfigError, match="holds none of the 6 images of split 'val'"):
         run_stage(fake, out, val_features=fake.features["train"])
     with pytest.raises(ConfigError, match="not by `sppdet propose`"):
         run_stage(fake, out, train_proposals=fake.features["train"])
@@ -126,6 +126,15 @@ def test_trainval_with_val_warns_that_validation_is_not_held_out(fake, tmp_path)
                         train_features=fake.features["trainval"],
                         config=FinetuneConfig(iterations=2, **SMALL))
     assert any("not held out" in w for w in summary.warnings)
+
+
+def test_artifacts_of_a_superset_split_serve(fake, tmp_path):
+    # trainval artifacts hold the train images too
+    summary = run_stage(fake, tmp_path / "m" / "fc.pt",
+                        train_proposals=fake.proposals["trainval"],
+                        train_features=fake.features["trainval"],
+                        config=FinetuneConfig(iterations=2, **SMALL))
+    assert summary.train.images == 11 and not any("held out" in w for w in summary.warnings)
 
 
 def test_no_validation_keeps_the_last_iteration(fake, tmp_path):
