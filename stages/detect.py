@@ -24,7 +24,7 @@ from sppdet.artifacts import (ItemReader, ItemStore, Record, input_ref, is_up_to
                               read_record, shard_items)
 from sppdet.backbones import build_backbone
 from sppdet.bbox_regression import BBoxRegressor
-from sppdet.boxes import clip_boxes
+from sppdet.boxes import clip_boxes, is_degenerate
 from sppdet.data.voc import VOCDataset
 from sppdet.detections import ImageDetections
 from sppdet.detections_io import (DetectionsReader, NMSSettings, detection_item,
@@ -173,9 +173,12 @@ def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxe
                 pooled_np = pooled.cpu().numpy()
             class_boxes = model.regressor.predict(class_name, pooled_np[keep], class_boxes,
                                                   image_size=(width, height))
-        cand_boxes.append(clip_boxes(np.asarray(class_boxes, np.float32), width, height))
-        cand_scores.append(scores[keep, label])
-        cand_labels.append(np.full(keep.size, label, np.int64))
+        class_boxes = clip_boxes(np.asarray(class_boxes, np.float32), width, height)
+        # a window regressed out of the image collapses when clipped: it is no detection
+        inside = ~is_degenerate(class_boxes)
+        cand_boxes.append(class_boxes[inside])
+        cand_scores.append(scores[keep[inside], label])
+        cand_labels.append(np.full(int(inside.sum()), label, np.int64))
     times.bbox += time.perf_counter() - start
     start = time.perf_counter()
     if cand_boxes:
