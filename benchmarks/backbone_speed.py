@@ -5,7 +5,8 @@ Each configuration runs in its own Python process, because the allocator setting
 
 Usage (from the project root)::
 
-    python3 benchmarks/backbone_speed.py --compare            # the table in BENCHMARKS.md
+    python3 benchmarks/backbone_speed.py --compare            # the table in backbone_speed.md
+    python3 benchmarks/backbone_speed.py --lrn-micro          # LRN alone
     python3 benchmarks/backbone_speed.py --backbone zf5 --allocator keep --channels-last
 
 The image is resized so that its shorter side equals each scale (bilinear, no antialiasing, as
@@ -120,6 +121,72 @@ def run_one(args: argparse.Namespace) -> dict:
     return results
 
 
+def lrn_micro(args: argparse.Namespace) -> list[dict]:
+    """Time LRN alone on ZF-5's two LRN inputs for the 688 scale of a 500x375 image.
+
+    Compares torch.nn.LocalResponseNorm, sppdet's banded slice-add sum and the same band as a
+    dense [C, C] matmul (the alternative that was not kept).
+    """
+    import torch
+
+    from sppdet.backbones.lrn import local_response_norm
+
+    torch.set_num_threads(args.threads)
+    reference = torch.nn.LocalResponseNorm(3, alpha=5e-5, beta=0.75, k=1.0)
+
+    def dense_matmul(x: "torch.Tensor") -> "torch.Tensor":
+        channels = x.shape[1]
+        offset = torch.arange(channels)[None, :] - torch.arange(channels)[:, None]
+        band = (offset.abs() <= 1).to(x.dtype)
+        window = (band @ (x * x).flatten(2)).view_as(x)
+        return x * window.mul_(5e-5 / 3).add_(1.0).pow_(-0.75)
+
+    rows = []
+    # ZF-5 conv1 and conv2 outputs for a 688x917 input (the 688 scale of a 500x375 image).
+    for shape in ((1, 96, 344, 459), (1, 256, 87, 116)):
+        x = torch.randn(shape).mul_(50).relu_()
+        row = {"shape": list(shape)}
+        for label, function in (
+            ("torch", lambda: reference(x)),
+            ("banded", lambda: local_response_norm(x, 3, 5e-5, 0.75, 1.0)),
+            ("dense matmul", lambda: dense_matmul(x)),
+        ):
+            function()
+            times = []
+            for _ in range(max(args.repeats, 5)):
+                start = time.perf_counter()
+                function()
+                times.append(time.perf_counter() - start)
+            row[f"{label} min s"] = round(min(times), 4)
+            row[f"{label} median s"] = round(statistics.median(times), 4)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def runnable_tasks() -> int:
+    """Tasks running or ready to run on the machine now (4th field of /proc/loadavg)."""
+    try:
+        with open("/proc/loadavg") as handle:
+            return int(handle.read().split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def wait_until_quiet(max_wait_s: float, samples: int = 5) -> bool:
+    """Wait (at most ``max_wait_s``) until no other process wants the CPU for ``samples``
+    consecutive seconds; True if that happened. Timings on a shared machine are otherwise
+    dominated by other people's work."""
+    deadline = time.monotonic() + max_wait_s
+    quiet = 0
+    while time.monotonic() < deadline:
+        quiet = quiet + 1 if runnable_tasks() <= 1 else 0  # 1 = this process reading the file
+        if quiet >= samples:
+            return True
+        time.sleep(1.0)
+    return False
+
+
 def compare(args: argparse.Namespace) -> list[dict]:
     """Run every configuration of the comparison, each in a fresh process."""
     configs = [
@@ -143,17 +210,20 @@ def compare(args: argparse.Namespace) -> list[dict]:
             command += ["--image", args.image]
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                    OMP_NUM_THREADS=str(args.threads))
+        quiet = wait_until_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
         output = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
         row = json.loads(output.stdout.strip().splitlines()[-1])
+        row["started quiet"] = quiet
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    columns = ["backbone", "allocator", "channels_last", "lrn", "1-scale s/image",
-               "5-scale s/image", "5-scale min s/image", "5-scale cpu s/image",
-               "5-scale page faults/image", "peak RSS MiB", "load average"]
+    columns = ["backbone", "allocator", "channels_last", "lrn", "1-scale min s/image",
+               "1-scale s/image", "5-scale min s/image", "5-scale s/image",
+               "5-scale cpu s/image", "5-scale page faults/image", "peak RSS MiB",
+               "load average", "started quiet"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
@@ -167,7 +237,7 @@ def main() -> None:
                         help="image file (default: a 500x375 VOC2007 photo from ../shared/data; "
                              "a fixed random image when absent)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--allocator", choices=("default", "keep"), default="keep",
                         help="keep: sppdet.backbones.cpu_tuning.keep_freed_memory()")
     parser.add_argument("--channels-last", action="store_true")
@@ -176,8 +246,16 @@ def main() -> None:
                              "or torch.nn.LocalResponseNorm")
     parser.add_argument("--compare", action="store_true",
                         help="run the whole comparison table, one process per row")
+    parser.add_argument("--quiet-wait", type=float, default=0.0,
+                        help="with --compare: before each row wait up to this many seconds "
+                             "for the machine to be idle")
+    parser.add_argument("--lrn-micro", action="store_true",
+                        help="time the LRN implementations alone on ZF-5's LRN inputs")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args()
+    if args.lrn_micro:
+        lrn_micro(args)
+        return
     if args.compare:
         print_table(compare(args))
         return

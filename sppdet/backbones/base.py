@@ -18,7 +18,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sppdet.backbones.geometry import Layer2d, chain_first_center, map_size_or_raise
+from sppdet.backbones.geometry import (
+    Layer2d,
+    chain_first_center,
+    chain_receptive_field,
+    map_size_or_raise,
+)
 from sppdet.errors import DataError, ModelError
 
 # torchvision's ImageNet normalisation of RGB values in [0, 1] (torchvision.transforms docs).
@@ -88,6 +93,10 @@ class Backbone(nn.Module):
         layers = self.geometry()
         return chain_first_center(height, layers), chain_first_center(width, layers)
 
+    def receptive_field(self) -> int:
+        """Side in pixels of one map cell's receptive field (ignoring the image border)."""
+        return chain_receptive_field(self.geometry())
+
     def fc_layers(self) -> dict[str, nn.Linear] | None:
         """Pretrained fc6/fc7-like layers of the source network (``{"fc6": ..., "fc7": ...}``),
         or None when there are none (random init, or a network without such layers)."""
@@ -111,7 +120,8 @@ class Backbone(nn.Module):
         """Identity of this backbone for artifact records.
 
         Returns:
-            ``name``, ``stride``, ``out_channels``, ``preprocessing``, ``config`` and
+            ``name``, ``stride``, ``out_channels``, ``receptive_field``, ``preprocessing``,
+            ``config`` and
             ``weights``: ``"file"`` with ``weights_path`` and ``weights_sha256`` (hex digest of
             the file's bytes), or ``"random-init(seed=N)"`` with those two set to None.
         """
@@ -120,6 +130,7 @@ class Backbone(nn.Module):
             "name": self.name,
             "stride": self.stride,
             "out_channels": self.out_channels,
+            "receptive_field": self.receptive_field(),
             "preprocessing": self.preprocessing,
             "config": self.config(),
             "weights": "file" if from_file else f"random-init(seed={self.seed})",

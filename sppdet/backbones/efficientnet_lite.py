@@ -19,7 +19,6 @@ The SPP trunk stops after stage 5 (block index 10): stride 16, 112 channels, rec
 from __future__ import annotations
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

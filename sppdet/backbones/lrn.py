@@ -20,7 +20,6 @@ window size and would have to be multiplied by ``size``.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from sppdet.backbones.geometry import chain_receptive_field
 from sppdet.backbones.lrn import CrossChannelLRN
 
 
@@ -60,7 +59,7 @@ def test_cell_centres_match_receptive_field(name, size, random_backbone):
     height, width = size
     net = _linearised(backbone)
     cy0, cx0 = backbone.cell_centers(height, width)
-    field = chain_receptive_field(backbone.geometry())
+    field = backbone.receptive_field()
     map_h, map_w = backbone.output_size(height, width)
     row = int((height / 2 - cy0) // backbone.stride)
     col = int((width / 2 - cx0) // backbone.stride)

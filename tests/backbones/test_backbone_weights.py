@@ -82,6 +82,8 @@ def test_describe_fields(random_backbone):
     record = random_backbone("overfeat5").describe()
     assert record["name"] == "overfeat5"
     assert (record["stride"], record["out_channels"]) == (12, 512)
+    # 7 + 2*2 (pool 3/3 on stride 2) + 4*6 (conv 5x5) + 1*6 (pool 2/2) + 3*2*12 (3x3 convs)
+    assert record["receptive_field"] == 7 + 4 + 24 + 6 + 72
     assert record["preprocessing"] == "bgr-minus-128"
     assert record["config"]["lrn"] == {"size": 3, "alpha": 5e-5, "beta": 0.75, "k": 1.0}
     assert record["config"]["pool_ceil_mode"] is True
