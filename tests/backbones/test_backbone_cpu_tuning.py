@@ -35,4 +35,7 @@ def test_channels_last_gives_the_same_features(name, random_backbone):
     with torch.inference_mode():
         expected = backbone(image)
         got = fast(image.contiguous(memory_format=torch.channels_last))
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    # channels_last reorders the float sums; through resnet50's 53 layers the difference
+    # reaches a few 1e-4 relative. A wrong layout would differ by the features' own size.
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3 * scale)
