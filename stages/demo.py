@@ -30,8 +30,8 @@ DEMO_PIPELINE = PipelineConfig(
     jobs=2,
     propose=ProposeOptions(method="ss-fast", max_boxes=1000, max_size=500),
     cache_features=CacheOptions(backbone="efficientnet_lite0", scales=(480,), flip=True),
-    finetune=FinetuneConfig(iterations=600, hidden=1024, lr=0.01, val_every=200,
-                            checkpoint_every=200),
+    finetune=FinetuneConfig(iterations=1200, hidden=1024, lr=0.01, val_every=400,
+                            checkpoint_every=400),
     detect=DetectOptions(scorer="svm"),
 )
 
