@@ -11,4 +11,6 @@ fi
 spec="."
 [ -n "$extra" ] && spec=".[$extra]"
 # The constraints pin torch/torchvision to a matched pair and every other direct dependency.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e "$spec"
+# (pip's notes about unreachable local index folders of some machines are filtered out)
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e "$spec" \
+  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
