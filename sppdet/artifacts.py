@@ -277,6 +277,15 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8, ``\\n`` newlines) to ``path`` through :func:`atomic_path`."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+    return path
+
+
 @contextlib.contextmanager
 def write_artifact(path: str | os.PathLike[str], record: Record) -> Iterator[Path]:
     """Write a single-file artifact: yields a temporary path, then commits it with its record.

@@ -16,13 +16,13 @@ would round scores into ties that were not there and move boxes across the 0.5 o
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from sppdet.artifacts import write_text_atomic
 from sppdet.boxes import voc_to_xyxy, xyxy_to_voc
 from sppdet.detections import ImageDetections
 from sppdet.errors import ConfigError, DataError
@@ -47,19 +47,6 @@ def _format_numbers(values: np.ndarray) -> list[str]:
         if "e" in text:
             texts[i] = np.format_float_positional(values[i], unique=True, trim="-")
     return texts
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename (never a half-written file)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def format_comp4_lines(
@@ -93,7 +80,7 @@ def write_comp4_file(path: str | os.PathLike, detections: ClassDetections) -> Pa
     """Write one class's detections to ``path`` (atomically); an empty class gives an empty file."""
     path = Path(path)
     lines = format_comp4_lines(list(detections.image_ids), detections.scores, detections.boxes)
-    _atomic_write_text(path, "".join(line + "\n" for line in lines))
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
     return path
 
 
@@ -137,7 +124,7 @@ def write_comp4_files(
         mask = labels == c
         lines = format_comp4_lines(list(ids[mask]), scores[mask], boxes[mask])
         path = out / comp4_filename(split, name)
-        _atomic_write_text(path, "".join(line + "\n" for line in lines))
+        write_text_atomic(path, "".join(line + "\n" for line in lines))
         paths.append(path)
     return paths
 

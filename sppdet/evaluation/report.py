@@ -11,13 +11,13 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sppdet.artifacts import write_text_atomic
 from sppdet.errors import ConfigError
 from sppdet.evaluation.voc_ap import (
     FLAG_ALL_IGNORED,
@@ -155,26 +155,13 @@ def report_dict(evaluation: VOCEvaluation, *, extra: Mapping[str, Any] | None = 
     return out
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_report_json(
     path: str | os.PathLike, evaluation: VOCEvaluation, *, extra: Mapping[str, Any] | None = None
 ) -> Path:
     """Write :func:`report_dict` as indented JSON (atomically)."""
     path = Path(path)
     text = json.dumps(report_dict(evaluation, extra=extra), indent=2, allow_nan=False)
-    _atomic_write_text(path, text + "\n")
+    write_text_atomic(path, text + "\n")
     return path
 
 
@@ -232,7 +219,7 @@ def write_report_markdown(
 ) -> Path:
     """Write :func:`report_markdown` to ``path`` (atomically)."""
     path = Path(path)
-    _atomic_write_text(
+    write_text_atomic(
         path,
         report_markdown(evaluation, title=title, extra=extra, figures=figures, method=method),
     )
