@@ -83,6 +83,8 @@ def run_one(args: argparse.Namespace) -> dict:
             if isinstance(module, CrossChannelLRN):
                 setattr(backbone.features, name, torch.nn.LocalResponseNorm(
                     module.size, module.alpha, module.beta, module.k))
+    if args.fold_bn:
+        backbone.fold_batch_norm()
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     backbone = backbone.to(memory_format=memory_format)
     image, image_label = load_image(args.image)
@@ -105,12 +107,19 @@ def run_one(args: argparse.Namespace) -> dict:
                "allocator_applied": allocator_applied, "channels_last": args.channels_last,
                "lrn": args.lrn if args.backbone in ("zf5", "convnet5", "overfeat5",
                                                     "overfeat7") else None,
+               "fold_bn": args.fold_bn,
                "threads": args.threads, "image": image_label, "torch": torch.__version__}
     for label, scales in (("1-scale", ONE_SCALE), ("5-scale", FIVE_SCALES)):
         run_scales(scales)  # warm-up
         faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        times = [run_scales(scales) for _ in range(args.repeats)]
+        times, quiet = [], []
+        for _ in range(args.repeats):
+            if args.quiet_wait > 0:
+                quiet.append(wait_until_quiet(args.quiet_wait, samples=3))
+            times.append(run_scales(scales))
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
+        if quiet:
+            results[f"{label} repeats started quiet"] = sum(quiet)
         walls, cpus = [wall for wall, _ in times], [cpu for _, cpu in times]
         results[f"{label} s/image"] = round(statistics.median(walls), 3)
         results[f"{label} min s/image"] = round(min(walls), 3)
@@ -173,7 +182,7 @@ def runnable_tasks() -> int:
         return 0
 
 
-def wait_until_quiet(max_wait_s: float, samples: int = 5) -> bool:
+def wait_until_quiet(max_wait_s: float, samples: int = 3) -> bool:
     """Wait (at most ``max_wait_s``) until no other process wants the CPU for ``samples``
     consecutive seconds; True if that happened. Timings on a shared machine are otherwise
     dominated by other people's work."""
@@ -189,41 +198,43 @@ def wait_until_quiet(max_wait_s: float, samples: int = 5) -> bool:
 
 def compare(args: argparse.Namespace) -> list[dict]:
     """Run every configuration of the comparison, each in a fresh process."""
-    configs = [
-        ("zf5", "default", False, "torch"),
-        ("zf5", "default", False, "banded"),
-        ("zf5", "keep", False, "torch"),
-        ("zf5", "keep", False, "banded"),
-        ("zf5", "keep", True, "banded"),
-        ("efficientnet_lite0", "default", False, "banded"),
-        ("efficientnet_lite0", "keep", False, "banded"),
-        ("efficientnet_lite0", "keep", True, "banded"),
+    configs = [  # backbone, allocator, channels_last, lrn, fold_bn
+        ("zf5", "default", False, "torch", False),
+        ("zf5", "default", False, "banded", False),
+        ("zf5", "keep", False, "torch", False),
+        ("zf5", "keep", False, "banded", False),
+        ("zf5", "keep", True, "banded", False),
+        ("efficientnet_lite0", "default", False, "banded", False),
+        ("efficientnet_lite0", "keep", False, "banded", False),
+        ("efficientnet_lite0", "keep", True, "banded", False),
+        ("efficientnet_lite0", "keep", True, "banded", True),
     ]
     rows = []
-    for backbone, allocator, channels_last, lrn in configs:
+    for backbone, allocator, channels_last, lrn, fold_bn in configs:
         command = [sys.executable, os.path.abspath(__file__), "--backbone", backbone,
                    "--allocator", allocator, "--lrn", lrn, "--threads", str(args.threads),
                    "--repeats", str(args.repeats), "--json"]
         if channels_last:
             command.append("--channels-last")
+        if fold_bn:
+            command.append("--fold-bn")
         if args.image:
             command += ["--image", args.image]
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                    OMP_NUM_THREADS=str(args.threads))
-        quiet = wait_until_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
+        command += ["--quiet-wait", str(args.quiet_wait)]
         output = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
         row = json.loads(output.stdout.strip().splitlines()[-1])
-        row["started quiet"] = quiet
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    columns = ["backbone", "allocator", "channels_last", "lrn", "1-scale min s/image",
+    columns = ["backbone", "allocator", "channels_last", "lrn", "fold_bn", "1-scale min s/image",
                "1-scale s/image", "5-scale min s/image", "5-scale s/image",
                "5-scale cpu s/image", "5-scale page faults/image", "peak RSS MiB",
-               "load average", "started quiet"]
+               "load average", "5-scale repeats started quiet"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
@@ -241,14 +252,16 @@ def main() -> None:
     parser.add_argument("--allocator", choices=("default", "keep"), default="keep",
                         help="keep: sppdet.backbones.cpu_tuning.keep_freed_memory()")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--fold-bn", action="store_true",
+                        help="fold BatchNorm into the convs (efficientnet_lite0)")
     parser.add_argument("--lrn", choices=("banded", "torch"), default="banded",
                         help="LRN implementation of the paper's trunks: sppdet's banded sum "
                              "or torch.nn.LocalResponseNorm")
     parser.add_argument("--compare", action="store_true",
                         help="run the whole comparison table, one process per row")
     parser.add_argument("--quiet-wait", type=float, default=0.0,
-                        help="with --compare: before each row wait up to this many seconds "
-                             "for the machine to be idle")
+                        help="before each timed repeat wait up to this many seconds for the "
+                             "machine to be idle (0: do not wait)")
     parser.add_argument("--lrn-micro", action="store_true",
                         help="time the LRN implementations alone on ZF-5's LRN inputs")
     parser.add_argument("--json", action="store_true", help="print one JSON line")

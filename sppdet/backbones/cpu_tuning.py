@@ -5,6 +5,11 @@ glibc's malloc serves large blocks with ``mmap`` and gives them back to the OS o
 again; on a 2-core machine that was about half of the conv time. :func:`keep_freed_memory`
 tells glibc to keep freed memory in the process instead. The cost is a higher resident size:
 memory freed after the largest pass is not returned until the process ends.
+
+Measured on a 500x375 image, 5 scales, 2 threads (benchmarks/backbone_speed.md):
+EfficientNet-Lite0 2.37 -> 0.73 s, ZF-5 2.48 -> 1.76 s; with
+``backbone.to(memory_format=torch.channels_last)`` (and channels-last input) on top,
+0.57 s and 1.33 s.
 """
 
 from __future__ import annotations

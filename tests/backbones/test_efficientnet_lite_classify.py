@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sppdet.backbones import build_backbone
+from sppdet.errors import ModelError
 
 skimage_data = pytest.importorskip(
     "skimage.data", reason="scikit-image (test extra) provides the chelsea and coffee photos")
@@ -59,3 +60,18 @@ def test_trunk_is_the_classifier_prefix(lite0):
         handle.remove()
     torch.testing.assert_close(trunk, captured["out"], rtol=0, atol=0)
     assert tuple(trunk.shape) == (1, 112, 8, 10)
+
+
+def test_fold_batch_norm_keeps_features():
+    plain = build_backbone("efficientnet_lite0")
+    folded = build_backbone("efficientnet_lite0").fold_batch_norm()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.net._blocks[:11].modules())
+    image = plain.preprocess(cv2.resize(skimage_data.chelsea(), (150, 100)))[None]
+    with torch.inference_mode():
+        expected = plain(image)
+        torch.testing.assert_close(folded(image), expected, rtol=1e-4, atol=1e-3)
+    assert expected.abs().max() > 1.0  # features of a real size, so the tolerance is tight
+    assert folded.describe()["config"]["batch_norm_folded"] is True
+    assert plain.describe()["config"]["batch_norm_folded"] is False
+    with pytest.raises(ModelError, match="fold_batch_norm"):
+        folded.load_weights(None)
