@@ -1056,6 +1056,15 @@ def _fit_class_svm(
     return class_name, model, None
 
 
+def _log_class_result(name: str, model: "HardNegativeSVM") -> None:
+    """One log line of a trained class: retrainings, positives, cache, objective."""
+    last = model.history_[-1]
+    logger.info(
+        "class %r: %d retrainings, %d positives, final cache %d negatives, objective %.4f",
+        name, len(model.history_), model.n_positives_, last.cache_size, last.objective.total,
+    )
+
+
 def train_class_svms(
     classes: Sequence[str],
     positives_by_class: Mapping[str, np.ndarray],
@@ -1114,12 +1123,7 @@ def train_class_svms(
                 logger.warning("class %r skipped: %s", name, reason)
                 continue
             models[name] = model
-            last = model.history_[-1]
-            logger.info(
-                "class %r: %d retrainings, %d positives, final cache %d negatives, objective %.4f",
-                name, len(model.history_), model.n_positives_, last.cache_size,
-                last.objective.total,
-            )
+            _log_class_result(name, model)
     return ClassSVMs(
         classes=list(classes),
         models={name: models[name] for name in classes if name in models},
@@ -1330,12 +1334,7 @@ def train_class_svms_shared(
             skipped[name] = reason
             logger.warning("class %r skipped: %s", name, reason)
     for name, model in models.items():
-        last = model.history_[-1]
-        logger.info(
-            "class %r: %d retrainings, %d positives, final cache %d negatives, objective %.4f",
-            name, len(model.history_), model.n_positives_, last.cache_size,
-            last.objective.total,
-        )
+        _log_class_result(name, model)
     return ClassSVMs(
         classes=list(classes),
         models={name: models[name] for name in classes if name in models},

@@ -121,6 +121,22 @@ def load_model(model_dir: Path, *, scorer: str, use_bbox_reg: bool) -> DetectMod
                        scales=[int(s) for s in scales])
 
 
+def _nms_settings(scorer: str, iou_threshold: float, score_threshold: float | None,
+                  max_per_image: int | None) -> NMSSettings:
+    """NMS settings, with the scorer's default score threshold when none is given."""
+    if scorer not in SCORERS:
+        raise ConfigError(f"--scorer must be one of {SCORERS}, got {scorer!r}")
+    threshold = DEFAULT_SCORE_THRESHOLDS[scorer] if score_threshold is None else score_threshold
+    return NMSSettings(iou_threshold=iou_threshold, score_threshold=threshold,
+                       max_per_image=max_per_image)
+
+
+def _model_backbone(model: DetectModel, device: torch.device) -> torch.nn.Module:
+    """The conv trunk the model's fc layers were trained on (for on-the-fly conv5)."""
+    spec = model.backbone if isinstance(model.backbone, dict) else {"name": model.backbone}
+    return build_backbone(spec["name"], spec.get("weights_path")).eval().to(device)
+
+
 @torch.inference_mode()
 def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxes: np.ndarray,
                    image_size: tuple[int, int], *, scorer: str, nms: NMSSettings,
@@ -265,12 +281,7 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         force: rerun even if up to date.
         write_comp4: write ``comp4_det_<split>_<class>.txt`` beside the artifact.
     """
-    if scorer not in SCORERS:
-        raise ConfigError(f"--scorer must be one of {SCORERS}, got {scorer!r}")
-    nms = NMSSettings(iou_threshold=iou_threshold,
-                      score_threshold=DEFAULT_SCORE_THRESHOLDS[scorer]
-                      if score_threshold is None else score_threshold,
-                      max_per_image=max_per_image)
+    nms = _nms_settings(scorer, iou_threshold, score_threshold, max_per_image)
     data = VOCDataset(dataset, split, classes)
     model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg)
     if list(data.classes) != model.classes:
@@ -297,9 +308,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         if not chosen:
             raise ConfigError("no feature cache and no scales known for on-the-fly conv5; "
                               "pass --scales")
-        spec = model.backbone if isinstance(model.backbone, dict) else {"name": model.backbone}
-        backbone = build_backbone(spec["name"], spec.get("weights_path")).eval().to(torch_device)
-        source = ComputedFeatures(backbone, chosen, torch_device, data.load_image)
+        source = ComputedFeatures(_model_backbone(model, torch_device), chosen, torch_device,
+                                  data.load_image)
         feature_desc = f"computed on the fly at scales {list(chosen)}"
     params = detections_params(model=model.name, data=dataset_params(data),
                                classes=model.classes, nms=nms)
@@ -397,19 +407,13 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
     from sppdet.proposals import params_from_dict, propose_image
     from sppdet.visualize import draw_detections, save_image
 
-    if scorer not in SCORERS:
-        raise ConfigError(f"--scorer must be one of {SCORERS}, got {scorer!r}")
-    nms = NMSSettings(iou_threshold=iou_threshold,
-                      score_threshold=DEFAULT_SCORE_THRESHOLDS[scorer]
-                      if score_threshold is None else score_threshold,
-                      max_per_image=max_per_image)
+    nms = _nms_settings(scorer, iou_threshold, score_threshold, max_per_image)
     model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg)
     torch_device = resolve_device(device)
     chosen = tuple(scales or model.scales)
     if not chosen:
         raise ConfigError("the model records no scales; pass --scales")
-    spec = model.backbone if isinstance(model.backbone, dict) else {"name": model.backbone}
-    backbone = build_backbone(spec["name"], spec.get("weights_path")).eval().to(torch_device)
+    backbone = _model_backbone(model, torch_device)
     model.head = model.head.to(torch_device).eval()
     loaded: dict[str, Any] = {}
     source = ComputedFeatures(backbone, chosen, torch_device, lambda key: loaded[key])
