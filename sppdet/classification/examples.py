@@ -476,7 +476,7 @@ def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
 
 
 def _read_regions(path: Path, boxes: list[Box | None], short_side: int) -> list[np.ndarray]:
-    """Worker of :func:`load_example_images` for one file (module-level so joblib can pickle)."""
+    """Worker of :func:`load_example_images`: the regions of one image file."""
     image = read_image(path)
     height, width = image.shape[:2]
     regions = []
@@ -498,7 +498,7 @@ def load_example_images(examples: ExampleSet, *, short_side: int,
     Args:
         examples: the examples.
         short_side: shorter side of every output in pixels (the paper tests at 256).
-        jobs: joblib workers over image files; the output does not depend on it.
+        jobs: joblib workers (threads) over image files; the output does not depend on it.
 
     Returns:
         one uint8 array ``[h, w, 3]`` per example, in example order, ``min(h, w) ==
@@ -520,7 +520,10 @@ def load_example_images(examples: ExampleSet, *, short_side: int,
     if jobs == 1 or len(tasks) <= 1:
         results = [_read_regions(path, boxes, int(short_side)) for path, boxes in tasks]
     else:
-        results = Parallel(n_jobs=int(jobs))(
+        # Threads: Pillow's decoders and cv2.resize release the GIL, and the regions need not
+        # be pickled back from worker processes (60 demo images: 0.15 s with 2 threads, 0.21 s
+        # serial, 7.6 s with 2 fresh processes).
+        results = Parallel(n_jobs=int(jobs), prefer="threads")(
             delayed(_read_regions)(path, boxes, int(short_side)) for path, boxes in tasks)
     output: list[np.ndarray | None] = [None] * len(examples)
     for indices, regions in zip(groups.values(), results):

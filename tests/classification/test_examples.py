@@ -367,6 +367,8 @@ def test_load_example_images_corrupt_file_is_named(image_folder):
     examples = read_image_folder(image_folder)
     with pytest.raises(DataError, match=r"broken\.png: cannot read the image"):
         load_example_images(examples, short_side=16)
+    with pytest.raises(DataError, match=r"broken\.png: cannot read the image"):
+        load_example_images(examples, short_side=16, jobs=2)
     with pytest.raises(ConfigError, match="short_side"):
         load_example_images(examples, short_side=0)
 
