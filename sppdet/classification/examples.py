@@ -301,7 +301,9 @@ def voc_crop_examples(root: str | os.PathLike[str], split: str, *,
         root: dataset folder.
         split: split name (``ImageSets/Main/<split>.txt``).
         classes: object classes in label order; default: the dataset's
-            (:func:`sppdet.data.voc.discover_classes`).
+            (:func:`sppdet.data.voc.discover_classes`). It may end with :data:`BACKGROUND`
+            (a trained model's class list); the background class is then kept even with
+            ``background_per_image = 0`` (it gets no example).
         context: enlargement per side, as a fraction of the box's width (height), ``>= 0``.
         min_size: smallest object (and background box) ``sqrt(w * h)`` in pixels, ``>= 0``.
         include_difficult: also make examples of ``difficult`` objects.
@@ -314,8 +316,10 @@ def voc_crop_examples(root: str | os.PathLike[str], split: str, *,
         ``source`` records ``kind="voc-crops"``, ``root``, ``split`` and every parameter.
 
     Raises:
-        DataError: the dataset cannot be read, or a class is named :data:`BACKGROUND`.
-        ConfigError: a parameter is out of range.
+        DataError: the dataset cannot be read, or one of its classes is named
+            :data:`BACKGROUND`.
+        ConfigError: a parameter is out of range, or ``classes`` has :data:`BACKGROUND` other
+            than last.
     """
     if not context >= 0:
         raise ConfigError(f"context must be >= 0 (fraction of the box size), got {context}")
@@ -328,11 +332,20 @@ def voc_crop_examples(root: str | os.PathLike[str], split: str, *,
         raise ConfigError(f"background_max_iou must be in (0, 1], got {background_max_iou}")
     if int(seed) != seed or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed}")
-    dataset = VOCDataset(root, split, classes=_check_class_list(classes))
+    wanted = _check_class_list(classes)
+    # A trained model's class list ends with BACKGROUND; the dataset knows only the objects.
+    given_background = wanted is not None and BACKGROUND in wanted
+    if given_background:
+        if wanted[-1] != BACKGROUND or len(wanted) < 2:
+            raise ConfigError(f"{BACKGROUND!r} may only be the last of at least two classes, "
+                              f"got {wanted}")
+        wanted = wanted[:-1]
+    dataset = VOCDataset(root, split, classes=wanted)
     if BACKGROUND in dataset.classes:
         raise DataError(f"{root}: a dataset class is named {BACKGROUND!r}, the name reserved "
                         "for background crops")
-    names = dataset.classes + ((BACKGROUND,) if background_per_image > 0 else ())
+    with_background = background_per_image > 0 or given_background
+    names = dataset.classes + ((BACKGROUND,) if with_background else ())
     background_label = len(dataset.classes)
     examples = []
     for annotation in dataset:

@@ -238,8 +238,20 @@ def test_voc_crop_parameter_errors(tiny_voc):
         voc_crop_examples(tiny_voc, "trainval", background_max_iou=0)
     with pytest.raises(ConfigError, match="background_per_image"):
         voc_crop_examples(tiny_voc, "trainval", background_per_image=-1)
+    with pytest.raises(ConfigError, match="only be the last"):
+        voc_crop_examples(tiny_voc, "trainval", classes=[BACKGROUND, "circle"])
+    (tiny_voc / "classes.txt").write_text(f"circle\nsquare\n{BACKGROUND}\n")
     with pytest.raises(DataError, match="reserved"):
-        voc_crop_examples(tiny_voc, "trainval", classes=["circle", BACKGROUND])
+        voc_crop_examples(tiny_voc, "trainval")
+
+
+def test_voc_crops_accept_a_model_class_list_ending_with_background(tiny_voc):
+    model_classes = ["square", "circle", BACKGROUND]
+    examples = voc_crop_examples(tiny_voc, "trainval", classes=model_classes,
+                                 background_per_image=0)
+    assert examples.classes == tuple(model_classes)
+    assert examples.counts() == {"square": 1, "circle": 1, BACKGROUND: 0}
+    assert [e.label for e in examples.examples] == [1, 0]  # img1's circle, img2's square
 
 
 # --------------------------------------------------------------------------- load_example_set
