@@ -73,12 +73,17 @@ def _recorded(path: Path, key: str, made_by: str) -> str:
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True),
               default=_DEFAULTS.dropout, show_default=True, help="Dropout after fc6 and fc7.")
 @click.option("--init", type=click.Choice(INITS), default=_DEFAULTS.init, show_default=True,
-              help="Initialisation of fc6/fc7: he (std sqrt(2/fan_in)) or gaussian (std "
-                   "0.005, slow from scratch).")
+              help="Initialisation of fc6/fc7: he (std sqrt(2/fan_in)), gaussian (std "
+                   "0.005, slow from scratch), or pretrained (the paper's: copy fc6/fc7 from "
+                   "the weights file the training features were cached with, which must hold "
+                   "them, e.g. `cache-features --backbone zf5 --weights FILE` with a FILE "
+                   "from `sppdet pretrain`; --hidden must equal its fc6 width; inputs are "
+                   "not scaled).")
 @click.option("--scale-inputs/--no-scale-inputs", default=_DEFAULTS.scale_inputs,
               show_default=True,
               help="Scale pooled features by one factor (estimated on training windows, "
-                   "folded into fc6 when saving) so their values have an RMS of 1.")
+                   "folded into fc6 when saving) so their values have an RMS of 1 (always "
+                   "off with --init pretrained).")
 @click.option("--flip/--no-flip", default=_DEFAULTS.flip, show_default=True,
               help="Train on the mirrored images too, when the cache holds them.")
 @click.option("--images-per-chunk", type=click.IntRange(min=1),

@@ -10,11 +10,14 @@ for equal thirds of the iterations (the released code runs 3 x 30k; the paper gi
 no weight decay. Unlike the released code, the checkpoint is chosen on a held-out validation
 split, never on test windows.
 
-Two departures, because fc6 and fc7 start from random weights here (the paper fine-tunes
-them from the pretrained network; sppdet's pretrained trunk has no fc layers of these shapes):
-fc6/fc7 use He initialisation instead of Gaussian std 0.005, and pooled features are scaled by
-one factor (estimated on training windows, folded into fc6 when saving) so their values have
-an RMS of 1. Both are options of :class:`FinetuneConfig`.
+The paper fine-tunes fc6 and fc7 starting from the pretrained network. sppdet does that with
+``init="pretrained"``: fc6/fc7 are copied from the weights file the training features were
+cached with (a paper trunk saved with its fc layers, e.g. by ``sppdet pretrain``;
+:mod:`sppdet.pretrained_fc`), and features are used as cached. Without such a file (the default
+EfficientNet-Lite0 trunk has no fc layers of these shapes) fc6 and fc7 start random, with two
+departures: He initialisation instead of Gaussian std 0.005, and pooled features scaled by one
+factor (estimated on training windows, folded into fc6 when saving) so their values have an
+RMS of 1. All are options of :class:`FinetuneConfig`.
 
 **Sampling** (:class:`ChunkSampler`). Pooling windows from the cache is the cost of an
 iteration on a CPU (an image's maps at every scale are decoded before any window is pooled),
@@ -56,6 +59,7 @@ from sppdet.artifacts import atomic_path, canonical_json
 from sppdet.errors import ConfigError, DataError, ModelError, StaleArtifactError
 from sppdet.fc_head import FcHead
 from sppdet.feature_cache import FeatureCache
+from sppdet.pretrained_fc import PretrainedFc, check_pretrained_shapes, load_pretrained_fc
 from sppdet.progress import get_logger, progress
 from sppdet.spp import DEFAULT_LEVELS, spp_output_dim
 from sppdet.finetune_windows import BG_IOU_HIGH, BG_IOU_LOW, FG_IOU, SplitWindows, check_thresholds
@@ -65,7 +69,7 @@ log = get_logger("finetune")
 CHECKPOINT_FORMAT = "sppdet-finetune-checkpoint"
 CHECKPOINT_VERSION = 1
 SELECT_BY = ("loss", "accuracy", "last")
-INITS = ("he", "gaussian")
+INITS = ("he", "gaussian", "pretrained")
 
 
 @dataclass(frozen=True)
@@ -84,20 +88,32 @@ class FinetuneConfig:
         momentum: SGD momentum (0.9).
         weight_decay: L2 weight decay of the weights (5e-4); biases have none (Caffe nets).
         bias_lr_mult: biases learn at this multiple of ``lr`` (2, the Caffe nets' setting).
-        hidden: width of fc6 and fc7 (4096 in the paper).
+        hidden: width of fc6 and fc7 (4096 in the paper). With ``init="pretrained"`` it must
+            equal the pretrained fc6's width, else :func:`init_head` raises a ConfigError
+            that names the value to pass. It does not follow that width by itself: a config
+            field means the same under every init and is recorded as given, and a default
+            cannot be told from an explicit ``--hidden 4096`` (which must not be silently
+            overridden).
         dropout: dropout after fc6 and fc7 (0.5).
-        init: initialisation of fc6 and fc7. The paper starts them from the pretrained
-            network; sppdet's pretrained trunk (EfficientNet-Lite0 cut at stride 16) has no
-            fc layers of these shapes, so they start random: ``"he"`` (**default**; zero-mean
-            Gaussian with std ``sqrt(2 / fan_in)``, He et al. 2015, for ReLU layers) or
-            ``"gaussian"`` (std 0.005, the Caffe fc default of the era, which learns very
-            slowly from scratch). fc8 is always Gaussian with std 0.01 (paper).
+        init: initialisation of fc6 and fc7. ``"pretrained"`` is the paper's: copy fc6/fc7
+            from the weights file recorded in the training features artifact (the
+            ``cache-features --weights`` file, e.g. from ``sppdet pretrain``), which must
+            still have the recorded SHA-256 and hold fc6/fc7 of matching shapes
+            (:func:`sppdet.pretrained_fc.load_pretrained_fc`); the default trunk
+            (EfficientNet-Lite0 cut at stride 16) has no such layers, so the other choices
+            start random: ``"he"`` (**default**; zero-mean Gaussian with std
+            ``sqrt(2 / fan_in)``, He et al. 2015, for ReLU layers) or ``"gaussian"`` (std
+            0.005, the Caffe fc default of the era, which learns very slowly from scratch).
+            fc8 is always new, Gaussian with std 0.01 (paper).
         scale_inputs: multiply every pooled vector by one factor, estimated on a fixed sample
             of training windows, so that its values have a root mean square of 1 (the He
             initialisation assumes inputs of that size; conv5 of EfficientNet-Lite0 has an RMS
             of about 7, which makes a learning rate of 1e-2 diverge). The factor is folded
             into fc6's weights when the model is saved, so the saved head takes raw pooled
             features. Off: features as cached (as the paper, whose fc6 came pretrained).
+            Always off with ``init="pretrained"`` (set to False by the constructor; the
+            recorded input scale is 1.0): the pretrained fc6 was trained on raw pooled
+            features, and rescaling them would change what it computes.
         flip: use mirrored maps for half of the images when the cache holds them.
         images_per_chunk: images whose windows feed one chunk of mini-batches.
         iterations_per_chunk: mini-batches planned and pooled together.
@@ -169,6 +185,9 @@ class FinetuneConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.init not in INITS:
             raise ConfigError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.init == "pretrained":
+            # the pretrained fc6 expects raw pooled features (see the docstring)
+            object.__setattr__(self, "scale_inputs", False)
         if self.select_by not in SELECT_BY:
             raise ConfigError(f"select_by must be one of {SELECT_BY}, got {self.select_by!r}")
         check_thresholds(self.fg_iou, self.bg_iou_low, self.bg_iou_high)
@@ -532,11 +551,40 @@ def estimate_input_scale(cache: FeatureCache, windows: SplitWindows, *, n_window
     return 1.0 / rms if rms > 0 and math.isfinite(rms) else 1.0
 
 
-def init_head(in_dim: int, num_classes: int, config: FinetuneConfig) -> FcHead:
-    """A new :class:`FcHead` initialised as ``config.init`` says (seeded by ``config.seed``)."""
+def init_head(in_dim: int, num_classes: int, config: FinetuneConfig,
+              pretrained_fc: PretrainedFc | None = None) -> FcHead:
+    """A new :class:`FcHead` initialised as ``config.init`` says (seeded by ``config.seed``).
+
+    Args:
+        in_dim: length of the pooled vectors.
+        num_classes: object classes K (fc8 has K + 1 outputs).
+        config: ``init``, ``hidden``, ``dropout``, ``seed`` and ``levels`` are used.
+        pretrained_fc: the fc6/fc7 to copy (:func:`sppdet.pretrained_fc.load_pretrained_fc`);
+            required with ``init="pretrained"``, refused otherwise.
+
+    Returns:
+        The head; fc8 is Gaussian with std 0.01 and zero bias under every init (paper).
+
+    Raises:
+        ConfigError: ``pretrained_fc`` missing with ``init="pretrained"`` or given without
+            it; the pretrained fc6's width differs from ``config.hidden``.
+        ModelError: the pretrained fc6 does not take ``in_dim`` inputs.
+    """
+    if (config.init == "pretrained") != (pretrained_fc is not None):
+        raise ConfigError("init 'pretrained' needs the pretrained fc6/fc7 and other inits take "
+                          f"none; got init {config.init!r} with"
+                          f"{'' if pretrained_fc is not None else 'out'} pretrained layers")
+    if pretrained_fc is not None:
+        check_pretrained_shapes(pretrained_fc.fc6, in_dim=in_dim, levels=config.levels,
+                                hidden=config.hidden, weights_path=pretrained_fc.weights_path)
     head = FcHead(in_dim, num_classes, hidden=config.hidden, dropout=config.dropout,
                   seed=config.seed)
-    if config.init == "he":
+    if pretrained_fc is not None:
+        with torch.no_grad():
+            for mine, theirs in ((head.fc6, pretrained_fc.fc6), (head.fc7, pretrained_fc.fc7)):
+                mine.weight.copy_(theirs.weight)
+                mine.bias.copy_(theirs.bias)
+    elif config.init == "he":
         generator = torch.Generator().manual_seed(config.seed)
         with torch.no_grad():
             for layer in (head.fc6, head.fc7):
@@ -578,7 +626,8 @@ class FcFinetuner:
         checkpoint_path: where the training state is saved every ``checkpoint_every``
             iterations; an existing checkpoint of the same ``identity`` is resumed.
         identity: text naming the run's settings and inputs (e.g. the output record's
-            digest); a checkpoint of another identity is refused. Default: the config.
+            digest); a checkpoint of another identity is refused. Default: the config, and
+            with ``init="pretrained"`` the SHA-256 of the weights file fc6/fc7 come from.
         callback: called with the number of finished iterations after each one (tests use it
             to interrupt a run).
 
@@ -591,6 +640,8 @@ class FcFinetuner:
         val_history_: ``{iteration, loss, accuracy, fg_accuracy, bg_accuracy}`` per validation.
         input_scale_: the factor pooled features were multiplied by in training (folded into
             ``head_.fc6.weight``; 1.0 without ``scale_inputs``).
+        pretrained_fc_: :meth:`PretrainedFc.describe` of the layers fc6/fc7 started from
+            (weights file and SHA-256), or ``None`` for a random init.
         resumed_from_: the iteration a checkpoint was resumed at, or ``None``.
         short_batches_: mini-batches with fewer positives than asked (their chunk had too few).
         timing_: :class:`Timing`.
@@ -604,6 +655,7 @@ class FcFinetuner:
         self.config = config
         self.device = torch.device(device)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self._identity_given = identity is not None
         self.identity = identity if identity is not None else canonical_json(config.to_dict())
         self.callback = callback
 
@@ -631,14 +683,26 @@ class FcFinetuner:
     # -- training -------------------------------------------------------------------------
     def fit(self, train_windows: SplitWindows, train_cache: FeatureCache, *,
             val_windows: SplitWindows | None = None,
-            val_cache: FeatureCache | None = None) -> "FcFinetuner":
+            val_cache: FeatureCache | None = None,
+            pretrained_fc: PretrainedFc | None = None) -> "FcFinetuner":
         """Train from scratch or from the checkpoint; see the class docstring for results.
+
+        Args:
+            train_windows, train_cache: the training split's windows and features.
+            val_windows, val_cache: the validation split's (both or neither).
+            pretrained_fc: with ``init="pretrained"``, the fc6/fc7 to start from; ``None``
+                loads them from the weights file recorded in ``train_cache``
+                (:func:`sppdet.pretrained_fc.load_pretrained_fc`).
 
         Raises:
             DataError: no training windows; NaN or inf in a cached map (names the image).
             ConfigError: validation windows without their cache, or a cache whose features
-                differ from the training cache's.
-            StaleArtifactError: a checkpoint of another run is in the way.
+                differ from the training cache's; ``init="pretrained"`` with features cached
+                without fc6/fc7 in their weights file, or a ``hidden`` other than fc6's width.
+            ModelError: the recorded weights file is missing; the pretrained fc6 does not
+                take the pooled features' length.
+            StaleArtifactError: a checkpoint of another run is in the way; the recorded
+                weights file changed since the features were cached.
         """
         cfg = self.config
         if (val_windows is None) != (val_cache is None):
@@ -654,7 +718,14 @@ class FcFinetuner:
                                iterations_per_chunk=cfg.iterations_per_chunk, flip=flip,
                                seed=cfg.seed)
         in_dim = spp_output_dim(train_cache.channels, cfg.levels)
-        head = init_head(in_dim, num_classes, cfg).to(self.device)
+        if cfg.init == "pretrained" and pretrained_fc is None:
+            pretrained_fc = load_pretrained_fc(train_cache.record.params["backbone"],
+                                               source=train_cache.path)
+        head = init_head(in_dim, num_classes, cfg, pretrained_fc).to(self.device)
+        self.pretrained_fc_ = pretrained_fc.describe() if pretrained_fc is not None else None
+        if pretrained_fc is not None and not self._identity_given:
+            self.identity = canonical_json({"config": cfg.to_dict(),
+                                            "pretrained_fc": self.pretrained_fc_})
         optimizer = self._optimizer(head)
         timing = Timing()
         start_time = time.perf_counter()

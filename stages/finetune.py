@@ -4,9 +4,10 @@ Inputs: the proposals and the feature cache of the training split, and of a held
 validation split (``val`` by default; never the test split). Output:
 ``models/<name>/fc.pt`` (:meth:`sppdet.fc_head.FcHead.save`, with the backbone, scales,
 levels and classes in its meta) and its record, the training curve ``fc.curve.png`` and the
-log ``fc.pt.log``. While training, ``fc.train-state.pt`` holds a checkpoint every
-``checkpoint_every`` iterations; a rerun with the same settings resumes from it (and it is
-removed once ``fc.pt`` is written).
+log ``fc.pt.log``. With ``init: pretrained`` fc6/fc7 start from the weights file the training
+features were cached with (its SHA-256 is checked and named in the record). While training,
+``fc.train-state.pt`` holds a checkpoint every ``checkpoint_every`` iterations; a rerun with
+the same settings resumes from it (and it is removed once ``fc.pt`` is written).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from sppdet.finetune import (
     model_meta,
     plot_training_curve,
 )
+from sppdet.pretrained_fc import load_pretrained_fc, pretrained_weights_file
 from sppdet.progress import get_logger, log_to_file
 from sppdet.finetune_windows import SplitWindows, build_split_windows
 
@@ -92,6 +94,7 @@ class FinetuneSummary:
     train: WindowStats | None = None
     val: WindowStats | None = None
     resumed_from: int | None = None
+    init_from: str | None = None
     short_batches: int = 0
     warnings: list[str] = field(default_factory=list)
     up_to_date: bool = False
@@ -109,6 +112,8 @@ class FinetuneSummary:
                     f"{self.ms_pooling_per_iteration:.0f}, fc step "
                     f"{self.ms_step_per_iteration:.0f})")
         lines.append("  " + run)
+        if self.init_from is not None:
+            lines.append(f"  fc6/fc7 started from {self.init_from}")
         for stats in (self.train, self.val):
             if stats is not None:
                 lines.append("  " + stats.to_text())
@@ -248,9 +253,14 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
         on_iteration: called with the number of finished iterations (progress, tests).
 
     Raises:
-        ConfigError: bad settings; val features of another backbone than the training ones.
+        ConfigError: bad settings; val features of another backbone than the training ones;
+            ``init="pretrained"`` with training features whose weights file has no fc6/fc7
+            (or a ``hidden`` other than its fc6's width).
         ArtifactMissingError / StaleArtifactError: missing or outdated inputs (the message
-            names the command to rerun).
+            names the command to rerun), including a weights file changed since the training
+            features were cached (``init="pretrained"``).
+        ModelError: ``init="pretrained"`` and the recorded weights file is missing, or its
+            fc6 does not take the pooled features' length.
         DataError: no training windows; NaN or inf in a cached map (names the image).
     """
     config = config or FinetuneConfig()
@@ -298,6 +308,11 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
         params = {"config": config.to_dict(), **meta,
                   "train": dataset_params(data_train),
                   "val": dataset_params(data_val) if data_val is not None else None}
+        if config.init == "pretrained":
+            # checked before the up-to-date test: a changed file makes the features stale
+            weights_path, weights_sha256 = pretrained_weights_file(
+                train_cache.record.params["backbone"], source=train_features)
+            params["init_weights"] = {"path": weights_path, "sha256": weights_sha256}
         record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
         if not force and is_up_to_date(out, record):
             return FinetuneSummary(path=out, up_to_date=True)
@@ -307,12 +322,19 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
         stack.enter_context(log_to_file(log_path(out)))
         if force and checkpoint.exists():
             checkpoint.unlink()
+        pretrained = None
+        if config.init == "pretrained":
+            pretrained = load_pretrained_fc(train_cache.record.params["backbone"],
+                                            source=train_features)
         log.debug("finetune %s: train %s, val %s, %s", dataset, train_split, val_split,
                   config.to_dict())
 
         train_windows = _split_windows(data_train, Path(train_proposals), train_cache, config)
         summary = FinetuneSummary(path=out, iterations=config.iterations,
                                   device=str(torch_device), select_by=config.select_by)
+        if pretrained is not None:
+            summary.init_from = (f"{pretrained.weights_path} (SHA-256 "
+                                 f"{pretrained.weights_sha256[:12]}...)")
         summary.train = _stats(train_split, train_windows, data_train.classes)
         summary.warnings += _window_warnings(summary.train, config)
         val_windows = None
@@ -341,7 +363,8 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
 
         trainer = FcFinetuner(config, device=torch_device, checkpoint_path=checkpoint,
                               identity=record.digest, callback=on_iteration)
-        trainer.fit(train_windows, train_cache, val_windows=val_windows, val_cache=val_cache)
+        trainer.fit(train_windows, train_cache, val_windows=val_windows, val_cache=val_cache,
+                    pretrained_fc=pretrained)
 
         timing = trainer.timing_
         summary.iterations_run = timing.iterations
@@ -358,7 +381,8 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
             trainer.head_.save(tmp, **meta, finetune={
                 "best_iteration": trainer.best_iteration_, "best_val": trainer.best_val_,
                 "select_by": config.select_by, "iterations": config.iterations,
-                "input_scale": trainer.input_scale_})
+                "input_scale": trainer.input_scale_, "init": config.init,
+                "pretrained_fc": trainer.pretrained_fc_})
         summary.curve_path = plot_training_curve(
             trainer.history_, trainer.val_history_, out.with_name(CURVE_FILE),
             title=f"fine-tuning {out.parent.name} ({meta['backbone'].get('name')})",
@@ -379,6 +403,7 @@ def _record_summary(summary: FinetuneSummary, trainer: FcFinetuner) -> dict[str,
         "resumed_from": summary.resumed_from,
         "short_batches": summary.short_batches,
         "input_scale": trainer.input_scale_,
+        "pretrained_fc": trainer.pretrained_fc_,
         "windows": {s.split: {"images": s.images, "positives": s.positives,
                               "negatives": s.negatives, "per_class": s.per_class,
                               "skipped": len(s.skipped)}

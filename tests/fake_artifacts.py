@@ -158,6 +158,7 @@ def make_fake_pipeline_inputs(
     flip: bool = True,
     backbone: str = "fake",
     backbone_by_split: Mapping[str, str] | None = None,
+    backbone_record: Mapping[str, object] | None = None,
     max_objects: int = 2,
     n_random_proposals: int = 30,
     n_jitter_proposals: int = 12,
@@ -181,6 +182,8 @@ def make_fake_pipeline_inputs(
         flip: also write mirrored maps.
         backbone: backbone name recorded in every features artifact.
         backbone_by_split: per-split override of ``backbone`` (to test refusals).
+        backbone_record: more keys of the ``backbone`` entry of every features record (e.g.
+            ``weights``, ``weights_path``, ``weights_sha256`` of a real weights file).
         max_objects: objects per image are drawn from 1..max_objects.
         n_random_proposals, n_jitter_proposals: random boxes per image, jittered copies per
             ground-truth box.
@@ -249,7 +252,7 @@ def make_fake_pipeline_inputs(
         features_path = root / "features" / name / f"{split}.h5"
         record = Record(FEATURES_STAGE, {
             "backbone": {"name": name, "stride": stride, "out_channels": channels,
-                         "weights": "fake"},
+                         "weights": "fake", **(backbone_record or {})},
             "stride": stride, "channels": channels, "scales": list(inputs.scales),
             "flip": flip, "dtype": "float16", "data": identity})
         with ItemStore(features_path, record) as store:
