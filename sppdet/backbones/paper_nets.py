@@ -8,7 +8,8 @@ Common choices, all from the paper and its released code:
 - LRN across channels, size 3, alpha 5e-5, beta 0.75, k 1 (the released ZF-5; Caffe's alpha,
   which PyTorch uses with the same meaning);
 - a ReLU after every conv;
-- input: BGR, minus 128 (the released detection code).
+- input: BGR, minus 128 (the released detection code), divided by 64 inside the trunk (so that
+  He-initialised layers start at unit scale when trained from scratch);
 
 Weights: random init from a seed (He-normal, fan-out, zero bias), or a checkpoint file written by
 :meth:`PaperTrunk.save_weights` (for example by a pretraining run), which may also carry fc6/fc7.
@@ -36,9 +37,25 @@ from sppdet.errors import ModelError
 
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 3, 5e-5, 0.75, 1.0
 FC_NAMES = ("fc6", "fc7")
+#: Typical standard deviation (grey levels) of a natural image's pixels minus 128.
+INPUT_STD = 64.0
 
 # A layer spec: ("conv", out_channels, kernel, stride) | ("lrn",) | ("pool", kernel, stride).
 LayerSpec = tuple
+
+
+class InputScale(nn.Module):
+    """Multiply the input by a constant (no parameters, nothing in the state dict)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:g}"
 
 
 def build_trunk(specs: Sequence[LayerSpec], in_channels: int = 3) -> nn.Sequential:
@@ -48,6 +65,11 @@ def build_trunk(specs: Sequence[LayerSpec], in_channels: int = 3) -> nn.Sequenti
     use ceil mode. The number in a layer's name is that of the conv before it.
     """
     layers: OrderedDict[str, nn.Module] = OrderedDict()
+    # He init assumes unit-scale inputs; BGR-minus-128 pixels have a standard deviation of
+    # about INPUT_STD, so the trunk divides them by it first. Scaling the input (not conv1's
+    # weights) also keeps conv1's gradients at the scale of the other layers' when training
+    # from scratch.
+    layers["input_scale"] = InputScale(1.0 / INPUT_STD)
     channels, index = in_channels, 0
     for spec in specs:
         kind = spec[0]
