@@ -8,13 +8,14 @@ import click
 
 from sppdet.artifacts import parse_shard
 from sppdet.stages import detect
-from sppdet.stages.layout import detections_path, features_path, model_dir, proposals_path
+from sppdet.stages.layout import (detections_path, features_dir, find_features, model_dir,
+                                  proposals_path)
 from sppdet.stages.training_inputs import backbone_name, fc_backbone
 
 from .commands_features import parse_scales
 from .context import Settings, pass_settings
-from .options import (classes_option, device_option, force_option, on_error_option,
-                      parse_classes, shard_option)
+from .options import (classes_option, device_option, feature_variant_option, force_option,
+                      on_error_option, parse_classes, shard_option)
 
 
 @click.command("detect")
@@ -43,7 +44,9 @@ from .options import (classes_option, device_option, force_option, on_error_opti
                    "<method>.h5]")
 @click.option("--features", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Feature cache.  [default: <work-dir>/features/<dataset>/<backbone>/"
-                   "<split>.h5; computed on the fly when it does not exist]")
+                   "<variant>/<split>.h5; conv5 computed on the fly when the split has no "
+                   "cache]")
+@feature_variant_option
 @click.option("--scales", default=None, help="Scales for on-the-fly conv5.  [default: the "
                                              "fine-tuning's]")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -62,7 +65,8 @@ from .options import (classes_option, device_option, force_option, on_error_opti
 def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, split: str,
                    scorer: str, bbox_reg: bool, iou_threshold: float,
                    score_threshold: float | None, max_per_image: int, method: str,
-                   proposals: Path | None, features: Path | None, scales: str | None,
+                   proposals: Path | None, features: Path | None,
+                   feature_variant: str | None, scales: str | None,
                    out: Path | None, draw_threshold: float | None, classes: str | None,
                    device: str, shard: str | None, on_error: str, force: bool) -> None:
     """Detect objects with a trained model.
@@ -77,9 +81,16 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
     if len(inputs) == 1 and inputs[0].is_dir():
         dataset = inputs[0]
         proposals = proposals or proposals_path(settings.work_dir, dataset, split, method)
+        if features is not None and feature_variant is not None:
+            raise click.UsageError("give either --features or --feature-variant, not both")
         if features is None:
-            backbone = backbone_name(fc_backbone(models / "fc.pt"))
-            features = features_path(settings.work_dir, dataset, split, str(backbone))
+            backbone = str(backbone_name(fc_backbone(models / "fc.pt")))
+            cached = features_dir(settings.work_dir, dataset, backbone).glob(f"*/{split}.h5")
+            if feature_variant is None and next(cached, None) is None:
+                features = None  # no cache of the split: conv5 on the fly
+            else:
+                features = find_features(settings.work_dir, dataset, split, backbone,
+                                         feature_variant)
         out = out or detections_path(settings.work_dir, name, dataset, split)
         summary = detect.run(dataset, split, out, model_dir=models, proposals=proposals,
                              features=features, scorer=scorer, use_bbox_reg=bbox_reg,

@@ -9,7 +9,6 @@ import click
 from sppdet.artifacts import parse_shard
 from sppdet.backbones import BACKBONES
 from sppdet.stages import cache_features
-from sppdet.stages.layout import features_path
 
 from .context import Settings, pass_settings
 from .options import (classes_option, dataset_argument, device_option, force_option,
@@ -47,7 +46,9 @@ def parse_scales(text: str) -> tuple[int, ...]:
 @click.option("--compression", type=click.Choice(list(cache_features.COMPRESSIONS)),
               default="lzf", show_default=True, help="HDF5 codec (zstd needs hdf5plugin).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Output file. Default: <work-dir>/features/<dataset>/<backbone>/<split>.h5")
+              help="Output file.  [default: <work-dir>/features/<dataset>/<backbone>/<variant>/"
+                   "<split>.h5, <variant> naming the scales, --flip and the --weights file's "
+                   "SHA-256, e.g. s480-576-flip-w1a2b3c4d]")
 @device_option
 @classes_option
 @shard_option
@@ -65,10 +66,13 @@ def cache_features_command(settings: Settings, dataset: str, split: str, backbon
     Each image is resized so that its shorter side equals each scale (bilinear, no
     antialiasing, as the paper). Resumable: rerun after a crash and it continues.
     """
-    out = out or features_path(settings.work_dir, dataset, split, backbone)
+    scale_list = parse_scales(scales)
+    out = out or cache_features.default_out(settings.work_dir, dataset, split,
+                                            backbone_name=backbone, weights=weights,
+                                            scales=scale_list, flip=flip)
     summary = cache_features.run(
         dataset, split, out, backbone_name=backbone, weights=weights,
-        scales=parse_scales(scales), flip=flip, dtype=dtype, compression=compression,
+        scales=scale_list, flip=flip, dtype=dtype, compression=compression,
         device=device, classes=parse_classes(classes), shard=parse_shard(shard),
         on_error=on_error, force=force, seed=seed)
     click.echo(summary.to_text())

@@ -9,11 +9,11 @@ import click
 from sppdet.artifacts import read_record
 from sppdet.finetune import INITS, SELECT_BY, FinetuneConfig
 from sppdet.stages import finetune
-from sppdet.stages.layout import features_path, model_dir, proposals_path
+from sppdet.stages.layout import find_features, locate_features, model_dir, proposals_path
 
 from .context import Settings, pass_settings
-from .options import (classes_option, dataset_argument, device_option, force_option,
-                      parse_classes, seed_option)
+from .options import (classes_option, dataset_argument, device_option,
+                      feature_variant_option, force_option, parse_classes, seed_option)
 
 _DEFAULTS = FinetuneConfig()
 
@@ -52,10 +52,13 @@ def _recorded(path: Path, key: str, made_by: str) -> str:
               help="Backbone whose cached features are read (when --features is not given).")
 @click.option("--features", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Features artifact of the training split.  [default: "
-                                 "<work-dir>/features/<dataset>/<backbone>/<train-split>.h5]")
+                                 "<work-dir>/features/<dataset>/<backbone>/<variant>/"
+                                 "<train-split>.h5]")
+@feature_variant_option
 @click.option("--val-features", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Features artifact of the validation split.  [default: as "
-                                 "for training, with the training file's backbone]")
+              default=None, help="Features artifact of the validation split.  [default: the "
+                                 "validation split's file in the training file's variant "
+                                 "folder]")
 @click.option("--iterations", type=click.IntRange(min=1), default=_DEFAULTS.iterations,
               show_default=True, help="Mini-batches (released code: 3 x 30,000).")
 @click.option("--hidden", type=click.IntRange(min=1), default=_DEFAULTS.hidden,
@@ -112,7 +115,8 @@ def _recorded(path: Path, key: str, made_by: str) -> str:
 def finetune_command(settings: Settings, dataset: str, name: str, train_split: str,
                      val_split: str | None, method: str, proposals: Path | None,
                      val_proposals: Path | None, backbone: str, features: Path | None,
-                     val_features: Path | None, device: str, classes: str | None, force: bool,
+                     feature_variant: str | None, val_features: Path | None, device: str,
+                     classes: str | None, force: bool,
                      **hyper_parameters: object) -> None:
     """Fine-tune fc6, fc7 and a new (K+1)-way fc8 on cached SPP features (paper 4.1).
 
@@ -128,15 +132,21 @@ def finetune_command(settings: Settings, dataset: str, name: str, train_split: s
     elif val_split.lower() == "none":
         val_split = None
     train_proposals = proposals or proposals_path(work, dataset, train_split, method)
-    train_features = features or features_path(work, dataset, train_split, backbone)
+    if features is not None and feature_variant is not None:
+        raise click.UsageError("give either --features or --feature-variant, not both")
+    train_features = features or find_features(work, dataset, train_split, backbone,
+                                               feature_variant)
     if val_split is not None:
         if val_proposals is None:
             val_method = _recorded(train_proposals, "method", "propose") if proposals else method
             val_proposals = proposals_path(work, dataset, val_split, val_method)
         if val_features is None:
-            val_backbone = (_recorded(train_features, "backbone", "cache-features")
-                            if features else backbone)
-            val_features = features_path(work, dataset, val_split, val_backbone)
+            # the same variant as the training file when it lies in the layout, else the
+            # only cache of the validation split made with the training file's backbone
+            located = locate_features(work, dataset, train_features)
+            if located is None:
+                located = (_recorded(train_features, "backbone", "cache-features"), None)
+            val_features = find_features(work, dataset, val_split, *located)
     # every other option is a field of FinetuneConfig, under the same name
     config = FinetuneConfig(**hyper_parameters)  # type: ignore[arg-type]
     out = model_dir(work, name) / finetune.MODEL_FILE

@@ -14,8 +14,8 @@ from sppdet.stages.layout import model_dir
 from sppdet.stages.training_inputs import resolve_paths
 
 from .context import Settings, pass_settings
-from .options import dataset_argument, device_option, force_option, jobs_option, seed_option, \
-    split_option
+from .options import (dataset_argument, device_option, feature_variant_option, force_option,
+                      jobs_option, seed_option, split_option)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,10 +33,11 @@ def _input_options(func: F) -> F:
         click.option("--features", type=click.Path(exists=True, dir_okay=False,
                                                    path_type=Path), default=None,
                      help="conv5 features artifact (from `sppdet cache-features`).  [default: "
-                          "<work-dir>/features/<dataset-tag>/<backbone>/<split>.h5]"),
+                          "<work-dir>/features/<dataset-tag>/<backbone>/<variant>/<split>.h5]"),
         click.option("--backbone", default=None,
                      help="Backbone of the default features artifact.  [default: the one the "
                           "fc checkpoint was fine-tuned on]"),
+        feature_variant_option,
     ]
     for option in reversed(options):
         func = option(func)
@@ -75,7 +76,8 @@ def _input_options(func: F) -> F:
 @pass_settings
 def train_svm_command(settings: Settings, dataset: str, split: str, name: str, layer: str,
                       proposals: Path | None, method: str | None, features: Path | None,
-                      backbone: str | None, fc_path: Path | None, jobs: int, seed: int,
+                      backbone: str | None, feature_variant: str | None,
+                      fc_path: Path | None, jobs: int, seed: int,
                       C: float, positive_weight: float, bias_feature: float,
                       include_difficult: bool, max_cached_negatives: int, device: str,
                       force: bool) -> None:
@@ -89,7 +91,7 @@ def train_svm_command(settings: Settings, dataset: str, split: str, name: str, l
     """
     paths = resolve_paths(settings.work_dir, dataset, split, name, method=method,
                           proposals=proposals, features=features, backbone=backbone,
-                          fc=fc_path, needs_fc=layer != "pool5")
+                          variant=feature_variant, fc=fc_path, needs_fc=layer != "pool5")
     out = model_dir(settings.work_dir, name) / train_svm.OUTPUT_NAME
     summary = train_svm.run(dataset, split, out, proposals=paths.proposals,
                             features=paths.features, fc=paths.fc, layer=layer, jobs=jobs,
@@ -121,7 +123,8 @@ def train_svm_command(settings: Settings, dataset: str, split: str, name: str, l
 @pass_settings
 def train_bbox_reg_command(settings: Settings, dataset: str, split: str, name: str,
                            proposals: Path | None, method: str | None, features: Path | None,
-                           backbone: str | None, min_iou: float, lambda_: float, whiten: bool,
+                           backbone: str | None, feature_variant: str | None,
+                           min_iou: float, lambda_: float, whiten: bool,
                            seed: int, device: str, force: bool) -> None:
     """Train one ridge box regressor per class on pool5 (SPP) features (R-CNN appendix C).
 
@@ -131,7 +134,7 @@ def train_bbox_reg_command(settings: Settings, dataset: str, split: str, name: s
     """
     paths = resolve_paths(settings.work_dir, dataset, split, name, method=method,
                           proposals=proposals, features=features, backbone=backbone,
-                          needs_fc=False)
+                          variant=feature_variant, needs_fc=False)
     out = model_dir(settings.work_dir, name) / train_bbox_reg.OUTPUT_NAME
     summary = train_bbox_reg.run(dataset, split, out, proposals=paths.proposals,
                                  features=paths.features, min_iou=min_iou, lambda_=lambda_,

@@ -77,6 +77,15 @@ def on_error_option(func: F) -> F:
     )(func)
 
 
+def feature_variant_option(func: F) -> F:
+    return click.option(
+        "--feature-variant", default=None, metavar="NAME",
+        help="Which of the backbone's feature caches to read when --features is not given: "
+             "the folder name under <work-dir>/features/<dataset>/<backbone>/ (e.g. s688-flip, "
+             "made by `sppdet cache-features`).  [default: the only one holding the split]",
+    )(func)
+
+
 def parse_classes(text: str | None) -> tuple[str, ...] | None:
     """``"a,b,c"`` -> ``("a", "b", "c")``; ``None`` stays ``None``."""
     if text is None:

@@ -21,17 +21,18 @@ import torch
 
 from sppdet.artifacts import ItemStore, Record, is_up_to_date, shard_items
 from sppdet.backbones import Backbone, build_backbone
+from sppdet.backbones.base import file_sha256
 from sppdet.backbones.cpu_tuning import keep_freed_memory
 from sppdet.data.images import read_image
 from sppdet.data.voc import VOCDataset
 from sppdet.devices import resolve_device
-from sppdet.errors import ConfigError, DataError
+from sppdet.errors import ConfigError, DataError, ModelError
 from sppdet.feature_cache import FEATURES_STAGE, compute_maps
 from sppdet.progress import get_logger, log_to_file, progress
 from sppdet.scales import resized_size
 
 from .common import dataset_params, format_seconds, path_size
-from .layout import log_path
+from .layout import feature_variant, features_path, log_path
 
 log = get_logger("cache-features")
 STAGE_VERSION = 1
@@ -79,6 +80,24 @@ class CacheSummary:
         if not self.finished:
             lines.append("  this shard is done; the artifact is merged when every shard is")
         return "\n".join(lines)
+
+
+def default_out(work_dir: Path, dataset: str | Path, split: str, *, backbone_name: str,
+                weights: str | None, scales: tuple[int, ...], flip: bool) -> Path:
+    """The cache's path in the work-dir layout: its variant folder names the scales, the
+    mirroring and the weights file's digest (:func:`stages.layout.feature_variant`).
+
+    Raises:
+        ModelError: the weights file cannot be read.
+    """
+    digest = None
+    if weights is not None:
+        try:
+            digest = file_sha256(weights)
+        except OSError as exc:
+            raise ModelError(f"cannot read the weights file {weights}: {exc}") from exc
+    return features_path(work_dir, dataset, split, backbone_name,
+                         feature_variant(scales, flip, digest))
 
 
 def compression_options(name: str, level: int | None = None) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from sppdet.progress import get_logger
 
 from . import (cache_features, detect, evaluate, finetune, propose, train_bbox_reg,
                train_svm)
-from .layout import detections_path, eval_dir, features_path, model_dir, proposals_path
+from .layout import detections_path, eval_dir, model_dir, proposals_path
 
 log = get_logger("pipeline")
 
@@ -239,8 +239,10 @@ def run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: b
             dataset, split, props[split], method=p.method, method_options=method_options,
             jobs=config.jobs, force=force))
     for split in dict.fromkeys([config.train_split, config.test_split]):
-        feats[split] = features_path(work_dir, dataset, split, c.backbone)
         flip = c.flip and split == config.train_split
+        feats[split] = cache_features.default_out(
+            work_dir, dataset, split, backbone_name=c.backbone, weights=c.weights,
+            scales=tuple(c.scales), flip=flip)
         step(f"cache-features {split}", lambda split=split, flip=flip: cache_features.run(
             dataset, split, feats[split], backbone_name=c.backbone, weights=c.weights,
             scales=tuple(c.scales), flip=flip, dtype=c.dtype, compression=c.compression,

@@ -27,7 +27,7 @@ from sppdet.training_windows import PROPOSALS_STAGE, ImageTruth
 from sppdet.window_features import WindowFeaturizer
 
 from .common import dataset_params
-from .layout import features_path, model_dir, proposals_path
+from .layout import find_features, model_dir, proposals_path
 
 FINETUNE_STAGE = "finetune"
 DEFAULT_METHOD = "ss-fast"
@@ -69,7 +69,8 @@ def fc_backbone(fc: Path) -> Any:
 def resolve_paths(work_dir: Path, dataset: str | Path, split: str, name: str, *,
                   method: str | None = None, proposals: Path | None = None,
                   features: Path | None = None, backbone: str | None = None,
-                  fc: Path | None = None, needs_fc: bool = True) -> InputPaths:
+                  variant: str | None = None, fc: Path | None = None,
+                  needs_fc: bool = True) -> InputPaths:
     """Default input paths from the work-dir layout.
 
     Args:
@@ -77,17 +78,22 @@ def resolve_paths(work_dir: Path, dataset: str | Path, split: str, name: str, *,
         proposals: the proposals artifact, instead of the default for ``method``.
         features: the features artifact, instead of the default for ``backbone``.
         backbone: backbone of the default features; default: the fc checkpoint's.
+        variant: variant folder of the default features (:func:`layout.find_features`);
+            default: the only one holding the split's cache.
         fc: the fc checkpoint; default ``<work>/models/<name>/fc.pt``.
         needs_fc: whether the fc checkpoint is an input (fc6/fc7 SVMs).
 
     Raises:
-        ConfigError: both ``proposals`` and ``method``, or both ``features`` and ``backbone``,
-            or no way to tell the backbone.
+        ConfigError: both ``proposals`` and ``method``, both ``features`` and ``backbone``
+            or ``variant``, no way to tell the backbone, or several variants to choose from.
+        ArtifactMissingError: no cache of the split for the backbone (and variant).
     """
     if proposals is not None and method is not None:
         raise ConfigError("give either --proposals or --method, not both")
     if features is not None and backbone is not None:
         raise ConfigError("give either --features or --backbone, not both")
+    if features is not None and variant is not None:
+        raise ConfigError("give either --features or --feature-variant, not both")
     fc_path = Path(fc) if fc is not None else model_dir(work_dir, name) / "fc.pt"
     if proposals is None:
         proposals = proposals_path(work_dir, dataset, split, method or DEFAULT_METHOD)
@@ -103,7 +109,7 @@ def resolve_paths(work_dir: Path, dataset: str | Path, split: str, name: str, *,
             if backbone is None:
                 raise ConfigError(f"{fc_path}: its record names no backbone; give --backbone "
                                   "or --features")
-        features = features_path(work_dir, dataset, split, backbone)
+        features = find_features(work_dir, dataset, split, backbone, variant)
     return InputPaths(proposals=Path(proposals), features=Path(features),
                       fc=fc_path if needs_fc else None)
 

@@ -1,20 +1,21 @@
 """The finetune stage and command: artifacts, records, refusals, resuming, the CLI."""
 
 import json
+import shutil
 
 import pytest
 import torch
 from click.testing import CliRunner
 
 from tests.fake_artifacts import make_fake_pipeline_inputs
-from sppdet.artifacts import read_record
+from sppdet.artifacts import read_record, record_path
 from sppdet.cli import cli
 from sppdet.errors import ArtifactMissingError, ConfigError
 from sppdet.fc_head import FcHead
 from sppdet.feature_cache import FeatureCache
 from sppdet.finetune import FinetuneConfig, check_features_match
 from sppdet.stages import finetune
-from sppdet.stages.layout import features_path, proposals_path
+from sppdet.stages.layout import feature_variant, features_path, proposals_path
 
 SMALL = dict(hidden=32, lr=1e-2, images_per_chunk=8, iterations_per_chunk=4, log_every=5,
              val_every=10, val_windows=128)
@@ -151,17 +152,23 @@ def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
-def place_in_work_dir(fake, work):
-    """Link the fake artifacts where the work-dir layout expects them."""
+def place_in_work_dir(fake, work, variant=None, copy=False):
+    """Link (or copy: records then name the layout's paths) the fake artifacts where the
+    work-dir layout expects them."""
+    variant = variant or feature_variant(fake.scales, flip=True)
     for split in ("train", "val"):
         for src, dst in ((fake.proposals[split],
                           proposals_path(work, fake.dataset, split, "fake")),
                          (fake.features[split],
-                          features_path(work, fake.dataset, split, "fake"))):
+                          features_path(work, fake.dataset, split, "fake", variant))):
+            if dst.exists():
+                continue
             dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.symlink_to(src)
-            dst.with_name(dst.name + ".record.json").symlink_to(
-                src.with_name(src.name + ".record.json"))
+            for target, source in ((dst, src), (record_path(dst), record_path(src))):
+                if copy:
+                    shutil.copy(source, target)
+                else:
+                    target.symlink_to(source)
 
 
 def test_cli_help_and_small_run_with_default_paths(fake, tmp_path):
@@ -182,6 +189,29 @@ def test_cli_help_and_small_run_with_default_paths(fake, tmp_path):
     assert record["params"]["val"]["split"] == "val"  # val found by default
 
 
+def test_cli_finds_the_validation_cache_in_the_training_cache_variant(fake, tmp_path):
+    work = tmp_path / "work"
+    for variant in ("s64-96", "s64-96-flip"):
+        place_in_work_dir(fake, work, variant, copy=True)
+    common = ["-q", "--work-dir", work, "finetune", fake.dataset, "--method", "fake",
+              "--backbone", "fake", "--iterations", 2, "--hidden", 8, "--val-windows", 16,
+              "--device", "cpu"]
+    several = invoke(*common, "--name", "a")
+    assert several.exit_code == 1
+    assert "s64-96, s64-96-flip; choose one with --feature-variant NAME" in several.output
+    for name, args in (("b", ["--feature-variant", "s64-96-flip"]),
+                       ("c", ["--features", features_path(work, fake.dataset, "train", "fake",
+                                                          "s64-96-flip")])):
+        result = invoke(*common, "--name", name, *args)
+        assert result.exit_code == 0, result.output
+        inputs = read_record(work / "models" / name / "fc.pt").inputs
+        assert inputs["features_train"].path.endswith("fake/s64-96-flip/train.h5")
+        assert inputs["features_val"].path.endswith("fake/s64-96-flip/val.h5")
+    both = invoke(*common, "--name", "d", "--feature-variant", "s64-96", "--features",
+                  fake.features["train"])
+    assert both.exit_code == 2 and "not both" in both.output
+
+
 def test_cli_refuses_mismatched_inputs(fake, tmp_path):
     mixed = make_fake_pipeline_inputs(tmp_path / "mixed", splits={"train": 4, "val": 3},
                                       trainval=False, backbone_by_split={"val": "other"})
@@ -198,4 +228,4 @@ def test_cli_refuses_mismatched_inputs(fake, tmp_path):
                     fake.proposals["val"], "--val-features", fake.features["val"])
     assert result.exit_code == 1 and "test split cannot" in result.output
     result = invoke("--work-dir", tmp_path / "empty", "finetune", fake.dataset, "-n", "x")
-    assert result.exit_code == 1 and "sppdet propose" in result.output
+    assert result.exit_code == 1 and "sppdet cache-features" in result.output

@@ -5,11 +5,13 @@ import dataclasses
 import pytest
 from click.testing import CliRunner
 
+from sppdet.artifacts import read_record
 from sppdet.cli import cli
 from sppdet.data.synthetic import DemoDataConfig, make_demo_data
 from sppdet.detections_io import DetectionsReader
 from sppdet.finetune import FinetuneConfig
 from sppdet.stages import pipeline
+from sppdet.stages.layout import dataset_tag
 from sppdet.stages.pipeline import CacheOptions, PipelineConfig, ProposeOptions
 
 TINY = PipelineConfig(
@@ -70,6 +72,33 @@ def test_changing_one_stage_reruns_it_and_what_follows(tiny_run):
     pipeline.run(data, work, changed, on_stage=stages.append)
     reran = [s.stage for s in stages if not s.up_to_date]
     assert reran == ["train-svm", "detect", "eval"]
+
+
+def test_caches_of_two_scale_settings_coexist(tiny_run, tmp_path):
+    data, work, _, _ = tiny_run
+    pipeline.run(data, work, TINY)  # undo what other tests changed
+    two_scales = dataclasses.replace(TINY, name="tiny2", cache_features=dataclasses.replace(
+        TINY.cache_features, scales=(128, 160)))
+    stages = []
+    pipeline.run(data, work, two_scales, on_stage=stages.append)
+    assert [s.stage for s in stages if s.up_to_date] == ["propose trainval", "propose test"]
+    folder = work / "features" / dataset_tag(data) / "efficientnet_lite0"
+    assert sorted(p.name for p in folder.iterdir()) == ["s128-160", "s128-160-flip", "s160",
+                                                        "s160-flip"]
+    for config in (TINY, two_scales, TINY):
+        stages = []
+        pipeline.run(data, work, config, on_stage=stages.append)
+        assert all(s.up_to_date for s in stages), [s.stage for s in stages if not s.up_to_date]
+    # two caches of the test split: detect must be told which one
+    detect = ["-w", str(work), "detect", str(data), "--name", "tiny2", "--out",
+              str(tmp_path / "test.h5"), "--device", "cpu"]
+    several = CliRunner().invoke(cli, detect)
+    assert several.exit_code == 1
+    assert "s128-160, s160; choose one with --feature-variant NAME" in several.output
+    chosen = CliRunner().invoke(cli, [*detect, "--feature-variant", "s128-160"])
+    assert chosen.exit_code == 0, chosen.output
+    record = read_record(tmp_path / "test.h5")
+    assert record.inputs["features"].path == str(folder / "s128-160" / "test.h5")
 
 
 def test_detect_on_image_files_draws_them(tiny_run, tmp_path):

@@ -15,11 +15,11 @@ from sppdet.cli import cli
 from sppdet.data.voc import VOCDataset
 from sppdet.fc_head import FcHead
 from sppdet.feature_cache import FeatureCache
-from sppdet.stages.layout import features_path, proposals_path
+from sppdet.stages.layout import feature_variant, features_path, proposals_path
 from sppdet.svm import SVMWeights
 from sppdet.window_features import WindowFeaturizer
 
-from tests.fake_training_inputs import make_inputs, negatives_of, write_fc, write_proposals
+from tests.fake_training_inputs import SCALES, make_inputs, negatives_of, write_fc, write_proposals
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +251,8 @@ def test_default_paths_follow_the_layout_and_the_fc_backbone(tmp_path, inputs):
     _fc(work, inputs)
     for source, target in (
             (inputs.proposals, proposals_path(work, inputs.dataset, "trainval", "ss-fast")),
-            (inputs.features, features_path(work, inputs.dataset, "trainval", "fakenet"))):
+            (inputs.features, features_path(work, inputs.dataset, "trainval", "fakenet",
+                                            feature_variant(SCALES, flip=False)))):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source, target)
         shutil.copy(f"{source}.record.json", f"{target}.record.json")
@@ -259,7 +260,22 @@ def test_default_paths_follow_the_layout_and_the_fc_backbone(tmp_path, inputs):
                                       "--name", "m", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     record = json.loads((work / "models" / "m" / "svm.npz.record.json").read_text())
-    assert record["inputs"]["features"]["path"].endswith("fakenet/trainval.h5")
+    assert record["inputs"]["features"]["path"].endswith("fakenet/s240-480/trainval.h5")
+    # a second variant of the backbone's cache: the command must be told which one
+    other = features_path(work, inputs.dataset, "trainval", "fakenet", "s240-480-flip")
+    other.parent.mkdir(parents=True)
+    shutil.copy(inputs.features, other)
+    shutil.copy(f"{inputs.features}.record.json", f"{other}.record.json")
+    several = CliRunner().invoke(cli, ["-w", str(work), "train-svm", str(inputs.dataset),
+                                       "--name", "m", "--device", "cpu"])
+    assert several.exit_code == 1
+    assert "s240-480, s240-480-flip; choose one with --feature-variant" in several.output
+    chosen = CliRunner().invoke(cli, ["-w", str(work), "train-bbox-reg", str(inputs.dataset),
+                                      "--name", "m", "--backbone", "fakenet", "--device", "cpu",
+                                      "--feature-variant", "s240-480-flip"])
+    assert chosen.exit_code == 0, chosen.output
+    record = json.loads((work / "models" / "m" / "bbox_reg.npz.record.json").read_text())
+    assert record["inputs"]["features"]["path"].endswith("fakenet/s240-480-flip/trainval.h5")
     both = CliRunner().invoke(cli, ["-w", str(work), "train-svm", str(inputs.dataset),
                                     "--name", "m", "--backbone", "x", "--features",
                                     str(inputs.features)])

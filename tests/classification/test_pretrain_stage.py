@@ -105,7 +105,9 @@ def test_the_pretrained_zf5_drives_the_detection_pipeline(trained) -> None:
                                 checkpoint_every=10, log_every=10, init="pretrained"))
     summary = pipeline.run(data, work, config)
     assert 0.0 <= summary.eval_summary.report["mean_ap"] <= 1.0
-    cache_record = read_record(next((work / "features").rglob("trainval.h5")))
+    cache = next((work / "features").rglob("trainval.h5"))
+    assert cache.parent.name == f"s160-w{file_sha256(weights)[:8]}"  # the weights' own folder
+    cache_record = read_record(cache)
     assert cache_record.params["backbone"]["weights_sha256"] == file_sha256(weights)
     fc_record = read_record(work / "models" / "zf5-pre" / "fc.pt")
     assert fc_record.params["init_weights"]["sha256"] == file_sha256(weights)
