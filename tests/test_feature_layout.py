@@ -7,9 +7,10 @@ import pytest
 from click.testing import CliRunner
 
 from sppdet.artifacts import read_record
+from sppdet.backbones import build_backbone
 from sppdet.backbones.base import file_sha256
 from sppdet.cli import cli
-from sppdet.errors import ArtifactMissingError, ConfigError
+from sppdet.errors import ArtifactMissingError, ConfigError, ModelError
 from sppdet.stages import cache_features
 from sppdet.stages.layout import (dataset_tag, feature_variant, features_path, find_features,
                                   locate_features)
@@ -116,7 +117,6 @@ def _cache(work: Path, dataset, *args: str):
 def test_caches_of_other_settings_coexist(tiny_voc, tmp_path):
     work = tmp_path / "work"
     weights = tmp_path / "zf5.pt"
-    from sppdet.backbones import build_backbone
     build_backbone("zf5", seed=1).save_weights(str(weights))
     runs = {"s48": ("--scales", "48"), "s48-80-flip": ("--scales", "48,80", "--flip"),
             f"s48-w{file_sha256(str(weights))[:8]}": ("--scales", "48", "--weights",
@@ -137,7 +137,6 @@ def test_caches_of_other_settings_coexist(tiny_voc, tmp_path):
 
 
 def test_default_out_names_an_unreadable_weights_file(tmp_path):
-    from sppdet.errors import ModelError
     with pytest.raises(ModelError, match="cannot read the weights file .*missing.pt"):
         cache_features.default_out(tmp_path, tmp_path, "test", backbone_name="zf5",
                                    weights=str(tmp_path / "missing.pt"), scales=(48,),
@@ -153,8 +152,8 @@ def test_help_shows_the_feature_variant_default():
         assert "[default: the only one holding the split]" in text, command
 
 
-def test_record_json_is_what_discovery_needs(tiny_voc, tmp_path):
-    """A cache counts as finished once its record is written, as ItemStore does at the end."""
+def test_a_cache_made_by_the_command_is_found(tiny_voc, tmp_path):
+    """Discovery looks for what cache-features writes: the file and its record."""
     work = tmp_path / "work"
     assert _cache(work, tiny_voc, "--scales", "48").exit_code == 0
     found = find_features(work, tiny_voc, "trainval", "zf5")
