@@ -87,6 +87,9 @@ def main() -> None:
     parser.add_argument("--demo-images", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--jsonl", type=Path, default=None,
+                        help="append each finished row here, and report every row in it (so a "
+                             "long run can be split or resumed; default <work>/rows.jsonl)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -111,13 +114,16 @@ def main() -> None:
           f"(decoded in {time.perf_counter() - started:.0f} s)", flush=True)
     views = ViewSettings(size=args.crop, scales=(args.image,), views="10")
 
-    rows = []
+    jsonl = args.jsonl or args.work / "rows.jsonl"
+    done = {(row["variant"], row["seed"]) for row in read_rows(jsonl)}
     for seed in args.seeds:
         fit_set, val_set = holdout_split(train_set, 0.1, seed=seed)
         index = {id(example): i for i, example in enumerate(train_set.examples)}
         fit_images = [train_images[index[id(e)]] for e in fit_set.examples]
         val_images = [train_images[index[id(e)]] for e in val_set.examples]
         for variant in args.variants:
+            if (variant, seed) in done:
+                continue
             config = PretrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                     crop_size=args.crop, small_size=args.small,
                                     image_size=args.image, hidden=args.hidden, seed=seed,
@@ -137,19 +143,29 @@ def main() -> None:
                    "sizes": sorted({s.input_size for s in result.history}),
                    **{r.mode: r.top1_error for r in results},
                    **{f"{r.mode}_top5": r.top5_error for r in results}}
-            rows.append(row)
+            with jsonl.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
+    rows = read_rows(jsonl)
 
     out = args.out or Path("benchmarks/results") / f"pretrain_{name}.md"
     write_results(out, name, args, rows, train_set, test_set)
     print(f"wrote {out}")
 
 
+def read_rows(path: Path) -> list[dict]:
+    """Rows of earlier (possibly interrupted) runs, one JSON object per line."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def write_results(out: Path, name: str, args: argparse.Namespace, rows: list[dict],
                   train_set: ExampleSet, test_set: ExampleSet) -> None:
     lines = [f"# SPP-net classification variants on {name} (tables 2 and 3 in miniature)", "",
              f"Command: `PYTHONPATH=. python3 benchmarks/pretrain_tables.py {args.dataset} "
-             f"--work {args.work} --epochs {args.epochs} --seeds {' '.join(map(str, args.seeds))}"
+             f"--work {args.work} --epochs {args.epochs} --seeds "
+             f"{' '.join(map(str, sorted({row['seed'] for row in rows})))}"
              f"{f' --max-per-class {args.max_per_class}' if args.max_per_class else ''}`; "
              f"{date.today().isoformat()}, {platform.machine()} CPU, {args.threads} threads, "
              f"torch {torch.__version__}.", "",
@@ -169,10 +185,10 @@ def write_results(out: Path, name: str, args: argparse.Namespace, rows: list[dic
         lines.append(f"| {row['variant']} | {row['seed']} | {row['sizes']} | "
                      f"{100 * row['crop']:.2f} | {100 * row['full']:.2f} | "
                      f"{100 * row['multiview']:.2f} | {row['train_seconds']:.0f} |")
-    if len(args.seeds) > 1:
+    if len({row["seed"] for row in rows}) > 1:
         lines += ["", "Mean over seeds:", "", "| variant | crop | full | 10-view |",
                   "|---|---:|---:|---:|"]
-        for variant in args.variants:
+        for variant in dict.fromkeys(row["variant"] for row in rows):
             mine = [row for row in rows if row["variant"] == variant]
             means = [100 * np.mean([row[mode] for row in mine])
                      for mode in ("crop", "full", "multiview")]
