@@ -26,15 +26,16 @@ def _echo_stage(result: StageResult) -> None:
 @click.command("pipeline")
 @dataset_argument
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="YAML or JSON file with sections propose, cache_features, "
-                                 "finetune, train_svm, train_bbox_reg, detect (options given "
-                                 "here override it).")
+              default=None, help="YAML or JSON file with sections pretrain (optional), "
+                                 "propose, cache_features, finetune, train_svm, "
+                                 "train_bbox_reg, detect (options given here override it).")
 @click.option("--name", "-n", default=None, help="Model name.  [default: spp]")
 @click.option("--train-split", default=None, help="Training split.  [default: trainval]")
 @click.option("--test-split", default=None, help="Split to detect and evaluate.  "
                                                  "[default: test]")
 @click.option("--backbone", "-b", default=None,
-              help="Conv trunk.  [default: efficientnet_lite0]")
+              help="Conv trunk.  [default: efficientnet_lite0, or the config's "
+                   "pretrain backbone]")
 @click.option("--scales", default=None,
               help="Shorter image sides, comma-separated.  [default: 480,576,688,864,1200]")
 @click.option("--method", default=None, help="Proposal method.  [default: ss-fast]")
@@ -56,7 +57,8 @@ def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
                      iterations: int | None, scorer: str | None, metric: str | None,
                      jobs: int | None, seed: int | None, device: str, force: bool) -> None:
     """Run every stage on DATASET: propose, cache-features, finetune, train-svm,
-    train-bbox-reg, detect, eval.
+    train-bbox-reg, detect, eval; first pretrain when the config has a pretrain section
+    (its weights then compute the features).
 
     Stages whose artifacts are up to date (same parameters, same inputs) are skipped; after a
     change, the pipeline reruns from the first stage it affects.

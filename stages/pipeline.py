@@ -1,5 +1,5 @@
-"""Stage ``pipeline``: propose -> cache-features -> finetune -> train-svm -> train-bbox-reg ->
-detect -> eval, for one dataset, a training split and a test split.
+"""Stage ``pipeline``: [pretrain ->] propose -> cache-features -> finetune -> train-svm ->
+train-bbox-reg -> detect -> eval, for one dataset, a training split and a test split.
 
 Every stage is called with its parameters and skips itself when its artifact's record already
 matches (same parameters, same input digests). Because an artifact's digest covers its inputs'
@@ -7,8 +7,13 @@ digests, changing one stage's parameter reruns that stage and every stage after 
 before it, like make.
 
 The whole run is described by a :class:`PipelineConfig`, which a YAML or JSON file can give
-(sections ``propose``, ``cache_features``, ``finetune``, ``train_svm``, ``train_bbox_reg``,
-``detect``, ``eval``; see ``docs/pipeline.example.yaml``).
+(sections ``pretrain``, ``propose``, ``cache_features``, ``finetune``, ``train_svm``,
+``train_bbox_reg``, ``detect``; see ``docs/pipeline.example.yaml``).
+
+With a ``pretrain`` section, a paper trunk is first trained as an SPP classifier on the
+dataset's object crops (:mod:`stages.pretrain`), and its ``weights.pt`` computes the features
+(and, with ``finetune.init: pretrained``, gives fc6/fc7). The features record holds that file's
+SHA-256, so retraining it reruns every later stage.
 """
 
 from __future__ import annotations
@@ -23,19 +28,66 @@ from typing import Any
 
 import yaml
 
+from sppdet.backbones import BACKBONES
+from sppdet.backbones.paper_nets import PaperTrunk
+from sppdet.classification.training import PretrainConfig
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError
 from sppdet.finetune import FinetuneConfig
 from sppdet.progress import get_logger
 
-from . import (cache_features, detect, evaluate, finetune, propose, train_bbox_reg,
-               train_svm)
+from . import (cache_features, detect, evaluate, finetune, pretrain, propose,
+               train_bbox_reg, train_svm)
 from .layout import detections_path, eval_dir, model_dir, proposals_path
 
 log = get_logger("pipeline")
 
-STAGES = ("propose", "cache-features", "finetune", "train-svm", "train-bbox-reg", "detect",
-          "eval")
+STAGES = ("pretrain", "propose", "cache-features", "finetune", "train-svm", "train-bbox-reg",
+          "detect", "eval")
+DEFAULT_BACKBONE = "efficientnet_lite0"
+PAPER_TRUNKS = tuple(name for name, make in BACKBONES.items()
+                     if isinstance(make, type) and issubclass(make, PaperTrunk))
+
+
+@dataclass
+class PretrainOptions:
+    """The optional first step: train a paper trunk as an SPP classifier (``stages.pretrain``)
+    on the dataset's object and background crops; its ``weights.pt`` then computes the features.
+
+    In a config file the ``pretrain`` section holds these keys and, beside them (flattened),
+    the fields of :class:`~sppdet.classification.training.PretrainConfig` (``epochs``,
+    ``batch_size``, ``crop_size``, ``hidden``, ``levels``...), which go to ``training``.
+
+    Attributes:
+        split: split whose objects become examples (``None``: the pipeline's ``train_split``).
+        backbone: the paper trunk to train (zf5, convnet5, overfeat5, overfeat7); the
+            features are computed with it.
+        name: output folder ``<work>/backbones/<name>/`` (``None``:
+            ``<pipeline name>-<backbone>``).
+        context: context added around each object, as a fraction of its width/height per side.
+        background_per_image: background crops per image (0: no background class).
+        include_difficult: also crop objects marked difficult.
+        seed: seed of the training and of the background crops (``None``: the pipeline's
+            ``seed``).
+        training: training settings; its ``seed`` is replaced by the resolved seed above.
+    """
+
+    split: str | None = None
+    backbone: str = "zf5"
+    name: str | None = None
+    context: float = 0.1
+    background_per_image: int = 1
+    include_difficult: bool = False
+    seed: int | None = None
+    training: PretrainConfig = field(default_factory=PretrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat mapping a config file's ``pretrain`` section holds."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name != "training"}
+        training = self.training.to_dict()
+        training.pop("seed")
+        return {**values, **training}
 
 
 @dataclass
@@ -48,7 +100,10 @@ class ProposeOptions:
 
 @dataclass
 class CacheOptions:
-    backbone: str = "efficientnet_lite0"
+    """``backbone``: ``None`` is efficientnet_lite0, or the pretrain section's backbone when
+    there is one (which then also gives the weights: ``weights`` must stay ``None``)."""
+
+    backbone: str | None = None
     weights: str | None = None
     scales: tuple[int, ...] = cache_features.PAPER_SCALES
     flip: bool = True
@@ -96,7 +151,9 @@ class PipelineConfig:
         metric: ``11point`` (VOC2007) or ``area``.
         jobs: worker processes for proposals and SVMs.
         device: ``auto``, ``cpu``, ``cuda[:N]``.
-        seed: seed of every sampling stage.
+        seed: seed of every sampling stage (and of pretraining unless its section sets one).
+        pretrain: the optional pretraining step (``None``: none; the features come from
+            ``cache_features.backbone`` and ``weights``).
     """
 
     name: str = "spp"
@@ -114,9 +171,13 @@ class PipelineConfig:
     train_svm: SvmOptions = field(default_factory=SvmOptions)
     train_bbox_reg: BBoxRegOptions = field(default_factory=BBoxRegOptions)
     detect: DetectOptions = field(default_factory=DetectOptions)
+    pretrain: PretrainOptions | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The nested mapping a config file holds (:func:`config_from_dict` reads it back)."""
+        values = dataclasses.asdict(self)
+        values["pretrain"] = None if self.pretrain is None else self.pretrain.to_dict()
+        return values
 
 
 _SECTIONS = {"propose": ProposeOptions, "cache_features": CacheOptions,
@@ -136,7 +197,9 @@ def config_from_dict(values: Mapping[str, Any], base: PipelineConfig | None = No
     for key, value in dict(values).items():
         if key not in top:
             raise ConfigError(f"{source}: unknown key {key!r}; known: {', '.join(sorted(top))}")
-        if key in _SECTIONS:
+        if key == "pretrain":
+            config.pretrain = pretrain_from_dict(value, config.pretrain, source)
+        elif key in _SECTIONS:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{source}: section {key!r} must be a mapping")
             section = getattr(config, key)
@@ -150,6 +213,99 @@ def config_from_dict(values: Mapping[str, Any], base: PipelineConfig | None = No
         else:
             setattr(config, key, value)
     return config
+
+
+def pretrain_from_dict(values: Mapping[str, Any] | None, base: PretrainOptions | None = None,
+                       source: str = "config") -> PretrainOptions | None:
+    """The ``pretrain`` section: ``None`` (no pretraining) or a flat mapping of
+    :class:`PretrainOptions` keys and :class:`PretrainConfig` fields, overlaid on ``base``
+    (default: defaults). ``{}`` pretrains with every default.
+
+    Raises:
+        ConfigError: not a mapping, an unknown key (naming the known ones), or a bad value.
+    """
+    if values is None:
+        return None
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{source}: section 'pretrain' must be a mapping (or null for no "
+                          f"pretraining), got {values!r}")
+    options = base or PretrainOptions()
+    own = {f.name for f in dataclasses.fields(PretrainOptions)} - {"training"}
+    trained = {f.name for f in dataclasses.fields(PretrainConfig)} - {"seed"}
+    unknown = sorted(set(values) - own - trained)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown} in section 'pretrain'; "
+                          f"known: {', '.join(sorted(own | trained))}")
+    updates = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        training = dataclasses.replace(
+            options.training, **{k: v for k, v in updates.items() if k in trained})
+    except (ConfigError, TypeError) as exc:
+        raise ConfigError(f"{source}: section 'pretrain': {exc}") from exc
+    return dataclasses.replace(options, training=training,
+                               **{k: v for k, v in updates.items() if k in own})
+
+
+def check_config(config: PipelineConfig) -> None:
+    """Cross-section rules, checked before any stage runs.
+
+    With a ``pretrain`` section: its backbone is one of the paper's trunks; the features
+    come from its output, so ``cache_features.weights`` must be unset and
+    ``cache_features.backbone`` unset or equal to it; with ``finetune.init: pretrained``,
+    ``finetune.hidden`` and ``finetune.levels`` must equal the pretrained fc6's.
+
+    Raises:
+        ConfigError: naming the keys and values that disagree.
+    """
+    pre = config.pretrain
+    if pre is None:
+        return
+    if pre.backbone not in PAPER_TRUNKS:
+        raise ConfigError(f"pretrain.backbone must be one of the paper's trunks "
+                          f"({', '.join(PAPER_TRUNKS)}), got {pre.backbone!r}")
+    cache = config.cache_features
+    if cache.weights is not None:
+        raise ConfigError(
+            f"cache_features.weights ({cache.weights}) and a pretrain section both give the "
+            f"features' weights; with a pretrain section the features are computed with its "
+            f"output (backbones/<name>/weights.pt): remove one of the two")
+    if cache.backbone is not None and cache.backbone != pre.backbone:
+        raise ConfigError(
+            f"cache_features.backbone is {cache.backbone!r} but the pretrain section trains "
+            f"{pre.backbone!r}, whose weights compute the features: leave "
+            f"cache_features.backbone out or set it to {pre.backbone!r}")
+    ft = config.finetune
+    if ft.init == "pretrained":
+        if ft.hidden != pre.training.hidden:
+            raise ConfigError(
+                f"finetune.init 'pretrained' starts fc6/fc7 from the pretrain output, whose "
+                f"width is pretrain.hidden = {pre.training.hidden}, but finetune.hidden is "
+                f"{ft.hidden}: set them equal")
+        if tuple(ft.levels) != tuple(pre.training.levels):
+            raise ConfigError(
+                f"finetune.init 'pretrained' starts fc6 from the pretrain output, pooled with "
+                f"pretrain.levels = {list(pre.training.levels)}, but finetune.levels is "
+                f"{list(ft.levels)}: set them equal")
+
+
+def pretrain_arguments(config: PipelineConfig) -> dict[str, Any]:
+    """Keyword arguments of :func:`stages.pretrain.run` for ``config.pretrain``, with its
+    defaults resolved: split ``train_split``, name ``<name>-<backbone>``, and the seed (of the
+    training and of the background crops) the pipeline's unless the section sets one.
+
+    Raises:
+        ConfigError: ``config`` has no pretrain section.
+    """
+    pre = config.pretrain
+    if pre is None:
+        raise ConfigError("the pipeline config has no pretrain section")
+    seed = config.seed if pre.seed is None else pre.seed
+    return {"split": pre.split or config.train_split, "backbone": pre.backbone,
+            "name": pre.name or f"{config.name}-{pre.backbone}",
+            "config": dataclasses.replace(pre.training, seed=seed),
+            "crop_options": {"context": pre.context,
+                             "background_per_image": pre.background_per_image,
+                             "include_difficult": pre.include_difficult, "seed": seed}}
 
 
 def load_config(path: str | Path, base: PipelineConfig | None = None) -> PipelineConfig:
@@ -202,6 +358,7 @@ def run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: b
         force: rebuild every artifact.
         on_stage: called after each stage with its :class:`StageResult`.
     """
+    check_config(config)
     work_dir = Path(work_dir)
     summary = PipelineSummary()
     start = time.perf_counter()
@@ -227,11 +384,18 @@ def run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: b
             on_stage(record)
         return result
 
+    c = config.cache_features
+    backbone, weights = c.backbone or DEFAULT_BACKBONE, c.weights
+    if config.pretrain is not None:
+        pretrained = step("pretrain", lambda: pretrain.run(
+            dataset, work_dir, **pretrain_arguments(config), device=config.device,
+            jobs=config.jobs, force=force))
+        backbone, weights = config.pretrain.backbone, str(pretrained.weights.resolve())
+
     p = config.propose
     method_options = {"max_boxes": p.max_boxes, "max_size": p.max_size}
     if p.method.startswith("ss-"):
         method_options["min_size"] = p.min_size
-    c = config.cache_features
     props, feats = {}, {}
     for split in dict.fromkeys([config.train_split, config.test_split]):
         props[split] = proposals_path(work_dir, dataset, split, p.method)
@@ -241,10 +405,10 @@ def run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: b
     for split in dict.fromkeys([config.train_split, config.test_split]):
         flip = c.flip and split == config.train_split
         feats[split] = cache_features.default_out(
-            work_dir, dataset, split, backbone_name=c.backbone, weights=c.weights,
+            work_dir, dataset, split, backbone_name=backbone, weights=weights,
             scales=tuple(c.scales), flip=flip)
         step(f"cache-features {split}", lambda split=split, flip=flip: cache_features.run(
-            dataset, split, feats[split], backbone_name=c.backbone, weights=c.weights,
+            dataset, split, feats[split], backbone_name=backbone, weights=weights,
             scales=tuple(c.scales), flip=flip, dtype=c.dtype, compression=c.compression,
             device=config.device, force=force, seed=config.seed))
     models = model_dir(work_dir, config.name)
