@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--lr-drop-epochs", type=int, nargs="*", default=[9],
+                        help="fixed schedule (the same for every variant); none = on plateau")
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--crop", type=int, default=112)
     parser.add_argument("--small", type=int, default=90)
@@ -125,6 +127,7 @@ def main() -> None:
             if (variant, seed) in done:
                 continue
             config = PretrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                    lr_drop_epochs=tuple(args.lr_drop_epochs),
                                     crop_size=args.crop, small_size=args.small,
                                     image_size=args.image, hidden=args.hidden, seed=seed,
                                     **VARIANTS[variant])
@@ -162,6 +165,11 @@ def read_rows(path: Path) -> list[dict]:
 
 def write_results(out: Path, name: str, args: argparse.Namespace, rows: list[dict],
                   train_set: ExampleSet, test_set: ExampleSet) -> None:
+    if args.lr_drop_epochs:
+        drops = ", ".join(str(epoch + 1) for epoch in args.lr_drop_epochs)
+        schedule = f"from epoch {drops} on (1-based; the same for every variant)"
+    else:
+        schedule = "after 2 epochs without a lower held-out error"
     lines = [f"# SPP-net classification variants on {name} (tables 2 and 3 in miniature)", "",
              f"Command: `PYTHONPATH=. python3 benchmarks/pretrain_tables.py {args.dataset} "
              f"--work {args.work} --epochs {args.epochs} --seeds "
@@ -171,7 +179,7 @@ def write_results(out: Path, name: str, args: argparse.Namespace, rows: list[dic
              f"torch {torch.__version__}.", "",
              f"ZF-5 from scratch, crop {args.crop}, small size {args.small}, examples stored at "
              f"shorter side {args.image}; {args.epochs} epochs, batch {args.batch_size}, "
-             f"lr {args.lr} divided by 10 after 2 epochs without a lower held-out error, "
+             f"lr {args.lr} divided by 10 {schedule}, "
              f"fc6/fc7 width {args.hidden}, dropout 0.5, flips and colour jitter 0.2; 10% of "
              f"each class held out for the schedule.", "",
              f"Training examples: {len(train_set)} ({train_set.counts()}); test examples: "

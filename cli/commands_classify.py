@@ -52,6 +52,9 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 @click.option("--lr-patience", type=click.IntRange(min=0), default=_DEFAULTS.lr_patience,
               show_default=True,
               help="Epochs without a lower held-out error before the rate drops.")
+@click.option("--lr-drop-epochs", default="", show_default=True, metavar="E1,E2,...",
+              help="A fixed schedule instead of the plateau rule: the rate is divided by 10 "
+                   "from each of these (0-based) epochs on. Empty: on plateau.")
 @click.option("--crop-size", type=click.IntRange(min=1), default=_DEFAULTS.crop_size,
               show_default=True, help="Training crop side (pixels).")
 @click.option("--image-size", type=click.IntRange(min=1), default=_DEFAULTS.image_size,
@@ -95,7 +98,8 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 @force_option
 @pass_settings
 def pretrain_command(settings: Settings, dataset: Path, split: str, backbone: str,
-                     weights: str | None, name: str | None, levels: str, context: float,
+                     weights: str | None, name: str | None, levels: str, lr_drop_epochs: str,
+                     context: float,
                      background_per_image: int, include_difficult: bool,
                      classes: str | None, device: str, jobs: int, force: bool,
                      **hyper_parameters: object) -> None:
@@ -111,7 +115,8 @@ def pretrain_command(settings: Settings, dataset: Path, split: str, backbone: st
     --backbone zf5 --weights ...` and start the detector's fc6/fc7 from it with
     `sppdet finetune --init pretrained`.
     """
-    config = PretrainConfig(levels=_int_list(levels, "--levels"),
+    drops = _int_list(lr_drop_epochs, "--lr-drop-epochs") if lr_drop_epochs.strip() else ()
+    config = PretrainConfig(levels=_int_list(levels, "--levels"), lr_drop_epochs=drops,
                             **hyper_parameters)  # type: ignore[arg-type]
     crop_options = {"context": context, "background_per_image": background_per_image,
                     "include_difficult": include_difficult, "seed": config.seed}

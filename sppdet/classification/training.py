@@ -56,6 +56,10 @@ class PretrainConfig:
         lr_factor: the rate is multiplied by this when the validation error stops improving
             (0.1: "divided by 10 when the error plateaus").
         lr_patience: epochs without improvement before the rate drops.
+        lr_drop_epochs: a fixed schedule instead: the (0-based) epochs from which the rate is
+            multiplied by ``lr_factor`` once more, e.g. ``(8, 11)``; empty (**default**) = on
+            plateau. A fixed schedule makes runs that differ in one setting comparable (a
+            plateau schedule reacts to each run's own noisy held-out error).
         crop_size: training crop side in pixels (224).
         image_size: examples are stored with their shorter side at this many pixels; training
             crops are cut from them (256). Also the full-image test size.
@@ -77,6 +81,7 @@ class PretrainConfig:
     weight_decay: float = 5e-4
     lr_factor: float = 0.1
     lr_patience: int = 2
+    lr_drop_epochs: tuple[int, ...] = ()
     crop_size: int = 224
     image_size: int = 256
     multi_size: str = "off"
@@ -91,6 +96,11 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", tuple(int(n) for n in self.levels))
+        object.__setattr__(self, "lr_drop_epochs", tuple(int(n) for n in self.lr_drop_epochs))
+        if any(n < 1 for n in self.lr_drop_epochs) or \
+                list(self.lr_drop_epochs) != sorted(set(self.lr_drop_epochs)):
+            raise ConfigError(f"lr_drop_epochs must be increasing epochs >= 1, got "
+                              f"{self.lr_drop_epochs}")
         for name in ("epochs", "batch_size", "crop_size", "image_size", "small_size", "hidden"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -130,6 +140,7 @@ class PretrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["levels"] = list(self.levels)
+        data["lr_drop_epochs"] = list(self.lr_drop_epochs)
         return data
 
 
@@ -263,8 +274,12 @@ class ClassifierTrainer:
         model.to(self.device)
         optimizer = torch.optim.SGD(_parameter_groups(model, cfg.weight_decay), lr=cfg.lr,
                                     momentum=cfg.momentum)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
+        if cfg.lr_drop_epochs:
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(
+                optimizer, milestones=list(cfg.lr_drop_epochs), gamma=cfg.lr_factor)
+        else:
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
         result = TrainResult()
         start_epoch = self._resume(model, optimizer, scheduler, result)
         started = time.perf_counter()
@@ -278,7 +293,10 @@ class ClassifierTrainer:
             if not math.isfinite(train_loss):
                 raise ModelError(f"training diverged in epoch {epoch + 1} (loss {train_loss}); "
                                  f"lower the learning rate (now {lr:g})")
-            scheduler.step(val_error if val_error is not None else train_loss)
+            if cfg.lr_drop_epochs:
+                scheduler.step()
+            else:
+                scheduler.step(val_error if val_error is not None else train_loss)
             stats = EpochStats(epoch, cfg.input_size(epoch), lr, train_loss, train_error,
                                val_loss, val_error, time.perf_counter() - epoch_started)
             result.history.append(stats)

@@ -40,6 +40,17 @@ def test_input_size_schedules() -> None:
         PretrainConfig(**{**SMALL, "image_size": 60})
 
 
+def test_fixed_learning_rate_schedule() -> None:
+    images, labels = _data()
+    config = PretrainConfig(**SMALL, epochs=3, lr_drop_epochs=(1,))
+    result = ClassifierTrainer(config).train(_model(), images, labels)
+    assert [round(stats.lr, 6) for stats in result.history] == [0.01, 0.001, 0.001]
+    with pytest.raises(ConfigError):
+        PretrainConfig(**SMALL, lr_drop_epochs=(3, 2))
+    with pytest.raises(ConfigError):
+        PretrainConfig(**SMALL, lr_drop_epochs=(0,))
+
+
 def test_multi_size_alternates_inputs_and_shares_every_weight() -> None:
     images, labels = _data()
     config = PretrainConfig(**SMALL, epochs=2, multi_size="alternate")
