@@ -91,7 +91,7 @@ class ClassifySummary:
         return "\n".join(lines)
 
 
-def test_examples(dataset: Path, split: str, classes: Sequence[str], meta: dict) -> ExampleSet:
+def evaluation_examples(dataset: Path, split: str, classes: Sequence[str], meta: dict) -> ExampleSet:
     """The split's examples, cut as the model's training examples were (VOC crops)."""
     source = dict(meta.get("examples", {}))
     if is_voc_layout(dataset):
@@ -174,7 +174,7 @@ def run(model: str | Path, dataset: str | Path, work_dir: str | Path, *, split: 
         raise ConfigError("whole-image features need a VOC-layout dataset (multi-label images)")
     model_name = classifier_path.parent.name
     out_dir = classify_dir(Path(work_dir), model_name, dataset, split)
-    examples = test_examples(dataset, split, classes, meta)
+    examples = evaluation_examples(dataset, split, classes, meta)
     record = Record(stage=STAGE, stage_version=STAGE_VERSION, params={
         "classifier": str(classifier_path.resolve()),
         "classifier_sha256": file_sha256(classifier_path),
