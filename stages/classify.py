@@ -91,7 +91,8 @@ class ClassifySummary:
         return "\n".join(lines)
 
 
-def evaluation_examples(dataset: Path, split: str, classes: Sequence[str], meta: dict) -> ExampleSet:
+def evaluation_examples(dataset: Path, split: str, classes: Sequence[str],
+                        meta: dict) -> ExampleSet:
     """The split's examples, cut as the model's training examples were (VOC crops)."""
     source = dict(meta.get("examples", {}))
     if is_voc_layout(dataset):
