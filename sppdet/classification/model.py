@@ -113,7 +113,7 @@ class SPPClassifier(nn.Module):
         return self.fc8(x)
 
     def forward(self, images: Tensor) -> Tensor:
-        """``[B, 3, H, W]`` preprocessed images (any H, W the trunk accepts) -> ``[B, K]`` logits."""
+        """``[B, 3, H, W]`` preprocessed images (any H, W the trunk takes) -> ``[B, K]`` logits."""
         return self.head(self.pool(self.backbone(images)))
 
     @torch.no_grad()

@@ -211,7 +211,8 @@ class ClassifierTrainer:
         self.identity = identity
 
     # ------------------------------------------------------------------ batches
-    def batches(self, images: Sequence[np.ndarray], epoch: int) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    def batches(self, images: Sequence[np.ndarray],
+                epoch: int) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
         """The epoch's batches: ``(example indices, augmented [s, s, 3] uint8 views)``.
 
         Depends only on ``(config, epoch, images)``; the views have the epoch's input size.
@@ -338,7 +339,8 @@ class ClassifierTrainer:
         if labels.min() < 0 or labels.max() >= model.num_classes:
             raise DataError(f"{what} labels must lie in [0, {model.num_classes}), got "
                             f"[{labels.min()}, {labels.max()}]")
-        small = [i for i, image in enumerate(images) if min(image.shape[:2]) < self.config.crop_size]
+        crop = self.config.crop_size
+        small = [i for i, image in enumerate(images) if min(image.shape[:2]) < crop]
         if small:
             raise DataError(f"{len(small)} {what} image(s) have a side shorter than the crop "
                             f"size {self.config.crop_size} (first: example {small[0]}, "
