@@ -13,18 +13,14 @@ from sppdet.stages import classify, pretrain
 
 from .context import Settings, pass_settings
 from .options import (classes_option, device_option, force_option, jobs_option, parse_classes,
-                      seed_option)
+                      parse_int_list, seed_option)
 
 _DEFAULTS = PretrainConfig()
 
 
-def _int_list(text: str, option: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}",
-                                 param_hint=option) from None
-    if not values or min(values) < 1:
+def _positive_ints(text: str, option: str) -> tuple[int, ...]:
+    values = parse_int_list(text, option)
+    if min(values) < 1:
         raise click.BadParameter(f"expected positive integers, got {text!r}", param_hint=option)
     return values
 
@@ -115,8 +111,8 @@ def pretrain_command(settings: Settings, dataset: Path, split: str, backbone: st
     --backbone zf5 --weights ...` and start the detector's fc6/fc7 from it with
     `sppdet finetune --init pretrained`.
     """
-    drops = _int_list(lr_drop_epochs, "--lr-drop-epochs") if lr_drop_epochs.strip() else ()
-    config = PretrainConfig(levels=_int_list(levels, "--levels"), lr_drop_epochs=drops,
+    drops = _positive_ints(lr_drop_epochs, "--lr-drop-epochs") if lr_drop_epochs.strip() else ()
+    config = PretrainConfig(levels=_positive_ints(levels, "--levels"), lr_drop_epochs=drops,
                             **hyper_parameters)  # type: ignore[arg-type]
     crop_options = {"context": context, "background_per_image": background_per_image,
                     "include_difficult": include_difficult, "seed": config.seed}
@@ -169,7 +165,7 @@ def classify_command(settings: Settings, model: Path, dataset: Path, split: str,
     bad = [mode for mode in mode_list if mode not in MODES]
     if bad or not mode_list:
         raise click.BadParameter(f"choose from {', '.join(MODES)}", param_hint="--modes")
-    scales = _int_list(view_scales, "--view-scales") if view_scales else None
+    scales = _positive_ints(view_scales, "--view-scales") if view_scales else None
     summary = classify.run(model, dataset, settings.work_dir, split=split, modes=mode_list,
                            views=views, view_scales=scales, view_mapping=view_mapping,
                            features=features, whole_images=whole_images,

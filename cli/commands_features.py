@@ -12,18 +12,12 @@ from sppdet.stages import cache_features
 
 from .context import Settings, pass_settings
 from .options import (classes_option, dataset_argument, device_option, force_option,
-                      on_error_option, parse_classes, seed_option, shard_option, split_option)
+                      on_error_option, parse_classes, parse_int_list, seed_option, shard_option,
+                      split_option)
 
 
 def parse_scales(text: str) -> tuple[int, ...]:
-    try:
-        scales = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}",
-                                 param_hint="--scales") from None
-    if not scales:
-        raise click.BadParameter("give at least one scale", param_hint="--scales")
-    return scales
+    return parse_int_list(text, "--scales", what="scale")
 
 
 @click.command("cache-features")

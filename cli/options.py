@@ -86,6 +86,18 @@ def feature_variant_option(func: F) -> F:
     )(func)
 
 
+def parse_int_list(text: str, param_hint: str, *, what: str = "value") -> tuple[int, ...]:
+    """``"480,576"`` -> ``(480, 576)``; a usage error names ``param_hint`` otherwise."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}",
+                                 param_hint=param_hint) from None
+    if not values:
+        raise click.BadParameter(f"give at least one {what}", param_hint=param_hint)
+    return values
+
+
 def parse_classes(text: str | None) -> tuple[str, ...] | None:
     """``"a,b,c"`` -> ``("a", "b", "c")``; ``None`` stays ``None``."""
     if text is None:

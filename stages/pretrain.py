@@ -21,10 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from sppdet.artifacts import ArtifactLock, Record, is_up_to_date, write_artifact, write_text_atomic
-from sppdet.artifacts import canonical_json
+from sppdet.artifacts import (
+    ArtifactLock,
+    Record,
+    canonical_json,
+    is_up_to_date,
+    write_artifact,
+    write_text_atomic,
+)
 from sppdet.backbones import build_backbone
 from sppdet.backbones.paper_nets import PaperTrunk
 from sppdet.classification.examples import (

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sppdet.artifacts import atomic_path
 from sppdet.backbones import Backbone, build_backbone
 from sppdet.errors import ConfigError, DataError, ModelError
 from sppdet.scales import resize_image
@@ -310,9 +311,8 @@ def save_classifier(model: SPPClassifier, path: str | Path, *, classes: Sequence
         "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
         "meta": dict(meta or {}),
     }
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(blob, temporary)
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        torch.save(blob, temporary)
 
 
 def load_classifier(path: str | Path, *, map_location: str | torch.device = "cpu"

@@ -29,8 +29,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
+from sppdet.artifacts import atomic_path
 from sppdet.classification.augment import center_crop, train_view
 from sppdet.classification.model import SPPClassifier, image_tensor
 from sppdet.errors import ConfigError, DataError, ModelError, StaleArtifactError
@@ -361,10 +362,8 @@ class ClassifierTrainer:
             "scheduler": scheduler.state_dict(),
             "history": [asdict(stats) for stats in history],
         }
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.checkpoint_path.with_name(f".{self.checkpoint_path.name}.tmp")
-        torch.save(state, temporary)
-        temporary.replace(self.checkpoint_path)
+        with atomic_path(self.checkpoint_path) as temporary:
+            torch.save(state, temporary)
 
     def _resume(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                 result: TrainResult) -> int:
