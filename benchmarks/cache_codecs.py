@@ -8,8 +8,8 @@ statistics; codecs depend on them):
    by default): ms per image on the CPU, and of ZF-5 for comparison on ``--compare-images``.
 2. For every codec and storage dtype (float16, the default, and float32 for reference), the
    maps of every image are written the way the stage does it, through
-   :class:`sppdet.artifacts.ItemStore` (one part file per image, one chunk per map, then the
-   merge into one artifact), and read back with :class:`sppdet.feature_cache.FeatureCache`:
+   :class:`sppdet.io.artifacts.ItemStore` (one part file per image, one chunk per map, then the
+   merge into one artifact), and read back with :class:`sppdet.features.cache.FeatureCache`:
 
    * **MB / image**: size of the merged artifact divided by the image count (1 MB = 1e6 bytes);
      ``ratio`` = uncompressed map bytes / artifact bytes.
@@ -65,13 +65,13 @@ if ROOT not in sys.path:  # run as a script from anywhere
 
 import h5py  # noqa: E402
 
-from sppdet.artifacts import ItemStore, Record  # noqa: E402
+from sppdet.io.artifacts import ItemStore, Record  # noqa: E402
 from sppdet.backbones import Backbone, build_backbone  # noqa: E402
 from sppdet.backbones.cpu_tuning import keep_freed_memory  # noqa: E402
 from sppdet.data.images import read_image  # noqa: E402
-from sppdet.feature_cache import FEATURES_STAGE, FeatureCache, compute_maps, map_name  # noqa: E402
-from sppdet.scales import PAPER_SCALES, resized_size  # noqa: E402
-from sppdet.spp import pool_windows  # noqa: E402
+from sppdet.features.cache import FEATURES_STAGE, FeatureCache, compute_maps, map_name  # noqa: E402
+from sppdet.ops.scales import PAPER_SCALES, resized_size  # noqa: E402
+from sppdet.ops.spp import pool_windows  # noqa: E402
 
 # Real 500x375 VOC2007 photos from the shared check data (SOURCES.md there), next to the
 # project folder or one level further up for a checkout inside a work-tree folder.

@@ -1,19 +1,19 @@
-"""Time fine-tuning of the fc layers (sppdet.finetune) on this machine.
+"""Time fine-tuning of the fc layers (sppdet.training.finetune) on this machine.
 
 Three measurements:
 
-1. ``step``: one SGD iteration of :class:`sppdet.fc_head.FcHead` (forward, softmax loss,
+1. ``step``: one SGD iteration of :class:`sppdet.features.fc_head.FcHead` (forward, softmax loss,
    backward, momentum + weight-decay update) on a mini-batch of B windows of dimension
    ``in_dim`` (default 112 x 50 = 5,600, EfficientNet-Lite0's conv5 with the 50-bin pyramid),
    for each ``--hidden`` width.
 2. ``pooling``: a synthetic feature cache in the real layout and at real sizes (500 x 375
    images, 112 channels, the paper's five scales, mirrored maps, float16, lzf), then: the time
    to decode one image's maps (what a window from a not-yet-loaded image costs), and the
-   pooling cost per iteration of :class:`sppdet.finetune.ChunkSampler` plans for several
+   pooling cost per iteration of :class:`sppdet.training.finetune.ChunkSampler` plans for several
    ``(images per chunk, iterations per chunk)`` settings. ``G = 128, T = 1`` is what drawing
    every window of a mini-batch from a different image costs (the released code's window data
    layer draws windows uniformly over the whole split).
-3. ``train``: :class:`sppdet.finetune.FcFinetuner` end to end on that cache (pooling + steps).
+3. ``train``: :class:`sppdet.training.finetune.FcFinetuner` end to end on that cache (pooling + steps).
 
 The cache holds Gaussian noise: conv5 of EfficientNet-Lite0 cut after block 10 is the output of
 a linear 1x1 projection (no ReLU), so real maps are dense and compress about as badly.
@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sppdet.artifacts import ItemStore, Record
-from sppdet.fc_head import FcHead
-from sppdet.feature_cache import FEATURES_STAGE, FeatureCache, map_name
-from sppdet.finetune import ChunkSampler, FcFinetuner, FinetuneConfig, pool_plan
-from sppdet.scales import PAPER_SCALES, resized_size
-from sppdet.training_windows import SplitWindows
+from sppdet.io.artifacts import ItemStore, Record
+from sppdet.features.fc_head import FcHead
+from sppdet.features.cache import FEATURES_STAGE, FeatureCache, map_name
+from sppdet.training.finetune import ChunkSampler, FcFinetuner, FinetuneConfig, pool_plan
+from sppdet.ops.scales import PAPER_SCALES, resized_size
+from sppdet.training.windows import SplitWindows
 
 WIDTH, HEIGHT, STRIDE, CHANNELS = 500, 375, 16, 112
 

@@ -3,7 +3,7 @@
 For each method: seconds per image (wall clock and CPU time of this process; on a shared
 machine the CPU time is the fairer "one core" figure), boxes per image, and recall at IoU 0.5
 and 0.7 and AR at the box budgets, per data set. Annotations are VOC XML, parsed here with
-xml.etree (1-based inclusive -> 0-based continuous with sppdet.boxes.voc_to_xyxy); degenerate
+xml.etree (1-based inclusive -> 0-based continuous with sppdet.ops.boxes.voc_to_xyxy); degenerate
 ground-truth boxes are dropped and counted.
 
 Usage (from the project root; data sets are not part of the project, see shared/data):
@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sppdet.boxes import voc_to_xyxy  # noqa: E402
+from sppdet.ops.boxes import voc_to_xyxy  # noqa: E402
 from sppdet.proposals import (  # noqa: E402
     METHODS,
     ImageGroundTruth,

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sppdet.scales import scale_boxes
+from sppdet.ops.scales import scale_boxes
 from torchvision.ops import roi_pool
 
-from sppdet.spp import DEFAULT_LEVELS, spp_pool
-from sppdet.window_mapping import map_windows_to_cells
+from sppdet.ops.spp import DEFAULT_LEVELS, spp_pool
+from sppdet.ops.window_mapping import map_windows_to_cells
 
 
 def loop_pool(feature_map: torch.Tensor, cells: np.ndarray, levels=DEFAULT_LEVELS) -> torch.Tensor:

@@ -56,11 +56,11 @@ if ROOT not in sys.path:  # run as a script from anywhere
 from sppdet.backbones import build_backbone  # noqa: E402
 from sppdet.backbones.lrn import CrossChannelLRN  # noqa: E402
 from sppdet.backbones.sequential import SequentialBackbone  # noqa: E402
-from sppdet.fc_head import FcHead  # noqa: E402
-from sppdet.rcnn_features import rcnn_feature_dim, rcnn_pool5, rcnn_pool5_features  # noqa: E402
-from sppdet.scales import PAPER_SCALES, SINGLE_SCALE, resize_image, resized_size  # noqa: E402
-from sppdet.spp import DEFAULT_LEVELS, pool_windows, spp_output_dim  # noqa: E402
-from sppdet.warp import DEFAULT_CONTEXT_PAD, DEFAULT_WARP_SIZE, warp_windows  # noqa: E402
+from sppdet.features.fc_head import FcHead  # noqa: E402
+from sppdet.rcnn.features import rcnn_feature_dim, rcnn_pool5, rcnn_pool5_features  # noqa: E402
+from sppdet.ops.scales import PAPER_SCALES, SINGLE_SCALE, resize_image, resized_size  # noqa: E402
+from sppdet.ops.spp import DEFAULT_LEVELS, pool_windows, spp_output_dim  # noqa: E402
+from sppdet.rcnn.warp import DEFAULT_CONTEXT_PAD, DEFAULT_WARP_SIZE, warp_windows  # noqa: E402
 
 # A 500x375 VOC2007 photo from the shared check data (SOURCES.md there), next to the project
 # folder or one level further up for a checkout inside a work-tree folder. Selective search

@@ -22,7 +22,7 @@ import time
 import cv2
 import numpy as np
 
-from sppdet.boxes import box_iou, voc_to_xyxy, xywh_to_xyxy
+from sppdet.ops.boxes import box_iou, voc_to_xyxy, xywh_to_xyxy
 from sppdet.data.synthetic import DemoDataConfig, render_demo_image, split_image_ids
 
 

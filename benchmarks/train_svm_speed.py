@@ -5,7 +5,7 @@ P proposals per image (random boxes plus jittered copies of the ground truth), a
 cache with C channels (112: EfficientNet-Lite0's stride-16 cut) at the paper's 5 scales, in
 float16; the maps are informative (a channel per class is high inside its objects, four
 channels mark box edges, all have noise). The fc layers are a randomly initialised
-:class:`sppdet.fc_head.FcHead` with 4096-wide fc6/fc7 (the timing does not depend on the
+:class:`sppdet.features.fc_head.FcHead` with 4096-wide fc6/fc7 (the timing does not depend on the
 weights). The JPEG files are 8 x 8 placeholders: nothing here reads pixels, the annotation
 gives the image size.
 
@@ -16,7 +16,7 @@ Subcommands:
   print their summaries, with the split of time between pooling, fc and the solver, and the
   peak resident memory;
 - ``per-class DIR``: the alternative where each class makes its own pass over the images
-  (``sppdet.svm.train_class_svms``, features recomputed per class) against the shared pass
+  (``sppdet.training.svm.train_class_svms``, features recomputed per class) against the shared pass
   (``train_class_svms_shared``), on the first few images and classes.
 
 Usage (results: benchmarks/train_svm_speed_results.md):
@@ -35,12 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sppdet.artifacts import ItemStore, Record, write_artifact
+from sppdet.io.artifacts import ItemStore, Record, write_artifact
 from sppdet.data.voc import VOC_CLASSES, VOCDataset
-from sppdet.fc_head import FcHead
-from sppdet.feature_cache import FeatureCache
-from sppdet.finetune import model_meta
-from sppdet.scales import PAPER_SCALES, resized_size
+from sppdet.features.fc_head import FcHead
+from sppdet.features.cache import FeatureCache
+from sppdet.training.finetune import model_meta
+from sppdet.ops.scales import PAPER_SCALES, resized_size
 
 STRIDE = 16
 CELL_CENTER = 7.5
@@ -181,12 +181,12 @@ def run(args: argparse.Namespace) -> None:
 def per_class(args: argparse.Namespace) -> None:
     """Shared pass vs one pass per class, on the first ``--images`` images and ``--classes``
     classes present in them."""
-    from sppdet.artifacts import ItemReader
+    from sppdet.io.artifacts import ItemReader
     from sppdet.stages.training_inputs import image_truth, scale_from_norms, scale_sample
-    from sppdet.svm import HardNegativeSVM, ImageNegatives, train_class_svms, \
+    from sppdet.training.svm import HardNegativeSVM, ImageNegatives, train_class_svms, \
         train_class_svms_shared
-    from sppdet.training_windows import SharedNegativeStream, collect_positives
-    from sppdet.window_features import WindowFeaturizer
+    from sppdet.training.windows import SharedNegativeStream, collect_positives
+    from sppdet.features.window_features import WindowFeaturizer
 
     root = Path(args.dir)
     data = VOCDataset(root / "data", "trainval", VOC_CLASSES)

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from sppdet.fc_head import LAYERS
+from sppdet.features.fc_head import LAYERS
 from sppdet.stages import train_bbox_reg, train_svm
 from sppdet.stages.layout import model_dir
 from sppdet.stages.training_inputs import resolve_paths

@@ -3,7 +3,7 @@
 For each image and scale ``s`` the image is resized (bilinear, no antialiasing, as the paper)
 so that ``min(H, W) = s``, the backbone's conv trunk runs once, and the map is stored
 (float16 by default) with the cell centres the window mapping needs; ``flip`` adds the mirrored
-image's maps. Layout: see :mod:`sppdet.feature_cache`. Per-image commits make a killed run
+image's maps. Layout: see :mod:`sppdet.features.cache`. Per-image commits make a killed run
 resume; ``shard=(i, n)`` splits the work across processes or machines sharing the work dir.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sppdet.artifacts import ItemStore, Record, is_up_to_date, shard_items
+from sppdet.io.artifacts import ItemStore, Record, is_up_to_date, shard_items
 from sppdet.backbones import Backbone, build_backbone
 from sppdet.backbones.base import file_sha256
 from sppdet.backbones.cpu_tuning import keep_freed_memory
@@ -27,9 +27,9 @@ from sppdet.data.images import read_image
 from sppdet.data.voc import VOCDataset
 from sppdet.devices import resolve_device
 from sppdet.errors import ConfigError, DataError, ModelError
-from sppdet.feature_cache import FEATURES_STAGE, compute_maps
+from sppdet.features.cache import FEATURES_STAGE, compute_maps
 from sppdet.progress import get_logger, log_to_file, progress
-from sppdet.scales import resized_size
+from sppdet.ops.scales import resized_size
 
 from .common import dataset_params, format_seconds, path_size
 from .layout import feature_variant, features_path, log_path

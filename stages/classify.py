@@ -23,7 +23,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from sppdet.artifacts import Record, atomic_path, is_up_to_date, write_artifact, write_text_atomic
+from sppdet.io.artifacts import Record, atomic_path, is_up_to_date, write_artifact, write_text_atomic
 from sppdet.backbones.base import file_sha256
 from sppdet.classification.evaluate import (
     MODES,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sppdet.artifacts import (
+from sppdet.io.artifacts import (
     ItemStore,
     Record,
     check_inputs_current,
@@ -25,9 +25,9 @@ from sppdet.artifacts import (
     is_up_to_date,
     read_record,
 )
-from sppdet.combine import combine_image_detections
-from sppdet.detections import ImageDetections
-from sppdet.detections_io import (
+from sppdet.detector.combine import combine_image_detections
+from sppdet.detector.detections import ImageDetections
+from sppdet.detector.detections_io import (
     DetectionsReader,
     NMSSettings,
     data_mismatch,

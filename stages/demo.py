@@ -14,10 +14,10 @@ from typing import Callable
 
 from sppdet.data.synthetic import DemoDataConfig, is_demo_dataset, make_demo_data, read_demo_config
 from sppdet.data.voc import VOCDataset
-from sppdet.detections_io import DetectionsReader
-from sppdet.finetune import FinetuneConfig
+from sppdet.detector.detections_io import DetectionsReader
+from sppdet.training.finetune import FinetuneConfig
 from sppdet.progress import get_logger
-from sppdet.visualize import draw_detections, save_image
+from sppdet.detector.drawing import draw_detections, save_image
 
 from . import pipeline
 from .pipeline import (CacheOptions, DetectOptions, PipelineConfig, PipelineSummary,

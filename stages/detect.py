@@ -20,23 +20,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from sppdet.artifacts import (ItemReader, ItemStore, Record, input_ref, is_up_to_date,
+from sppdet.io.artifacts import (ItemReader, ItemStore, Record, input_ref, is_up_to_date,
                               read_record, shard_items)
 from sppdet.backbones import build_backbone
-from sppdet.bbox_regression import BBoxRegressor
-from sppdet.boxes import clip_boxes, is_degenerate
+from sppdet.training.bbox_regression import BBoxRegressor
+from sppdet.ops.boxes import clip_boxes, is_degenerate
 from sppdet.data.voc import VOCDataset
-from sppdet.detections import ImageDetections
-from sppdet.detections_io import (DetectionsReader, NMSSettings, detection_item,
+from sppdet.detector.detections import ImageDetections
+from sppdet.detector.detections_io import (DetectionsReader, NMSSettings, detection_item,
                                   detections_params)
 from sppdet.devices import resolve_device
 from sppdet.errors import ArtifactMissingError, ConfigError, DataError
 from sppdet.evaluation.comp4 import write_comp4_files
-from sppdet.fc_head import FcHead
-from sppdet.feature_cache import ComputedFeatures, FeatureCache
-from sppdet.nms import class_nms_indices
+from sppdet.features.fc_head import FcHead
+from sppdet.features.cache import ComputedFeatures, FeatureCache
+from sppdet.ops.nms import class_nms_indices
 from sppdet.progress import get_logger, log_to_file, progress
-from sppdet.svm import SVMWeights
+from sppdet.training.svm import SVMWeights
 
 from .common import dataset_params, format_seconds
 from .layout import log_path
@@ -405,7 +405,7 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
     """
     from sppdet.data.images import read_image
     from sppdet.proposals import params_from_dict, propose_image
-    from sppdet.visualize import draw_detections, save_image
+    from sppdet.detector.drawing import draw_detections, save_image
 
     nms = _nms_settings(scorer, iou_threshold, score_threshold, max_per_image)
     model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg)

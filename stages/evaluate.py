@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sppdet.artifacts import (
+from sppdet.io.artifacts import (
     ArtifactLock,
     Record,
     check_inputs_current,
@@ -31,7 +31,7 @@ from sppdet.artifacts import (
     write_record,
 )
 from sppdet.data.voc import VOCDataset
-from sppdet.detections_io import DetectionsArtifact, data_mismatch, read_detections_artifact
+from sppdet.detector.detections_io import DetectionsArtifact, data_mismatch, read_detections_artifact
 from sppdet.errors import ArtifactError, ConfigError, DataError
 from sppdet.evaluation import (
     METRICS,

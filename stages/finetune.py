@@ -2,7 +2,7 @@
 
 Inputs: the proposals and the feature cache of the training split, and of a held-out
 validation split (``val`` by default; never the test split). Output:
-``models/<name>/fc.pt`` (:meth:`sppdet.fc_head.FcHead.save`, with the backbone, scales,
+``models/<name>/fc.pt`` (:meth:`sppdet.features.fc_head.FcHead.save`, with the backbone, scales,
 levels and classes in its meta) and its record, the training curve ``fc.curve.png`` and the
 log ``fc.pt.log``. With ``init: pretrained`` fc6/fc7 start from the weights file the training
 features were cached with (its SHA-256 is checked and named in the record). While training,
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.artifacts import (
+from sppdet.io.artifacts import (
     ArtifactLock,
     ItemReader,
     Record,
@@ -32,17 +32,17 @@ from sppdet.artifacts import (
 from sppdet.data.voc import VOCDataset
 from sppdet.devices import resolve_device
 from sppdet.errors import ConfigError, DataError, StaleArtifactError
-from sppdet.feature_cache import FEATURES_STAGE, FeatureCache
-from sppdet.finetune import (
+from sppdet.features.cache import FEATURES_STAGE, FeatureCache
+from sppdet.training.finetune import (
     FcFinetuner,
     FinetuneConfig,
     check_features_match,
     model_meta,
     plot_training_curve,
 )
-from sppdet.pretrained_fc import load_pretrained_fc, pretrained_weights_file
+from sppdet.features.pretrained_fc import load_pretrained_fc, pretrained_weights_file
 from sppdet.progress import get_logger, log_to_file
-from sppdet.finetune_windows import SplitWindows, build_split_windows
+from sppdet.training.finetune_windows import SplitWindows, build_split_windows
 
 from .common import dataset_params, format_seconds
 from .layout import log_path
@@ -246,7 +246,7 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
         val_split: held-out split for validation and checkpoint selection (``None``: none;
             the last iteration is kept). Must differ from ``train_split`` and from ``test``.
         val_proposals, val_features: its artifacts (needed with ``val_split``).
-        config: hyper-parameters (:class:`~sppdet.finetune.FinetuneConfig`).
+        config: hyper-parameters (:class:`~sppdet.training.finetune.FinetuneConfig`).
         classes: class list (default: the dataset's).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; features are pooled there too.
         force: retrain even if ``out`` is up to date, discarding any checkpoint.

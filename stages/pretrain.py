@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sppdet.artifacts import (
+from sppdet.io.artifacts import (
     ArtifactLock,
     Record,
     canonical_json,

@@ -1,7 +1,7 @@
 """Stage ``train-bbox-reg``: one ridge box regressor per class on pool5 features (REFERENCE.md 7).
 
 Inputs: the split's proposals (``propose``) and conv5 cache (``cache-features``). Output:
-``models/<name>/bbox_reg.npz`` (:meth:`sppdet.bbox_regression.BBoxRegressor.save`) with its
+``models/<name>/bbox_reg.npz`` (:meth:`sppdet.training.bbox_regression.BBoxRegressor.save`) with its
 record.
 
 Training windows: the proposals and the ground-truth boxes of each image whose best-matching
@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.artifacts import ArtifactLock, Record, is_up_to_date, write_artifact
-from sppdet.bbox_regression import BBoxRegressor, paired_iou
+from sppdet.io.artifacts import ArtifactLock, Record, is_up_to_date, write_artifact
+from sppdet.training.bbox_regression import BBoxRegressor, paired_iou
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
 from sppdet.progress import get_logger, log_to_file
-from sppdet.training_windows import RegressionWindowStore, collect_regression_windows
+from sppdet.training.windows import RegressionWindowStore, collect_regression_windows
 from sppdet.devices import resolve_device
-from sppdet.window_features import WindowFeaturizer
+from sppdet.features.window_features import WindowFeaturizer
 
 from .common import dataset_params, format_seconds
 from .layout import log_path

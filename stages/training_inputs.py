@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.artifacts import InputRef, ItemReader, Record, input_ref, read_record
+from sppdet.io.artifacts import InputRef, ItemReader, Record, input_ref, read_record
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import (ArtifactError, ArtifactMissingError, ConfigError, DataError,
                            StaleArtifactError)
-from sppdet.fc_head import FcHead
-from sppdet.feature_cache import FeatureCache
-from sppdet.finetune import check_features_match
-from sppdet.svm import feature_scale_from_norms, sample_for_scale
-from sppdet.training_windows import PROPOSALS_STAGE, ImageTruth
-from sppdet.window_features import WindowFeaturizer
+from sppdet.features.fc_head import FcHead
+from sppdet.features.cache import FeatureCache
+from sppdet.training.finetune import check_features_match
+from sppdet.training.svm import feature_scale_from_norms, sample_for_scale
+from sppdet.training.windows import PROPOSALS_STAGE, ImageTruth
+from sppdet.features.window_features import WindowFeaturizer
 
 from .common import dataset_params
 from .layout import find_features, model_dir, proposals_path
@@ -197,7 +197,7 @@ def load_fc(fc: Path, data: VOCDataset, cache: FeatureCache) -> tuple[FcHead, In
     Raises:
         ArtifactMissingError: no fc checkpoint (or no record: it never finished).
         ConfigError: the checkpoint was fine-tuned on another backbone's features (or other
-            weights, stride or channels; :func:`sppdet.finetune.check_features_match` says
+            weights, stride or channels; :func:`sppdet.training.finetune.check_features_match` says
             what to rerun).
         DataError: it was fine-tuned for another class list.
     """

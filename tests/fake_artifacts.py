@@ -5,7 +5,7 @@
 - a VOC-layout dataset (small random JPEGs, XML annotations, split files);
 - per split a proposals artifact in the layout of the ``propose`` stage (per image ``boxes``
   float32 ``[N, 4]`` and attributes ``width``/``height``; record stage ``"propose"``);
-- per split a features artifact in the layout documented in :mod:`sppdet.feature_cache`
+- per split a features artifact in the layout documented in :mod:`sppdet.features.cache`
   (per image ``s<scale>`` float16 ``[C, h, w]``, optionally ``flip/s<scale>``; attributes
   ``width``, ``height``, ``cell_centers``; record stage ``"cache-features"``).
 
@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sppdet.artifacts import ItemStore, Record
-from sppdet.boxes import xyxy_to_voc
+from sppdet.io.artifacts import ItemStore, Record
+from sppdet.ops.boxes import xyxy_to_voc
 from sppdet.data.voc import VOCDataset
 from sppdet.data.voc_xml import VocXmlObject, write_voc_xml
-from sppdet.feature_cache import FEATURES_STAGE, flip_boxes, map_name
-from sppdet.scales import resized_size
+from sppdet.features.cache import FEATURES_STAGE, flip_boxes, map_name
+from sppdet.ops.scales import resized_size
 from sppdet.stages.common import dataset_params
 
 DEFAULT_SPLITS: dict[str, int] = {"train": 16, "val": 8, "test": 4}

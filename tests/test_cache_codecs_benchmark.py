@@ -60,7 +60,7 @@ def test_quick_run_prints_a_row_per_codec_and_dtype(bench, capsys, tmp_path):
 
 def test_uncompressed_size_per_image_matches_the_map_shapes(bench, tmp_path):
     from sppdet.backbones import build_backbone
-    from sppdet.scales import resized_size
+    from sppdet.ops.scales import resized_size
 
     backbone = build_backbone("zf5").eval()
     image = np.random.default_rng(0).integers(0, 255, (375, 500, 3), dtype=np.uint8)

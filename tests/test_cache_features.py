@@ -10,14 +10,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sppdet.artifacts import read_record
+from sppdet.io.artifacts import read_record
 from sppdet.backbones import build_backbone
 from sppdet.cli import cli
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, StaleArtifactError
-from sppdet.feature_cache import FeatureCache
-from sppdet.scales import resize_image, resized_size
-from sppdet.spp import pool_windows
+from sppdet.features.cache import FeatureCache
+from sppdet.ops.scales import resize_image, resized_size
+from sppdet.ops.spp import pool_windows
 from sppdet.stages import cache_features
 
 SCALES = (48, 80)
@@ -85,7 +85,7 @@ def test_partial_run_with_other_scales_is_refused(tiny_voc, tmp_path):
     out = tmp_path / "features.h5"
     script = textwrap.dedent(f"""
         import os, signal
-        import sppdet.artifacts as art
+        import sppdet.io.artifacts as art
         from sppdet.stages import cache_features
         real_write = art.ItemStore.write
         calls = []
@@ -158,7 +158,7 @@ def test_zstd_cache_round_trips_through_the_stage_and_a_fresh_reader(tiny_voc, t
     # a fresh process, as a training stage that never imported hdf5plugin itself
     script = textwrap.dedent(f"""
         import numpy as np
-        from sppdet.feature_cache import FeatureCache
+        from sppdet.features.cache import FeatureCache
         with FeatureCache({str(packed)!r}) as cache:
             np.savez({str(tmp_path / 'read.npz')!r},
                      **{{i: cache.maps(i)[48].numpy() for i in cache.image_ids()}})

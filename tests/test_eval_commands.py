@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 from tests.conftest import make_voc_dataset
 
-from sppdet.artifacts import Record, read_record
+from sppdet.io.artifacts import Record, read_record
 from sppdet.cli import cli
 from sppdet.data.voc import VOCDataset
-from sppdet.detections import ImageDetections
-from sppdet.detections_io import (
+from sppdet.detector.detections import ImageDetections
+from sppdet.detector.detections_io import (
     DetectionsItem,
     DetectionsReader,
     NMSSettings,

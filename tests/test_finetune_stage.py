@@ -8,12 +8,12 @@ import torch
 from click.testing import CliRunner
 
 from tests.fake_artifacts import make_fake_pipeline_inputs
-from sppdet.artifacts import read_record, record_path
+from sppdet.io.artifacts import read_record, record_path
 from sppdet.cli import cli
 from sppdet.errors import ArtifactMissingError, ConfigError
-from sppdet.fc_head import FcHead
-from sppdet.feature_cache import FeatureCache
-from sppdet.finetune import FinetuneConfig, check_features_match
+from sppdet.features.fc_head import FcHead
+from sppdet.features.cache import FeatureCache
+from sppdet.training.finetune import FinetuneConfig, check_features_match
 from sppdet.stages import finetune
 from sppdet.stages.layout import feature_variant, features_path, proposals_path
 

@@ -8,12 +8,12 @@ import json
 import pytest
 import yaml
 
-from sppdet.artifacts import read_record
+from sppdet.io.artifacts import read_record
 from sppdet.backbones.base import file_sha256
 from sppdet.classification.training import PretrainConfig
 from sppdet.data.synthetic import DemoDataConfig, make_demo_data
 from sppdet.errors import ConfigError
-from sppdet.finetune import FinetuneConfig
+from sppdet.training.finetune import FinetuneConfig
 from sppdet.stages import pipeline
 from sppdet.stages.pipeline import CacheOptions, PipelineConfig, PretrainOptions, ProposeOptions
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.proposals_images import RECTANGLE_XYXY, blocks_image, rectangle_image
-from sppdet.boxes import box_iou
+from sppdet.ops.boxes import box_iou
 from sppdet.errors import ConfigError, ModelError
 from sppdet.proposals import EdgeBoxesParams, ProposalError, edge_boxes, load_edge_model
 from sppdet.proposals.edge_boxes import (

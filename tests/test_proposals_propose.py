@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.proposals_images import RECTANGLE_XYXY, rectangle_image
-from sppdet.boxes import box_iou
+from sppdet.ops.boxes import box_iou
 from sppdet.errors import ConfigError, DataError
 from sppdet.proposals import (
     METHODS,

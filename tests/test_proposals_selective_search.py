@@ -14,7 +14,7 @@ import pytest
 
 import sppdet
 from tests.proposals_images import RECTANGLE_XYXY, blocks_image, rectangle_image
-from sppdet.boxes import box_iou, xywh_to_xyxy
+from sppdet.ops.boxes import box_iou, xywh_to_xyxy
 from sppdet.errors import ConfigError
 from sppdet.proposals import ProposalError, SelectiveSearchParams, selective_search
 from sppdet.proposals.selective_search import _libc_srand, scale_interleaved_order

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sppdet.boxes import is_degenerate, voc_to_xyxy
+from sppdet.ops.boxes import is_degenerate, voc_to_xyxy
 from sppdet.data import synthetic
 from sppdet.data.synthetic import (
     MARKER_FILENAME,

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sppdet.bbox_regression import BBoxRegressor, paired_iou
-from sppdet.artifacts import read_record
-from sppdet.boxes import box_iou
+from sppdet.training.bbox_regression import BBoxRegressor, paired_iou
+from sppdet.io.artifacts import read_record
+from sppdet.ops.boxes import box_iou
 from sppdet.cli import cli
 from sppdet.data.voc import VOCDataset
-from sppdet.feature_cache import FeatureCache
-from sppdet.window_features import WindowFeaturizer
+from sppdet.features.cache import FeatureCache
+from sppdet.features.window_features import WindowFeaturizer
 
 from tests.fake_training_inputs import _proposals_for, make_inputs
 

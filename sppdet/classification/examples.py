@@ -13,7 +13,7 @@ holds out a stratified validation part, and :func:`load_example_images` reads th
 resizes them so that their shorter side has a given length (the paper's full-image input at
 ``min(w, h) = 256``, section 3).
 
-Boxes are sppdet's 0-based continuous ``[x1, y1, x2, y2]`` pixels (:mod:`sppdet.boxes`).
+Boxes are sppdet's 0-based continuous ``[x1, y1, x2, y2]`` pixels (:mod:`sppdet.ops.boxes`).
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ import cv2
 import numpy as np
 from joblib import Parallel, delayed
 
-from sppdet.boxes import box_iou
+from sppdet.ops.boxes import box_iou
 from sppdet.data.images import read_image
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
-from sppdet.scales import resized_size
+from sppdet.ops.scales import resized_size
 
 #: Class name of the background examples cut from a detection dataset (always the last class).
 BACKGROUND = "__background__"
@@ -476,7 +476,7 @@ def crop_pixels(box: Box | None, width: int, height: int) -> tuple[int, int, int
 def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
     """Resize ``[H, W, 3]`` so that ``min(h, w) == short_side``, aspect kept.
 
-    The size is :func:`sppdet.scales.resized_size`'s; OpenCV ``INTER_AREA`` when shrinking
+    The size is :func:`sppdet.ops.scales.resized_size`'s; OpenCV ``INTER_AREA`` when shrinking
     (averages, no aliasing), ``INTER_LINEAR`` when enlarging.
     """
     height, width = image.shape[:2]

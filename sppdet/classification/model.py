@@ -3,7 +3,7 @@
 The spatial pyramid pooling layer replaces the last pooling layer of the trunk, so one network
 accepts any input size: a 224 crop, the 180 input of multi-size training, or the full image at
 ``min(h, w) = 256`` (paper 3.1.4). The pooled vector is laid out exactly as
-:func:`sppdet.spp.spp_pool` lays out detection windows, so the fc6/fc7 trained here can start
+:func:`sppdet.ops.spp.spp_pool` lays out detection windows, so the fc6/fc7 trained here can start
 the detector's fine-tuning (``sppdet finetune --init pretrained``).
 
 "No SPP" (the paper's baseline with one pooling layer to 6x6) is the same network with the
@@ -35,12 +35,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sppdet.artifacts import atomic_path
+from sppdet.io.artifacts import atomic_path
 from sppdet.backbones import Backbone, build_backbone
 from sppdet.errors import ConfigError, DataError, ModelError
-from sppdet.scales import resize_image
-from sppdet.spp import DEFAULT_LEVELS, spp_output_dim, spp_pool
-from sppdet.window_mapping import map_windows_to_cells
+from sppdet.ops.scales import resize_image
+from sppdet.ops.spp import DEFAULT_LEVELS, spp_output_dim, spp_pool
+from sppdet.ops.window_mapping import map_windows_to_cells
 
 #: Representations :meth:`SPPClassifier.representation` gives (paper 3.2).
 REPRESENTATIONS = ("spp", "fc6", "fc7")

@@ -31,12 +31,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from sppdet.artifacts import atomic_path
+from sppdet.io.artifacts import atomic_path
 from sppdet.classification.augment import center_crop, train_view
 from sppdet.classification.model import SPPClassifier, image_tensor
 from sppdet.errors import ConfigError, DataError, ModelError, StaleArtifactError
 from sppdet.progress import get_logger, progress
-from sppdet.spp import DEFAULT_LEVELS
+from sppdet.ops.spp import DEFAULT_LEVELS
 
 log = get_logger("pretrain")
 

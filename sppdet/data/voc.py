@@ -2,7 +2,7 @@
 
 Reads VOC 2007 and 2012 and any dataset in the same layout with its own classes (BCCD has 3).
 Annotation boxes are 1-based inclusive pixel indices in the XML; they are converted once, here,
-with :func:`sppdet.boxes.voc_to_xyxy` to sppdet's 0-based continuous ``[x1, y1, x2, y2]``.
+with :func:`sppdet.ops.boxes.voc_to_xyxy` to sppdet's 0-based continuous ``[x1, y1, x2, y2]``.
 
 Nothing is silently repaired. Every problem found while reading (a malformed XML, a missing
 image, a box outside the image, a degenerate box, an unknown class, a float coordinate...) is
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sppdet.boxes import voc_to_xyxy
+from sppdet.ops.boxes import voc_to_xyxy
 from sppdet.data.images import read_image
 from sppdet.errors import DataError
 

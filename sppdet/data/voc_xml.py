@@ -8,7 +8,7 @@ timestamps, no attribute-order or whitespace differences between library version
 
 Coordinates are written exactly as given: VOC's 1-based inclusive pixel indices
 (``xmin..xmax``); convert from sppdet's 0-based continuous boxes with
-:func:`sppdet.boxes.xyxy_to_voc` first. Integers are written as integers; floats (some real VOC
+:func:`sppdet.ops.boxes.xyxy_to_voc` first. Integers are written as integers; floats (some real VOC
 files have them) with Python's shortest round-trip ``repr``.
 """
 

@@ -2,8 +2,8 @@
 
 One line per detection, ``<image_id> <score> <xmin> <ymin> <xmax> <ymax>``, with VOC's 1-based
 pixel coordinates, which is what the official devkit's ``VOCevaldet`` reads. The conversion
-to and from sppdet's 0-based continuous boxes is :func:`sppdet.boxes.xyxy_to_voc` /
-:func:`sppdet.boxes.voc_to_xyxy` (``xmin = x1 + 1``, ``xmax = x2``) and happens only here.
+to and from sppdet's 0-based continuous boxes is :func:`sppdet.ops.boxes.xyxy_to_voc` /
+:func:`sppdet.ops.boxes.voc_to_xyxy` (``xmin = x1 + 1``, ``xmax = x2``) and happens only here.
 
 Numbers are written as the shortest decimal string that reads back to the same value
 (``numpy.format_float_positional(..., unique=True)``; scores in their own dtype, float32 for
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sppdet.artifacts import write_text_atomic
-from sppdet.boxes import voc_to_xyxy, xyxy_to_voc
-from sppdet.detections import ImageDetections
+from sppdet.io.artifacts import write_text_atomic
+from sppdet.ops.boxes import voc_to_xyxy, xyxy_to_voc
+from sppdet.detector.detections import ImageDetections
 from sppdet.errors import ConfigError, DataError
 from sppdet.evaluation.voc_ap import ClassDetections
 
@@ -133,7 +133,7 @@ def read_comp4_file(path: str | os.PathLike) -> ClassDetections:
     """Read one comp4 file (from sppdet or any other tool) into 0-based continuous boxes.
 
     Blank lines are skipped (the devkit's ``textscan`` skips them too). Boxes go through
-    :func:`sppdet.boxes.voc_to_xyxy` (float32), scores stay float64.
+    :func:`sppdet.ops.boxes.voc_to_xyxy` (float32), scores stay float64.
 
     Raises:
         DataError: a line without exactly 6 fields, or a field that is not a finite number;

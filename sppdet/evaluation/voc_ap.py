@@ -22,7 +22,7 @@ The matching rules are the devkit's, line for line (REFERENCE.md section 9):
 - ``npos`` counts non-difficult objects; recall ``= cumsum(tp) / npos``, precision
   ``= cumsum(tp) / (cumsum(tp) + cumsum(fp))``.
 
-Boxes are sppdet's 0-based continuous xyxy (:mod:`sppdet.boxes`): ``x2 - x1`` equals the
+Boxes are sppdet's 0-based continuous xyxy (:mod:`sppdet.ops.boxes`): ``x2 - x1`` equals the
 devkit's ``xmax - xmin + 1``, so the overlaps are the devkit's "+1" overlaps.
 
 Where sppdet reports something other than the devkit, it says so in the result's ``flags``:
@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sppdet.detections import ImageDetections
+from sppdet.detector.detections import ImageDetections
 from sppdet.errors import ConfigError, DataError
 
 METRICS: dict[str, str] = {

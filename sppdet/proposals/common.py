@@ -1,7 +1,7 @@
 """What every proposal method shares: the result type, the per-image error and box clean-up.
 
 All boxes here are sppdet's float ``[x1, y1, x2, y2]``, 0-based continuous pixel coordinates of
-the *original* image (see :mod:`sppdet.boxes`), listed in rank order (best or first-generated
+the *original* image (see :mod:`sppdet.ops.boxes`), listed in rank order (best or first-generated
 first) so that "the top k boxes" is a prefix of the array.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from sppdet.boxes import clip_boxes
+from sppdet.ops.boxes import clip_boxes
 from sppdet.errors import DataError
 
 

@@ -7,7 +7,7 @@ written by R-CNN's ``selective_search_boxes.m``): a cell array ``images`` of ima
 cell array ``boxes`` of the same length, each cell a ``[N, 4]`` double array in rank order with
 columns ``y1 x1 y2 x2`` in **1-based inclusive** pixels. They become sppdet boxes with
 ``x1 = x1_1based - 1``, ``y1 = y1_1based - 1``, ``x2 = x2_1based``, ``y2 = y2_1based``
-(the same conversion as :func:`sppdet.boxes.voc_to_xyxy`). MATLAB v7.3 files (HDF5) are not
+(the same conversion as :func:`sppdet.ops.boxes.voc_to_xyxy`). MATLAB v7.3 files (HDF5) are not
 read; re-save them with ``save(..., '-v7')``.
 
 **sppdet's plain .npz format** (written by :func:`save_npz`, easy to write from any tool)::
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sppdet.boxes import clip_boxes
+from sppdet.ops.boxes import clip_boxes
 from sppdet.errors import DataError
 from sppdet.proposals.common import ProposalResult
 

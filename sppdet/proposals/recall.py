@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sppdet.boxes import box_iou
+from sppdet.ops.boxes import box_iou
 from sppdet.errors import DataError
 from sppdet.proposals.common import ProposalResult
 

@@ -35,7 +35,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from sppdet.boxes import xywh_to_xyxy
+from sppdet.ops.boxes import xywh_to_xyxy
 from sppdet.errors import ConfigError
 from sppdet.proposals.common import ProposalError, ProposalResult, check_image, finish_boxes
 from sppdet.proposals.common import resize_longer_side

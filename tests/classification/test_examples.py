@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sppdet.boxes import box_iou
+from sppdet.ops.boxes import box_iou
 from sppdet.classification.examples import (
     BACKGROUND,
     Example,

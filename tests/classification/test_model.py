@@ -19,7 +19,7 @@ from sppdet.classification.model import (
     view_windows,
 )
 from sppdet.errors import ConfigError, ModelError
-from sppdet.spp import spp_pool
+from sppdet.ops.spp import spp_pool
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sppdet.detections import ImageDetections
+from sppdet.detector.detections import ImageDetections
 from sppdet.errors import ConfigError, DataError
 from sppdet.evaluation.comp4 import (
     comp4_filename,

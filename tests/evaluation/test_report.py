@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sppdet.detections import ImageDetections
+from sppdet.detector.detections import ImageDetections
 from sppdet.errors import ConfigError
 from sppdet.evaluation.report import ap_table, report_dict, write_report
 from sppdet.evaluation.voc_ap import ImageGroundTruth, evaluate_detections

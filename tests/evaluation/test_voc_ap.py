@@ -11,8 +11,8 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 
-from sppdet.boxes import voc_to_xyxy
-from sppdet.detections import ImageDetections
+from sppdet.ops.boxes import voc_to_xyxy
+from sppdet.detector.detections import ImageDetections
 from sppdet.errors import ConfigError, DataError
 from sppdet.evaluation.comp4 import comp4_filename, read_comp4_dir, write_comp4_files
 from sppdet.evaluation.voc_ap import (

@@ -1,0 +1,1 @@
+"""Artifacts on disk: records, atomic writes, locks, per-item stores, checkpoints."""

@@ -1,0 +1,1 @@
+"""Training of the detector parts: training windows, fc fine-tuning, SVMs, box regression."""

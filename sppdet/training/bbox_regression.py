@@ -1,0 +1,619 @@
+"""Bounding-box regression, R-CNN style, as SPP-net uses it (REFERENCE.md section 7).
+
+A proposal P is moved towards a ground-truth box G by four targets (R-CNN appendix C):
+``t_x = (G_x - P_x) / P_w``, ``t_y = (G_y - P_y) / P_h``, ``t_w = log(G_w / P_w)``,
+``t_h = log(G_h / P_h)``, where ``(x, y)`` is a box's centre and ``(w, h)`` its size. Boxes are
+sppdet's 0-based continuous ``[x1, y1, x2, y2]`` (``sppdet.ops.boxes``), so ``w = x2 - x1`` and the
+centre is ``x1 + 0.5 * w``, as in torchvision's ``BoxCoder``.
+
+One ridge regressor per class predicts the four targets from the pooled conv5 (SPP) features,
+scaled to mean norm 20. The released SPP-net code (``spp_train_bbox_regressor.m``): training
+windows with IoU > 0.5 to their best-matching ground truth of the class (R-CNN: > 0.6), lambda
+4000 (R-CNN: 1000), a constant 1 appended to the features whose weight is regularised too, and
+targets centred and whitened per class.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import scipy.linalg
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator
+from sklearn.linear_model import Ridge
+from sklearn.utils.validation import check_is_fitted
+
+from sppdet.ops.boxes import box_iou, clip_boxes
+from sppdet.errors import ConfigError, DataError, ModelError
+
+logger = logging.getLogger(__name__)
+
+#: Cap on predicted log-scale changes before ``exp`` (torchvision's ``BoxCoder`` uses the same
+#: ``log(1000 / 16)``): keeps a wild prediction from overflowing to an infinite box.
+MAX_LOG_SCALE = math.log(1000.0 / 16.0)
+
+
+def _centers_sizes(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(cx, cy, w, h)`` of ``[N, 4]`` 0-based continuous boxes (float64, each ``[N]``)."""
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    return boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h, w, h
+
+
+def _as_boxes(boxes: np.ndarray, what: str) -> np.ndarray:
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        if arr.size == 0:
+            return arr.reshape(0, 4)
+        raise DataError(f"{what}: expected boxes [N, 4], got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise DataError(f"{what}: boxes contain NaN or infinite coordinates")
+    return arr
+
+
+def encode(proposals: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
+    """Regression targets that move each proposal onto its ground-truth box.
+
+    Args:
+        proposals: ``[N, 4]`` 0-based continuous xyxy boxes, positive width and height.
+        gt_boxes: ``[N, 4]`` the ground-truth box matched to each proposal (same format).
+
+    Returns:
+        float64 ``[N, 4]`` targets ``(t_x, t_y, t_w, t_h)`` (R-CNN appendix C); ``[0, 4]`` for
+        empty input.
+    """
+    p = _as_boxes(proposals, "proposals")
+    g = _as_boxes(gt_boxes, "ground-truth boxes")
+    if p.shape != g.shape:
+        raise DataError(f"proposals {p.shape} and ground-truth boxes {g.shape} must match")
+    px, py, pw, ph = _centers_sizes(p)
+    gx, gy, gw, gh = _centers_sizes(g)
+    for name, sizes in (("proposals", (pw, ph)), ("ground-truth boxes", (gw, gh))):
+        bad = np.flatnonzero((sizes[0] <= 0) | (sizes[1] <= 0))
+        if bad.size:
+            raise DataError(
+                f"{name} with zero or negative width/height at rows {bad[:10].tolist()}: "
+                "regression targets are undefined for them"
+            )
+    return np.stack(
+        [(gx - px) / pw, (gy - py) / ph, np.log(gw / pw), np.log(gh / ph)], axis=1
+    )
+
+
+def decode(
+    proposals: np.ndarray, deltas: np.ndarray, *, max_log_scale: float = MAX_LOG_SCALE
+) -> np.ndarray:
+    """Apply regression targets to proposals (the inverse of :func:`encode`).
+
+    Args:
+        proposals: ``[N, 4]`` 0-based continuous xyxy boxes.
+        deltas: ``[N, 4]`` ``(t_x, t_y, t_w, t_h)``.
+        max_log_scale: ``t_w`` and ``t_h`` are capped at this value before ``exp``.
+
+    Returns:
+        float64 ``[N, 4]`` boxes (not clipped to the image).
+    """
+    p = _as_boxes(proposals, "proposals")
+    d = np.asarray(deltas, dtype=np.float64).reshape(-1, 4)
+    if d.shape[0] != p.shape[0]:
+        raise DataError(f"{p.shape[0]} proposals but {d.shape[0]} rows of deltas")
+    px, py, pw, ph = _centers_sizes(p)
+    cx = d[:, 0] * pw + px
+    cy = d[:, 1] * ph + py
+    w = np.exp(np.minimum(d[:, 2], max_log_scale)) * pw
+    h = np.exp(np.minimum(d[:, 3], max_log_scale)) * ph
+    return np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=1)
+
+
+def paired_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """IoU of row i of ``boxes_a`` with row i of ``boxes_b``, ``[N, 4] x [N, 4] -> [N]`` float64.
+
+    torchvision has only the pairwise ``[N, M]`` matrix; its diagonal would cost N^2 memory.
+    """
+    a = _as_boxes(boxes_a, "boxes")
+    b = _as_boxes(boxes_b, "boxes")
+    if a.shape != b.shape:
+        raise DataError(f"paired_iou needs boxes of the same shape, got {a.shape} and {b.shape}")
+    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0.0, None)
+    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0.0, None)
+    inter = iw * ih
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a + area_b - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+class TrainingWindows(NamedTuple):
+    """Training windows of one image for box regression (see :func:`select_training_windows`)."""
+
+    index: np.ndarray  # [M] int64 rows of the image's proposals
+    gt_boxes: np.ndarray  # [M, 4] float64 the matched ground-truth box of each
+    labels: np.ndarray  # [M] the matched box's class label
+    iou: np.ndarray  # [M] float64 IoU with it
+
+
+def select_training_windows(
+    proposals: np.ndarray,
+    gt_boxes: np.ndarray,
+    gt_labels: np.ndarray,
+    *,
+    min_iou: float = 0.5,
+) -> TrainingWindows:
+    """One image's regression training windows (SPP-net ``spp_train_bbox_regressor.m``).
+
+    Each proposal is matched to the ground-truth box (of any class) it overlaps most, the
+    first such box on ties, and takes that box's class; it is a training window if that IoU is
+    ``> min_iou``. Include the ground-truth boxes among the proposals to train on them too (the
+    released code does: their targets are 0).
+
+    Args:
+        proposals: ``[N, 4]`` 0-based continuous boxes.
+        gt_boxes: ``[G, 4]`` the image's ground-truth boxes.
+        gt_labels: ``[G]`` their class labels (any dtype).
+        min_iou: IoU a window must exceed.
+
+    Returns:
+        :class:`TrainingWindows`; empty when the image has no proposals or no ground truth.
+    """
+    p = _as_boxes(proposals, "proposals")
+    g = _as_boxes(gt_boxes, "ground-truth boxes")
+    labels = np.asarray(gt_labels).reshape(-1)
+    if labels.shape[0] != g.shape[0]:
+        raise DataError(f"{g.shape[0]} ground-truth boxes but {labels.shape[0]} labels")
+    if p.shape[0] == 0 or g.shape[0] == 0:
+        return TrainingWindows(
+            np.zeros(0, dtype=np.int64), np.zeros((0, 4)), labels[:0], np.zeros(0)
+        )
+    iou = box_iou(p, g)  # [N, G]
+    best = np.argmax(iou, axis=1)
+    best_iou = iou[np.arange(p.shape[0]), best]
+    index = np.flatnonzero(best_iou > min_iou)
+    return TrainingWindows(
+        index.astype(np.int64), g[best[index]], labels[best[index]], best_iou[index]
+    )
+
+
+def _target_statistics(targets: np.ndarray, whiten: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean [4], std [4])`` the targets are whitened with (zeros and ones without)."""
+    if not whiten:
+        return np.zeros(4), np.ones(4)
+    # The released code centres the targets and decorrelates them with the inverse square
+    # root of their covariance. Ridge is linear in the targets with one design matrix for
+    # all four, so any invertible linear map of the centred targets, undone at test, gives
+    # the same predictions; only the centring matters (the bias weight is regularised).
+    # Dividing by the standard deviation keeps the same predictions and simple numbers.
+    mean = targets.mean(axis=0)
+    std = targets.std(axis=0)
+    return mean, np.where(std > 1e-12, std, 1.0)
+
+
+def _check_finite_rows(x: np.ndarray, class_name: str) -> None:
+    if not np.all(np.isfinite(x)):
+        bad = np.flatnonzero(~np.all(np.isfinite(x), axis=1))
+        raise DataError(
+            f"class {class_name!r}: features contain NaN or infinite values in rows "
+            f"{bad[:10].tolist()}"
+        )
+
+
+def _fit_class_regressor_chunked(
+    class_name: str,
+    chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    dim: int,
+    lambda_: float,
+    min_iou: float,
+    whiten: bool,
+    feature_scale: float,
+) -> tuple[str, dict[str, np.ndarray] | None, str | None]:
+    """:func:`_fit_class_regressor` from chunks of windows, in ``O(D^2)`` memory.
+
+    Solves the same problem through the normal equations ``(A^T A + lambda I) B = A^T Y``,
+    ``A = [scaled features, 1]``, accumulating ``A^T A`` and ``A^T T`` chunk by chunk, so the
+    memory is one ``(D+1)^2`` matrix whatever the number of windows (scikit-learn's ``Ridge``
+    needs all rows at once; its cholesky solver forms and solves the same system). Whitening
+    needs the targets' mean first: ``A^T (T - 1 m) = A^T T - (A^T 1) m``, and ``A^T 1`` is
+    the last column of ``A^T A``.
+
+    Args:
+        chunks: ``(features [m, D], proposals [m, 4], gt_boxes [m, 4])`` chunks.
+        dim: ``D``.
+        Others: as :func:`_fit_class_regressor`.
+    """
+    gram = np.zeros((dim + 1, dim + 1))
+    cross = np.zeros((dim + 1, 4))
+    kept_targets = []
+    for features, proposals, gt_boxes in chunks:
+        x = np.asarray(features)
+        p = _as_boxes(proposals, f"proposals of class {class_name!r}")
+        g = _as_boxes(gt_boxes, f"ground-truth boxes of class {class_name!r}")
+        if x.ndim != 2 or x.shape != (p.shape[0], dim) or g.shape != p.shape:
+            raise DataError(
+                f"class {class_name!r}: a chunk of features {x.shape}, proposals {p.shape} and "
+                f"ground-truth boxes {g.shape} does not fit D={dim}"
+            )
+        _check_finite_rows(x, class_name)
+        keep = paired_iou(p, g) > min_iou
+        if not keep.any():
+            continue
+        targets = encode(p[keep], g[keep])
+        design = np.empty((targets.shape[0], dim + 1), dtype=np.float64)
+        design[:, :dim] = x[keep]
+        design[:, :dim] *= feature_scale
+        design[:, dim] = 1.0
+        gram += design.T @ design
+        cross += design.T @ targets
+        kept_targets.append(targets)
+    if not kept_targets:
+        return class_name, None, f"no training window with IoU > {min_iou}"
+    targets = np.concatenate(kept_targets)
+    mean, std = _target_statistics(targets, whiten)
+    rhs = (cross - gram[:, dim:] * mean) / std  # A^T (T - 1 mean) / std, [D + 1, 4]
+    gram.flat[:: dim + 2] += lambda_
+    coef = scipy.linalg.solve(gram, rhs, assume_a="pos", overwrite_a=True).T  # [4, D + 1]
+    return class_name, {
+        "coef": coef[:, :dim].copy(),
+        "intercept": coef[:, dim].copy(),
+        "target_mean": mean,
+        "target_std": std,
+        "num_windows": np.int64(targets.shape[0]),
+    }, None
+
+
+class WindowSource(Protocol):
+    """Box-regression windows grouped by class, readable one class at a time (e.g.
+    :class:`sppdet.training.windows.RegressionWindowStore`); ``dim`` is the feature width."""
+
+    dim: int
+
+    def counts(self) -> Mapping[str, int]:
+        """class -> number of windows."""
+
+    def chunks(self, class_name: str, rows: int = ...) -> Iterable[
+            tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(features [m, D], proposals [m, 4], gt_boxes [m, 4])`` chunks of a class."""
+
+    def load(self, class_name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All windows of a class at once."""
+
+
+def _fit_class_regressor(
+    class_name: str,
+    features: np.ndarray,
+    proposals: np.ndarray,
+    gt_boxes: np.ndarray,
+    *,
+    lambda_: float,
+    min_iou: float,
+    whiten: bool,
+    feature_scale: float,
+) -> tuple[str, dict[str, np.ndarray] | None, str | None]:
+    """Worker of :meth:`BBoxRegressor.fit` for one class (module-level so joblib can pickle it)."""
+    x = np.asarray(features)
+    p = _as_boxes(proposals, f"proposals of class {class_name!r}")
+    g = _as_boxes(gt_boxes, f"ground-truth boxes of class {class_name!r}")
+    if x.ndim != 2 or x.shape[0] != p.shape[0] or g.shape != p.shape:
+        raise DataError(
+            f"class {class_name!r}: features {x.shape}, proposals {p.shape} and ground-truth "
+            f"boxes {g.shape} must have the same number of rows"
+        )
+    _check_finite_rows(x, class_name)
+    keep = paired_iou(p, g) > min_iou
+    if not keep.any():
+        return class_name, None, f"no training window with IoU > {min_iou}"
+    targets = encode(p[keep], g[keep])
+    mean, std = _target_statistics(targets, whiten)
+    y = (targets - mean) / std
+    n, dim = int(keep.sum()), x.shape[1]
+    design = np.empty((n, dim + 1), dtype=np.float64)
+    design[:, :dim] = x[keep]
+    design[:, :dim] *= feature_scale
+    design[:, dim] = 1.0
+    # The released code solves min ||A b - y||^2 + lambda ||b||^2 (no averaging over N) with
+    # A = [features, 1], the bias weight regularised too. scikit-learn's Ridge minimises
+    # ||y - X w||^2 + alpha ||w||^2, also without averaging, so alpha = lambda exactly; the
+    # constant column with fit_intercept=False regularises the bias as the released code does.
+    ridge = Ridge(alpha=lambda_, fit_intercept=False, solver="cholesky")
+    ridge.fit(design, y)
+    coef = np.asarray(ridge.coef_, dtype=np.float64)  # [4, D + 1]
+    return class_name, {
+        "coef": coef[:, :dim].copy(),
+        "intercept": coef[:, dim].copy(),
+        "target_mean": mean,
+        "target_std": std,
+        "num_windows": np.int64(n),
+    }, None
+
+
+class BBoxRegressor(BaseEstimator):
+    """Per-class ridge box regressors on pooled conv5 features (REFERENCE.md section 7).
+
+    Args:
+        lambda_: ridge penalty on ``||w||^2`` for the un-averaged squared error (released
+            SPP-net code: 4000; R-CNN: 1000). Maps to scikit-learn ``Ridge(alpha=lambda_)``.
+        min_iou: a window trains the regressor if its IoU with its ground truth is
+            ``> min_iou`` (SPP-net: 0.5; R-CNN: 0.6).
+        whiten: centre (and scale) the targets per class, undone at prediction (the released
+            code does).
+        n_jobs: joblib workers for the per-class fits.
+
+    Attributes (after ``fit``):
+        classes_: the trained classes, in input order.
+        skipped_: class -> why it has no regressor (no training window).
+        coef_: class -> float64 ``[4, D]`` weights for scaled features.
+        intercept_: class -> float64 ``[4]``.
+        target_mean_, target_std_: class -> ``[4]`` whitening statistics.
+        num_windows_: class -> training windows used.
+        feature_scale_: the factor features are multiplied by.
+    """
+
+    def __init__(
+        self,
+        lambda_: float = 4000.0,
+        min_iou: float = 0.5,
+        whiten: bool = True,
+        n_jobs: int | None = 1,
+    ) -> None:
+        self.lambda_ = lambda_
+        self.min_iou = min_iou
+        self.whiten = whiten
+        self.n_jobs = n_jobs
+
+    def fit(
+        self,
+        features_by_class: Mapping[str, np.ndarray],
+        proposals_by_class: Mapping[str, np.ndarray],
+        gt_by_class: Mapping[str, np.ndarray],
+        *,
+        feature_scale: float = 1.0,
+    ) -> BBoxRegressor:
+        """Fit one regressor per class.
+
+        Args:
+            features_by_class: class -> ``[N, D]`` raw pooled features of its candidate
+                windows (any Mapping; with ``n_jobs=1`` its values are read one class at a
+                time, so a lazy mapping keeps one class in memory).
+            proposals_by_class: class -> ``[N, 4]`` the windows' boxes.
+            gt_by_class: class -> ``[N, 4]`` the ground-truth box each window is matched to
+                (:func:`select_training_windows`).
+            feature_scale: factor applied to every feature (mean norm 20).
+
+        Returns:
+            self. Classes with no window of IoU > ``min_iou`` are skipped with a warning.
+
+        Memory: a float64 copy of a class's training windows plus a ``(D+1)^2`` or ``N^2``
+        Gram matrix (scikit-learn picks the smaller).
+        """
+        self._check_params(feature_scale)
+        missing = [
+            c for c in features_by_class if c not in proposals_by_class or c not in gt_by_class
+        ]
+        if missing:
+            raise DataError(f"classes {missing} have features but no proposals or ground truth")
+        settings = self._settings(feature_scale)
+        results = Parallel(n_jobs=self.n_jobs)(
+            delayed(_fit_class_regressor)(
+                name, features_by_class[name], proposals_by_class[name], gt_by_class[name],
+                **settings,
+            )
+            for name in features_by_class
+        )
+        self._set_results(results, feature_scale)
+        return self
+
+    def fit_windows(
+        self,
+        source: WindowSource,
+        classes: Sequence[str],
+        *,
+        feature_scale: float = 1.0,
+        max_bytes_in_memory: int = 1 << 30,
+    ) -> BBoxRegressor:
+        """Fit one regressor per class from windows stored class by class.
+
+        A class whose windows fit in ``max_bytes_in_memory`` (as a float64 design matrix) is
+        loaded and fitted like :meth:`fit` (scikit-learn's ``Ridge``); a larger one is fitted
+        chunk by chunk through the normal equations, in ``(D+1)^2`` memory, with the same
+        result up to rounding. Classes run one after the other (``n_jobs`` is not used), so
+        memory holds one class.
+
+        Args:
+            source: the windows (:class:`WindowSource`).
+            classes: the classes to fit, in order; a class with no window is skipped with a
+                warning (its boxes are left as they are at test time).
+            feature_scale: factor applied to every feature (mean norm 20).
+            max_bytes_in_memory: the in-memory path's limit.
+
+        Returns:
+            self.
+        """
+        self._check_params(feature_scale)
+        settings = self._settings(feature_scale)
+        counts = source.counts()
+        results = []
+        for name in classes:
+            n = int(counts.get(name, 0))
+            if n == 0:
+                results.append((name, None, f"no training window with IoU > {self.min_iou}"))
+                continue
+            if n * (source.dim + 1) * 8 <= max_bytes_in_memory:
+                results.append(_fit_class_regressor(name, *source.load(name), **settings))
+            else:
+                results.append(_fit_class_regressor_chunked(name, source.chunks(name),
+                                                            dim=source.dim, **settings))
+        self._set_results(results, feature_scale)
+        return self
+
+    def _check_params(self, feature_scale: float) -> None:
+        if not (isinstance(self.lambda_, numbers.Real) and self.lambda_ >= 0):
+            raise ConfigError(f"lambda_ must be a number >= 0, got {self.lambda_!r}")
+        if not (isinstance(self.min_iou, numbers.Real) and 0 <= self.min_iou < 1):
+            raise ConfigError(f"min_iou must be in [0, 1), got {self.min_iou!r}")
+        if not (math.isfinite(feature_scale) and feature_scale > 0):
+            raise ConfigError(f"feature_scale must be a positive number, got {feature_scale!r}")
+
+    def _settings(self, feature_scale: float) -> dict:
+        return dict(
+            lambda_=float(self.lambda_),
+            min_iou=float(self.min_iou),
+            whiten=bool(self.whiten),
+            feature_scale=float(feature_scale),
+        )
+
+    def _set_results(self, results: Iterable[tuple], feature_scale: float) -> None:
+        self.classes_ = []
+        self.skipped_ = {}
+        self.coef_, self.intercept_ = {}, {}
+        self.target_mean_, self.target_std_, self.num_windows_ = {}, {}, {}
+        for name, fitted, reason in results:
+            if fitted is None:
+                self.skipped_[name] = reason
+                logger.warning("class %r: %s; its boxes are left as they are", name, reason)
+                continue
+            self.classes_.append(name)
+            self.coef_[name] = fitted["coef"]
+            self.intercept_[name] = fitted["intercept"]
+            self.target_mean_[name] = fitted["target_mean"]
+            self.target_std_[name] = fitted["target_std"]
+            self.num_windows_[name] = int(fitted["num_windows"])
+            logger.info("class %r: box regressor on %d windows", name, self.num_windows_[name])
+        self.feature_scale_ = float(feature_scale)
+
+    # -- file ----------------------------------------------------------------------------
+
+    def save(self, path: str | Any, classes: Sequence[str]) -> None:
+        """Write the regressors with ``numpy.savez`` to ``path`` (a path or a binary file).
+
+        Keys: ``classes`` [K], ``trained`` bool [K], ``coef`` float64 [K, 4, D] (zeros where
+        not trained), ``intercept``, ``target_mean``, ``target_std`` float64 [K, 4],
+        ``num_windows`` int64 [K], ``feature_scale``, ``lambda_``, ``min_iou``, ``whiten``.
+        Deltas of raw features X for class k: ``((X * feature_scale) @ coef[k].T +
+        intercept[k]) * target_std[k] + target_mean[k]``.
+
+        Args:
+            classes: every class of the detector, in its order (skipped ones included).
+        """
+        check_is_fitted(self, "coef_")
+        unknown = [c for c in self.coef_ if c not in classes]
+        if unknown:
+            raise ConfigError(f"trained classes {unknown} are not in the class list {classes}")
+        dims = {c.shape[1] for c in self.coef_.values()}
+        dim = dims.pop() if dims else 0
+        k = len(classes)
+        arrays = {
+            "classes": np.asarray(list(classes), dtype=np.str_),
+            "trained": np.array([c in self.coef_ for c in classes], dtype=bool),
+            "coef": np.zeros((k, 4, dim)),
+            "intercept": np.zeros((k, 4)),
+            "target_mean": np.zeros((k, 4)),
+            "target_std": np.ones((k, 4)),
+            "num_windows": np.zeros(k, dtype=np.int64),
+            "feature_scale": np.float64(self.feature_scale_),
+            "lambda_": np.float64(self.lambda_),
+            "min_iou": np.float64(self.min_iou),
+            "whiten": np.bool_(self.whiten),
+        }
+        for i, name in enumerate(classes):
+            if name in self.coef_:
+                arrays["coef"][i] = self.coef_[name]
+                arrays["intercept"][i] = self.intercept_[name]
+                arrays["target_mean"][i] = self.target_mean_[name]
+                arrays["target_std"][i] = self.target_std_[name]
+                arrays["num_windows"][i] = self.num_windows_[name]
+        if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__"):
+            with open(path, "wb") as handle:
+                np.savez(handle, **arrays)
+        else:
+            np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Any) -> tuple[BBoxRegressor, list[str]]:
+        """Read a file written by :meth:`save`; returns ``(regressor, classes)``.
+
+        Classes stored as not trained are in ``skipped_`` (their boxes are left unchanged).
+
+        Raises:
+            ModelError: not a box-regression file.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+            classes = [str(c) for c in arrays["classes"].reshape(-1)]
+            model = cls(lambda_=float(arrays["lambda_"]), min_iou=float(arrays["min_iou"]),
+                        whiten=bool(arrays["whiten"]))
+            results = []
+            for i, name in enumerate(classes):
+                if not arrays["trained"][i]:
+                    results.append((name, None, "not trained (no training window)"))
+                    continue
+                results.append((name, {
+                    "coef": np.asarray(arrays["coef"][i], dtype=np.float64),
+                    "intercept": np.asarray(arrays["intercept"][i], dtype=np.float64),
+                    "target_mean": np.asarray(arrays["target_mean"][i], dtype=np.float64),
+                    "target_std": np.asarray(arrays["target_std"][i], dtype=np.float64),
+                    "num_windows": arrays["num_windows"][i],
+                }, None))
+        except (OSError, KeyError, ValueError, IndexError) as exc:
+            raise ModelError(f"{path}: not an sppdet box-regression file ({exc}); rerun "
+                             "`sppdet train-bbox-reg`") from exc
+        previous = logger.level
+        logger.setLevel(logging.ERROR)  # loading is not training: no per-class messages
+        try:
+            model._set_results(results, float(arrays["feature_scale"]))
+        finally:
+            logger.setLevel(previous)
+        return model, classes
+
+    def predict_deltas(self, class_name: str, features: np.ndarray) -> np.ndarray:
+        """Predicted targets ``[N, 4]`` (whitening undone) for raw features ``[N, D]``."""
+        check_is_fitted(self, "coef_")
+        if class_name not in self.coef_:
+            raise ModelError(
+                f"no box regressor for class {class_name!r}; trained classes: {self.classes_}"
+            )
+        coef = self.coef_[class_name]
+        x = np.asarray(features)
+        if x.ndim != 2 or x.shape[1] != coef.shape[1]:
+            raise DataError(
+                f"features for class {class_name!r}: expected [N, {coef.shape[1]}], got {x.shape}"
+            )
+        y = (x.astype(np.float64) * self.feature_scale_) @ coef.T + self.intercept_[class_name]
+        return y * self.target_std_[class_name] + self.target_mean_[class_name]
+
+    def predict(
+        self,
+        class_name: str,
+        features: np.ndarray,
+        proposals: np.ndarray,
+        *,
+        image_size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Regressed boxes for one class.
+
+        Args:
+            class_name: the class whose regressor to apply. A class that was skipped at fit
+                keeps its boxes unchanged; a class never seen at fit is a ModelError.
+            features: ``[N, D]`` raw pooled features of the boxes.
+            proposals: ``[N, 4]`` the boxes (0-based continuous xyxy).
+            image_size: ``(width, height)`` to clip the result to, or None.
+
+        Returns:
+            float64 ``[N, 4]`` boxes.
+        """
+        check_is_fitted(self, "coef_")
+        p = _as_boxes(proposals, "proposals")
+        if class_name in self.skipped_:
+            boxes = p.copy()
+        else:
+            deltas = self.predict_deltas(class_name, features)
+            if deltas.shape[0] != p.shape[0]:
+                raise DataError(f"{deltas.shape[0]} feature rows but {p.shape[0]} proposals")
+            boxes = decode(p, deltas)
+        if image_size is not None:
+            boxes = clip_boxes(boxes, image_size[0], image_size[1])
+        return boxes
