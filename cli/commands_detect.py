@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from sppdet.io.artifacts import parse_shard
+from sppdet.ops.nms import DEFAULT_SOFT_NMS_SIGMA, NMS_METHODS
 from sppdet.stages import detect
 from sppdet.stages.layout import (detections_path, features_dir, find_features, model_dir,
                                   proposals_path)
@@ -31,6 +32,13 @@ from .options import (classes_option, device_option, feature_variant_option, for
               help="Apply the box regressors (bbox_reg.npz).")
 @click.option("--iou-threshold", type=click.FloatRange(0, 1), default=0.3, show_default=True,
               help="Per-class NMS: suppress a window whose IoU with a better one is above this.")
+@click.option("--nms", "nms_method", type=click.Choice(list(NMS_METHODS)), default="hard",
+              show_default=True, help="Hard NMS, or Soft-NMS (Bodla et al. 2017) that lowers the "
+                                      "scores of overlapping windows instead of removing them: "
+                                      "linear (1 - IoU above --iou-threshold) or gaussian.")
+@click.option("--nms-sigma", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_SOFT_NMS_SIGMA, show_default=True,
+              help="Gaussian Soft-NMS: scores are multiplied by exp(-IoU^2 / sigma).")
 @click.option("--score-threshold", type=float, default=None,
               help="Keep windows scoring above this.  [default: -1.5 for SVM scores, 0.001 "
                    "for softmax]")
@@ -63,8 +71,8 @@ from .options import (classes_option, device_option, feature_variant_option, for
 @force_option
 @pass_settings
 def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, split: str,
-                   scorer: str, bbox_reg: bool, iou_threshold: float,
-                   score_threshold: float | None, max_per_image: int, method: str,
+                   scorer: str, bbox_reg: bool, iou_threshold: float, nms_method: str,
+                   nms_sigma: float, score_threshold: float | None, max_per_image: int, method: str,
                    proposals: Path | None, features: Path | None,
                    feature_variant: str | None, scales: str | None,
                    out: Path | None, draw_threshold: float | None, classes: str | None,
@@ -97,7 +105,8 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                              iou_threshold=iou_threshold, score_threshold=score_threshold,
                              max_per_image=cap, scales=parsed_scales, device=device,
                              classes=parse_classes(classes), shard=parse_shard(shard),
-                             on_error=on_error, force=force)
+                             on_error=on_error, force=force, nms_method=nms_method,
+                             nms_sigma=nms_sigma)
         click.echo(summary.to_text())
         return
     folders = [p for p in inputs if p.is_dir()]
@@ -109,7 +118,8 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                                 scorer=scorer, use_bbox_reg=bbox_reg,
                                 iou_threshold=iou_threshold, score_threshold=score_threshold,
                                 max_per_image=cap, scales=parsed_scales, device=device,
-                                draw_threshold=draw_threshold)
+                                draw_threshold=draw_threshold, nms_method=nms_method,
+                                nms_sigma=nms_sigma)
     for result in results:
         click.echo(f"{result.path}: {len(result.detections)} detections -> {result.drawn}")
     click.echo(f"Detections listed in {out / 'detections.json'}")

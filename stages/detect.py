@@ -34,7 +34,7 @@ from sppdet.errors import ArtifactMissingError, ConfigError, DataError
 from sppdet.evaluation.comp4 import write_comp4_files
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import ComputedFeatures, FeatureCache
-from sppdet.ops.nms import class_nms_indices
+from sppdet.ops.nms import DEFAULT_SOFT_NMS_SIGMA, class_nms
 from sppdet.progress import get_logger, log_to_file, progress
 from sppdet.training.svm import SVMWeights
 
@@ -140,7 +140,8 @@ def _model_backbone(model: DetectModel, device: torch.device) -> torch.nn.Module
 @torch.inference_mode()
 def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxes: np.ndarray,
                    image_size: tuple[int, int], *, scorer: str, nms: NMSSettings,
-                   times: DetectTimes, batch_size: int = 1024
+                   times: DetectTimes, batch_size: int = 1024, nms_method: str = "hard",
+                   nms_sigma: float = DEFAULT_SOFT_NMS_SIGMA
                    ) -> tuple[ImageDetections, ImageDetections]:
     """Score pooled windows of one image and return ``(final, candidates)`` detections.
 
@@ -153,6 +154,8 @@ def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxe
         scorer: ``svm`` or ``softmax``.
         nms: NMS settings (score threshold, IoU threshold, per-image cap).
         times: accumulates the seconds of fc, box regression and NMS.
+        nms_method, nms_sigma: ``hard`` NMS or Soft-NMS (``linear``, ``gaussian``), see
+            :func:`sppdet.ops.nms.class_nms`.
     """
     height, width = image_size
     start = time.perf_counter()
@@ -202,10 +205,12 @@ def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxe
                                      np.concatenate(cand_labels))
     else:
         candidates = ImageDetections.empty(image_id)
-    keep = class_nms_indices(candidates.boxes, candidates.scores, candidates.labels,
-                             iou_threshold=nms.iou_threshold, score_threshold=None,
-                             max_per_image=nms.max_per_image)
+    keep, kept_scores = class_nms(candidates.boxes, candidates.scores, candidates.labels,
+                                  method=nms_method, iou_threshold=nms.iou_threshold,
+                                  sigma=nms_sigma, score_threshold=nms.score_threshold,
+                                  max_per_image=nms.max_per_image)
     final = candidates.select(keep)
+    final = ImageDetections(image_id, final.boxes, kept_scores, final.labels)
     times.nms += time.perf_counter() - start
     return final, candidates
 
@@ -257,7 +262,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         max_per_image: int | None = 100, scales: tuple[int, ...] | None = None,
         device: str = "auto", classes: tuple[str, ...] | None = None,
         shard: tuple[int, int] | None = None, on_error: str = "fail", force: bool = False,
-        write_comp4: bool = True) -> DetectSummary:
+        write_comp4: bool = True, nms_method: str = "hard",
+        nms_sigma: float = DEFAULT_SOFT_NMS_SIGMA) -> DetectSummary:
     """Detect objects in every image of ``split`` and write the detections artifact ``out``.
 
     Args:
@@ -280,6 +286,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         on_error: ``fail`` or ``skip`` for per-image failures.
         force: rerun even if up to date.
         write_comp4: write ``comp4_det_<split>_<class>.txt`` beside the artifact.
+        nms_method: ``hard`` (default), or Soft-NMS ``linear`` / ``gaussian``.
+        nms_sigma: the Gaussian Soft-NMS width.
     """
     nms = _nms_settings(scorer, iou_threshold, score_threshold, max_per_image)
     data = VOCDataset(dataset, split, classes)
@@ -316,6 +324,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
     params.update({"scorer": scorer, "bbox_reg": use_bbox_reg,
                    "features": "cache" if use_cache else {"on_the_fly_scales": list(
                        source.scales)}})
+    if nms_method != "hard":  # hard NMS records nothing new, so its artifacts stay valid
+        params["soft_nms"] = {"method": nms_method, "sigma": nms_sigma}
     record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
     out = Path(out)
     summary = DetectSummary(path=out, model=model.name, scorer=scorer, images=len(data),
@@ -349,7 +359,9 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
                     ann = data[image_id]
                     final, candidates = detect_windows(model, image_id, pooled, boxes,
                                                        (ann.height, ann.width), scorer=scorer,
-                                                       nms=nms, times=times)
+                                                       nms=nms, times=times,
+                                                       nms_method=nms_method,
+                                                       nms_sigma=nms_sigma)
                 except DataError as exc:
                     store.write_failure(image_id, str(exc))
                     summary.failures[image_id] = str(exc)
@@ -389,7 +401,8 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
                use_bbox_reg: bool = True, iou_threshold: float = 0.3,
                score_threshold: float | None = None, max_per_image: int | None = 100,
                scales: tuple[int, ...] | None = None, device: str = "auto",
-               draw_threshold: float | None = None) -> list[ImageFileResult]:
+               draw_threshold: float | None = None, nms_method: str = "hard",
+               nms_sigma: float = DEFAULT_SOFT_NMS_SIGMA) -> list[ImageFileResult]:
     """Detect objects in plain image files: proposals and conv5 computed on the fly.
 
     Args:
@@ -431,7 +444,8 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
         boxes = propose_image(image, method, params).boxes
         pooled = source.pool(key, boxes, scale="best")
         final, _ = detect_windows(model, key, pooled, boxes, image.shape[:2], scorer=scorer,
-                                  nms=nms, times=times)
+                                  nms=nms, times=times, nms_method=nms_method,
+                                  nms_sigma=nms_sigma)
         drawn = None
         if out_dir is not None:
             picture = draw_detections(image, final, model.classes, min_score=threshold)

@@ -121,3 +121,28 @@ def test_pipeline_config_file_errors(tmp_path):
     config = pipeline.load_config(good)
     assert config.name == "x" and config.finetune.iterations == 5
     assert config.cache_features.scales == (480,)
+
+
+def test_detect_with_soft_nms_records_it_and_decays_the_candidates(tiny_run, tmp_path):
+    import numpy as np
+
+    from sppdet.ops.nms import class_nms
+
+    data, work, summary, _ = tiny_run
+    hard = read_record(summary.detections)
+    assert "soft_nms" not in hard.params  # hard NMS records nothing new: old artifacts stay valid
+    out = tmp_path / "soft.h5"
+    result = CliRunner().invoke(cli, ["-w", str(work), "detect", str(data), "--name", "tiny",
+                                      "--out", str(out), "--device", "cpu", "--nms", "gaussian",
+                                      "--nms-sigma", "0.3"])
+    assert result.exit_code == 0, result.output
+    record = read_record(out)
+    assert record.params["soft_nms"] == {"method": "gaussian", "sigma": 0.3}
+    with DetectionsReader(out) as reader:
+        for image_id in reader.image_ids():
+            final, candidates = reader.detections(image_id), reader.candidates(image_id)
+            keep, scores = class_nms(candidates.boxes, candidates.scores, candidates.labels,
+                                     method="gaussian", sigma=0.3, max_per_image=100,
+                                     score_threshold=record.params["nms"]["score_threshold"])
+            np.testing.assert_array_equal(final.boxes, candidates.boxes[keep])
+            np.testing.assert_allclose(final.scores, scores.astype(np.float32))
