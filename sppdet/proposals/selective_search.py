@@ -1,50 +1,82 @@
-"""Selective search proposals (Uijlings et al., IJCV 2013) through OpenCV contrib.
+"""Selective search proposals (Uijlings et al., IJCV 2013) assembled from OpenCV contrib.
 
-OpenCV's ``SelectiveSearchSegmentation`` does the work; this module feeds it, makes its output
-deterministic, and turns it into sppdet boxes.
+The paper's modes diversify the search over colour spaces, the scale ``k`` of the initial
+Felzenszwalb-Huttenlocher segmentation and the similarity used for grouping (IJCV 2013,
+section 5.4; R-CNN's ``selective_search_boxes.m`` runs the fast mode):
 
-Determinism. OpenCV gives every region the rank ``rand() / RAND_MAX * level`` with the C
-library's ``rand()`` and sorts by it, so the *order* of the boxes changes from run to run (the
-set does not). We seed the C library's generator with ``srand(seed)`` right before
-``process()`` (same seed for every image), under a process-wide lock so that two threads cannot
-interleave their ``rand()`` calls. Seeding was chosen over re-sorting by a fixed key because it
-keeps selective search's own pseudo-random ranking, which mixes regions of one hierarchy level
-with others, instead of replacing it by an arbitrary geometric order. With the seed fixed the
-output is a function of the image alone: the same boxes in the same order across runs, worker
-processes and shards (tested in ``tests/test_proposals_selective_search.py``).
+- **fast**: colour spaces HSV and Lab; ``k = 50, 100``; similarities colour + texture + size +
+  fill and texture + size + fill: 2 x 2 x 2 = 8 hierarchical groupings.
+- **quality**: HSV, Lab, rgI, H, I; ``k = 50, 100, 150, 300``; the two above plus fill alone
+  and size alone: 80 groupings.
 
-Order and the cap on boxes. OpenCV's rank puts *low* hierarchy levels first (its source notes
-that this is inverted from the paper, which ranks the last merged, largest regions first), so
-the first 2,000 of OpenCV's list are mostly small regions. We therefore re-order by **scale
-interleaving**: boxes are put into octave strata by ``floor(log2(sqrt(area)))`` (area in the
-pixels selective search saw), keep OpenCV's seeded order inside each stratum, and are then
-taken round-robin, one box per stratum per round, larger strata first. ``max_boxes`` keeps a
-prefix of that order, so every scale keeps its share and the few large boxes always survive
-the cap. The order does not depend on ``max_boxes``: the top ``k`` boxes of a capped result are
-the top ``k`` of an uncapped one.
+OpenCV's ``switchToSelectiveSearchFast`` cannot express the fast mode: it segments at
+``k = base_k, base_k + inc_k, base_k + 2 inc_k`` (three scales, 150, 300, 450 by default), with
+OpenCV's default minimum segment size of 100 pixels, and in an HSV whose hue spans 0-179. This
+module builds the same pipeline from OpenCV's parts instead (``addImage``,
+``addGraphSegmentation``, ``addStrategy``, ``process``): one OpenCV run per colour space and
+``k``, with both similarity strategies, a minimum segment size of ``k`` pixels (as in
+Uijlings et al.'s code) and HSV over the full 0-255 hue range (``COLOR_BGR2HSV_FULL``, as
+MATLAB's ``im2uint8(rgb2hsv(...))`` in their code); Lab is OpenCV's 8-bit Lab, the same
+encoding as MATLAB's ``applycform`` on uint8 images.
+
+Order and the cap on boxes (``max_boxes`` keeps a prefix of the order). The paper's code ranks
+the boxes of each grouping by their position in the hierarchy (1 for the last merge, the whole
+image; the initial segments last), multiplies that position by a uniform random number, pools
+all groupings and sorts ascending, keeping the first of duplicate boxes: large regions tend to
+come first, but every scale is represented in any prefix. OpenCV's ``process`` returns boxes
+without their hierarchy (and ranks by ``rand() * depth``, which puts the *small* regions
+first), so the position is taken here as the rank of the box's area, largest first, among the
+boxes of one OpenCV run (ties by coordinates): a region's box is never smaller than those of
+its parts, so this order agrees with the hierarchy on every chain of merges. Measured against
+OpenCV's order and the scale-interleaved order sppdet used before, on the VOC fixtures and BCCD
+(``benchmarks/proposals_recall.py --orders``), it keeps the most objects at every budget up to
+2,000 boxes.
+
+Determinism. The random numbers come from a NumPy generator seeded with ``seed`` (the same for
+every image), and the boxes of an OpenCV run are ordered by a fixed key before they are drawn,
+so the output is a function of the image and the parameters alone, whatever state the C
+library's ``rand()`` (which OpenCV uses) is in: the same boxes in the same order across runs,
+worker processes and shards (tested in ``tests/test_proposals_selective_search.py``).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import threading
 from dataclasses import dataclass
-from functools import lru_cache
 
 import cv2
 import numpy as np
 
-from sppdet.ops.boxes import xywh_to_xyxy
 from sppdet.errors import ConfigError
+from sppdet.ops.boxes import xywh_to_xyxy
 from sppdet.proposals.common import ProposalError, ProposalResult, check_image, finish_boxes
 from sppdet.proposals.common import resize_longer_side
 
 SS_MODES = ("fast", "quality")
 
-# rand()/srand() state is per process; one selective search at a time per process keeps a
-# seeded sequence from being consumed by another thread.
-_RAND_LOCK = threading.Lock()
+
+@dataclass(frozen=True)
+class Diversification:
+    """One mode of selective search: what the groupings vary over.
+
+    Attributes:
+        colour_spaces: names understood by :func:`colour_image`.
+        k_factors: the segmentation scales as multiples of ``SelectiveSearchParams.k``.
+        strategies: names understood by :func:`similarity_strategy`.
+    """
+
+    colour_spaces: tuple[str, ...]
+    k_factors: tuple[int, ...]
+    strategies: tuple[str, ...]
+
+
+# IJCV 2013, table 5 ("Selective Search Fast" and "Quality"), with k = 50 as the base.
+MODES: dict[str, Diversification] = {
+    "fast": Diversification(("hsv", "lab"), (1, 2), ("colour+texture+size+fill",
+                                                    "texture+size+fill")),
+    "quality": Diversification(("hsv", "lab", "rgi", "h", "intensity"), (1, 2, 3, 6),
+                               ("colour+texture+size+fill", "texture+size+fill", "fill",
+                                "size")),
+}
 
 
 @dataclass(frozen=True)
@@ -52,31 +84,28 @@ class SelectiveSearchParams:
     """Parameters of selective search; every field is JSON-serialisable for artifact records.
 
     Attributes:
-        max_boxes: keep at most this many boxes (a prefix of the scale-interleaved order, see
-            the module docstring); ``None`` keeps all. Default 2000, the paper's "about 2,000
-            windows per image".
+        max_boxes: keep at most this many boxes (a prefix of the hierarchy rank order, see the
+            module docstring); ``None`` keeps all. Default 2000, the paper's "about 2,000
+            windows per image"; the fast mode makes about 3,000 on VOC images before the cap.
         max_size: shrink the image so that its longer side is at most this many pixels before
             proposing (boxes are mapped back to original pixels); ``None`` never resizes.
-            Default 500, the size of PASCAL VOC images and the width R-CNN's selective search
-            script resizes to: a 640x480 image then costs about as much as a VOC image.
+            Default 500, the size of PASCAL VOC images, for which the paper's ``k`` was chosen,
+            and the width R-CNN's selective search script resizes to.
         min_size: drop boxes narrower or lower than this many original pixels. Default 10:
             such a window covers less than one cell of a stride-16 conv5 map at SPP-net's
-            scales, and VOC objects that small are rare (most are marked difficult). On the
-            VOC fixtures it removes about 5 % of the boxes and no recall.
-        seed: value passed to the C library's ``srand`` before each image (determinism). In
-            glibc seeds 0 and 1 give the same sequence.
-        base_k: Felzenszwalb-Huttenlocher ``k`` of the first initial segmentation (OpenCV's
-            default 150).
-        inc_k: step of ``k`` between the initial segmentations (OpenCV's default 150).
-        sigma: Gaussian smoothing of the initial segmentations (OpenCV's default 0.8).
+            scales, and VOC objects that small are rare (most are marked difficult).
+        seed: seed of the random ranks (determinism; see the module docstring).
+        k: the smallest Felzenszwalb-Huttenlocher scale ``k`` of the initial segmentations; the
+            mode multiplies it (fast: ``k, 2k``; quality: ``k, 2k, 3k, 6k``). The minimum
+            segment size is ``k`` pixels, as in Uijlings et al.'s code. Default 50, the paper's.
+        sigma: Gaussian smoothing of the initial segmentations (default 0.8, the paper's).
     """
 
     max_boxes: int | None = 2000
     max_size: int | None = 500
     min_size: float = 10.0
     seed: int = 0
-    base_k: int = 150
-    inc_k: int = 150
+    k: int = 50
     sigma: float = 0.8
 
     def __post_init__(self) -> None:
@@ -88,54 +117,122 @@ class SelectiveSearchParams:
             raise ConfigError(f"min_size must be >= 0 pixels, got {self.min_size}")
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be in [0, 2**32), got {self.seed}")
-        if self.base_k < 1 or self.inc_k < 1 or self.sigma < 0:
-            raise ConfigError(
-                f"base_k and inc_k must be >= 1 and sigma >= 0, "
-                f"got base_k={self.base_k}, inc_k={self.inc_k}, sigma={self.sigma}"
-            )
+        if self.k < 1 or self.sigma < 0:
+            raise ConfigError(f"k must be >= 1 and sigma >= 0, got k={self.k}, "
+                              f"sigma={self.sigma}")
 
 
-@lru_cache(maxsize=1)
-def _libc_srand() -> "ctypes._CFuncPtr":
-    """The ``srand`` that OpenCV's ``rand()`` reads: the process's C library."""
-    for library in (None, ctypes.util.find_library("c")):
-        try:
-            srand = ctypes.CDLL(library).srand
-        except (OSError, AttributeError):
-            continue
-        srand.argtypes = [ctypes.c_uint]
-        srand.restype = None
-        return srand
-    raise ProposalError(
-        "cannot find the C library's srand(), which selective search needs for a "
-        "deterministic box order on this platform"
-    )
-
-
-def scale_interleaved_order(boxes_xyxy: np.ndarray) -> np.ndarray:
-    """Indices that interleave boxes across octave scale strata, keeping the order inside each.
+def colour_image(image_bgr: np.ndarray, space: str) -> np.ndarray:
+    """The uint8 image a grouping segments and compares, in colour space ``space``.
 
     Args:
-        boxes_xyxy: ``[N, 4]`` xyxy boxes in rank order.
+        image_bgr: uint8 ``[H, W, 3]`` BGR.
+        space: ``hsv`` (hue over 0-255), ``lab`` (OpenCV's 8-bit Lab), ``rgi`` (normalised
+            r and g times 255, and the grey level), ``h`` (the hue alone) or ``intensity``.
 
     Returns:
-        int64 ``[N]`` permutation: round ``r`` lists the ``r``-th box of every stratum, the
-        stratum of larger boxes first. Stratum = ``floor(log2(sqrt(area)))``, areas below 1
-        count as 1.
+        uint8 ``[H, W, 3]`` or ``[H, W]`` (``h``, ``intensity``).
     """
-    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    if boxes.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64)
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    stratum = np.floor(0.5 * np.log2(np.maximum(areas, 1.0))).astype(np.int64)
-    # Position of each box inside its stratum, in input order (a stable sort by stratum).
-    by_stratum = np.argsort(stratum, kind="stable")
-    sorted_strata = stratum[by_stratum]
-    starts = np.searchsorted(sorted_strata, sorted_strata, side="left")
-    position = np.empty_like(stratum)
-    position[by_stratum] = np.arange(boxes.shape[0]) - starts
-    # Primary key: round (position); secondary: larger stratum first.
-    return np.lexsort((-stratum, position)).astype(np.int64)
+    if space == "hsv":
+        return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2HSV_FULL)
+    if space == "lab":
+        return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2Lab)
+    if space == "h":
+        return np.ascontiguousarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2HSV_FULL)[:, :, 0])
+    grey = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+    if space == "intensity":
+        return grey
+    if space == "rgi":
+        bgr = image_bgr.astype(np.float32)
+        total = bgr.sum(axis=2)
+        # A black pixel has no chromaticity: 1/3 each, as in the paper's code.
+        safe = np.where(total > 0, total, 1.0)
+        r = np.where(total > 0, bgr[:, :, 2] / safe, 1.0 / 3.0)
+        g = np.where(total > 0, bgr[:, :, 1] / safe, 1.0 / 3.0)
+        chroma = np.rint(np.stack([r, g], axis=2) * 255.0).astype(np.uint8)
+        return np.ascontiguousarray(np.dstack([chroma, grey]))
+    raise ConfigError(f"unknown colour space {space!r}")
+
+
+def similarity_strategy(name: str) -> "cv2.ximgproc.segmentation.SelectiveSearchSegmentationStrategy":
+    """A fresh OpenCV similarity strategy: parts joined by ``+`` are averaged with equal weights.
+
+    Args:
+        name: ``+``-joined parts among ``colour``, ``texture``, ``size``, ``fill``.
+    """
+    segmentation = cv2.ximgproc.segmentation
+    makers = {
+        "colour": segmentation.createSelectiveSearchSegmentationStrategyColor,
+        "texture": segmentation.createSelectiveSearchSegmentationStrategyTexture,
+        "size": segmentation.createSelectiveSearchSegmentationStrategySize,
+        "fill": segmentation.createSelectiveSearchSegmentationStrategyFill,
+    }
+    parts = name.split("+")
+    if not 1 <= len(parts) <= 4 or any(part not in makers for part in parts):
+        raise ConfigError(f"unknown similarity {name!r}; join 1-4 of {sorted(makers)} with '+'")
+    strategies = [makers[part]() for part in parts]
+    if len(strategies) == 1:
+        return strategies[0]
+    return segmentation.createSelectiveSearchSegmentationStrategyMultiple(*strategies)
+
+
+def grouping_boxes(image: np.ndarray, k: int, sigma: float,
+                   strategies: tuple[str, ...]) -> np.ndarray:
+    """Boxes of the hierarchical groupings of one colour image at one segmentation scale.
+
+    Args:
+        image: uint8 ``[H, W, C]`` or ``[H, W]`` image in the grouping's colour space.
+        k: Felzenszwalb-Huttenlocher scale; also the minimum segment size in pixels.
+        sigma: smoothing of the segmentation.
+        strategies: similarity names (:func:`similarity_strategy`), one grouping each, all
+            on the same initial segmentation.
+
+    Returns:
+        int64 ``[N, 4]`` distinct xyxy boxes (integer pixel edges), in no meaningful order.
+    """
+    segmentation = cv2.ximgproc.segmentation
+    search = segmentation.createSelectiveSearchSegmentation()
+    search.addImage(image)
+    search.addGraphSegmentation(segmentation.createGraphSegmentation(sigma, float(k), int(k)))
+    for name in strategies:
+        search.addStrategy(similarity_strategy(name))
+    rects = np.asarray(search.process(), dtype=np.int64).reshape(-1, 4)
+    return xywh_to_xyxy(rects)
+
+
+def hierarchy_rank_order(groups: list[np.ndarray], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pool the boxes of several groupings in the randomised hierarchy order of the paper's code.
+
+    In each group, a box's position is its rank by area, largest first (ties: by x1, y1, x2,
+    y2), counted from 1; its priority is that position times a uniform random number in
+    [0, 1). All groups are pooled by ascending priority (ties: group order, then position).
+
+    Args:
+        groups: list of ``[N_i, 4]`` xyxy boxes, one array per OpenCV run.
+        seed: seed of the random numbers (NumPy PCG64).
+
+    Returns:
+        ``(boxes, group_index)``: float64 ``[sum N_i, 4]`` pooled boxes in rank order
+        (duplicates across groups kept; the caller removes them keeping the first), and
+        int64 ``[sum N_i]`` the group each came from.
+    """
+    rng = np.random.default_rng(seed)
+    pooled, priorities, origins = [], [], []
+    for index, boxes in enumerate(groups):
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        by_position = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], -areas))
+        boxes = boxes[by_position]
+        positions = np.arange(1, boxes.shape[0] + 1, dtype=np.float64)
+        pooled.append(boxes)
+        priorities.append(positions * rng.random(boxes.shape[0]))
+        origins.append(np.full(boxes.shape[0], index, dtype=np.int64))
+    if not pooled:
+        return np.zeros((0, 4), np.float64), np.zeros(0, np.int64)
+    boxes, priority, origin = (np.concatenate(pooled), np.concatenate(priorities),
+                               np.concatenate(origins))
+    order = np.argsort(priority, kind="stable")
+    return boxes[order], origin[order]
 
 
 def selective_search(
@@ -153,7 +250,7 @@ def selective_search(
 
     Returns:
         :class:`ProposalResult` with float32 ``[N, 4]`` xyxy boxes, 0-based continuous in
-        original pixels, in scale-interleaved rank order; ``scores`` is ``None``.
+        original pixels, in hierarchy rank order; ``scores`` is ``None``.
 
     Raises:
         ProposalError: the image is not uint8 RGB, or OpenCV failed on it.
@@ -162,33 +259,27 @@ def selective_search(
     params = params or SelectiveSearchParams()
     if mode not in SS_MODES:
         raise ConfigError(f"selective search mode must be one of {SS_MODES}, got {mode!r}")
+    diversification = MODES[mode]
     image_rgb = check_image(image_rgb)
     height, width = image_rgb.shape[:2]
     resized, scale_x, scale_y = resize_longer_side(image_rgb, params.max_size)
-    # OpenCV's colour conversions inside selective search assume BGR.
     image_bgr = np.ascontiguousarray(resized[:, :, ::-1])
 
+    groups = []
     try:
-        segmenter = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
-        segmenter.setBaseImage(image_bgr)
-        if mode == "fast":
-            segmenter.switchToSelectiveSearchFast(params.base_k, params.inc_k, params.sigma)
-        else:
-            segmenter.switchToSelectiveSearchQuality(params.base_k, params.inc_k, params.sigma)
-        srand = _libc_srand()
-        with _RAND_LOCK:
-            srand(params.seed)
-            rects = segmenter.process()
+        for space in diversification.colour_spaces:
+            converted = colour_image(image_bgr, space)
+            for factor in diversification.k_factors:
+                groups.append(grouping_boxes(converted, params.k * factor, params.sigma,
+                                             diversification.strategies))
     except cv2.error as error:
         raise ProposalError(
             f"OpenCV selective search ({mode}) failed on a {width}x{height} image: "
             f"{str(error).strip()}"
         ) from error
 
-    rects = np.asarray(rects, dtype=np.int64).reshape(-1, 4)
-    boxes = xywh_to_xyxy(rects)
-    boxes = boxes[scale_interleaved_order(boxes)]
-    boxes, _ = finish_boxes(
+    boxes, _ = hierarchy_rank_order(groups, params.seed)
+    boxes, _ = finish_boxes(  # also removes duplicates, keeping the first (best ranked)
         boxes,
         None,
         scale_x=scale_x,
