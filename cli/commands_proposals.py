@@ -27,8 +27,8 @@ _EB = default_params("edgeboxes")
                                       "import proposals made elsewhere (--import-file).")
 @click.option("--max-boxes", type=click.IntRange(min=1), default=_SS.max_boxes,
               show_default=True, help="Keep at most this many boxes per image (selective "
-                                      "search keeps a scale-interleaved prefix, so large boxes "
-                                      "survive the cap).")
+                                      "search keeps a prefix of its randomised hierarchy "
+                                      "order, which mixes all box sizes).")
 @click.option("--max-size", type=click.IntRange(min=16), default=_SS.max_size,
               show_default=True, help="Shrink images whose longer side exceeds this before "
                                       "proposing (boxes are mapped back to original pixels).")

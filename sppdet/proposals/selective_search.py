@@ -154,11 +154,18 @@ def colour_image(image_bgr: np.ndarray, space: str) -> np.ndarray:
     raise ConfigError(f"unknown colour space {space!r}")
 
 
-def similarity_strategy(name: str) -> "cv2.ximgproc.segmentation.SelectiveSearchSegmentationStrategy":
-    """A fresh OpenCV similarity strategy: parts joined by ``+`` are averaged with equal weights.
+def similarity_strategy(
+    name: str, shared: dict | None = None
+) -> "cv2.ximgproc.segmentation.SelectiveSearchSegmentationStrategy":
+    """An OpenCV similarity strategy: parts joined by ``+`` are averaged with equal weights.
 
     Args:
         name: ``+``-joined parts among ``colour``, ``texture``, ``size``, ``fill``.
+        shared: part name -> part object, filled as parts are made: strategies built with the
+            same dict share their parts. Within one OpenCV run that is safe (each grouping
+            resets its parts before it starts) and it is what OpenCV's own fast mode does: the
+            colour and texture histograms of the initial segments are then computed once per
+            run, not once per strategy. ``None`` makes fresh parts.
     """
     segmentation = cv2.ximgproc.segmentation
     makers = {
@@ -170,7 +177,11 @@ def similarity_strategy(name: str) -> "cv2.ximgproc.segmentation.SelectiveSearch
     parts = name.split("+")
     if not 1 <= len(parts) <= 4 or any(part not in makers for part in parts):
         raise ConfigError(f"unknown similarity {name!r}; join 1-4 of {sorted(makers)} with '+'")
-    strategies = [makers[part]() for part in parts]
+    shared = {} if shared is None else shared
+    for part in parts:
+        if part not in shared:
+            shared[part] = makers[part]()
+    strategies = [shared[part] for part in parts]
     if len(strategies) == 1:
         return strategies[0]
     return segmentation.createSelectiveSearchSegmentationStrategyMultiple(*strategies)
@@ -194,8 +205,9 @@ def grouping_boxes(image: np.ndarray, k: int, sigma: float,
     search = segmentation.createSelectiveSearchSegmentation()
     search.addImage(image)
     search.addGraphSegmentation(segmentation.createGraphSegmentation(sigma, float(k), int(k)))
+    shared: dict = {}
     for name in strategies:
-        search.addStrategy(similarity_strategy(name))
+        search.addStrategy(similarity_strategy(name, shared))
     rects = np.asarray(search.process(), dtype=np.int64).reshape(-1, 4)
     return xywh_to_xyxy(rects)
 
