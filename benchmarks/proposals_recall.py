@@ -7,7 +7,8 @@ Three measurements, single process, one OpenCV thread (CPU time of this process 
    defaults; uncapped, so that k runs past the default cap of 2,000), boxes and CPU seconds
    per image.
 2. ``--orders``: which order keeps the most objects under a cap, for the boxes of the
-   selective search fast mode: the hierarchy rank order of the library, OpenCV's own order
+   selective search fast mode: the hierarchy rank order of the library (with ``--seeds``
+   seeds, to show how much one seed's luck moves it), OpenCV's own order
    (``process()`` of one run with every colour space, scale and strategy, C library seeded
    with ``srand(0)``), and the scale-interleaved order sppdet used before (octave strata of
    box size taken round-robin, OpenCV's order inside each stratum).
@@ -18,8 +19,8 @@ Three measurements, single process, one OpenCV thread (CPU time of this process 
 Usage (from the project root; data sets are not part of the project, see shared/data):
 
     OMP_NUM_THREADS=1 python benchmarks/proposals_recall.py --data-root ../shared/data \\
-        [--methods ss-fast edgeboxes] [--orders] [--variants] [--bccd-images 72] \\
-        [--json out.json]
+        [--methods ss-fast edgeboxes] [--orders [--seeds 5]] [--variants] \\
+        [--datasets voc bccd] [--bccd-images 72] [--json out.json]
 
 Data sets: ``voc``: the real VOC images of ``voc-fixtures`` (VOC2007 and VOC2012, every image
 of ``ImageSets/Main/test.txt``); ``bccd``: the first ``--bccd-images`` images of BCCD's test
@@ -55,6 +56,7 @@ from sppdet.proposals.common import finish_boxes, resize_longer_side  # noqa: E4
 from sppdet.proposals.selective_search import (  # noqa: E402
     MODES,
     colour_image,
+    grouping_boxes,
     hierarchy_rank_order,
     similarity_strategy,
 )
@@ -214,19 +216,26 @@ def scale_interleaved_order(boxes_xyxy: np.ndarray) -> np.ndarray:
     return np.lexsort((-stratum, position)).astype(np.int64)
 
 
-def run_orders(sets: dict, results: dict) -> None:
+def run_orders(sets: dict, results: dict, seeds: int) -> None:
     params = default_params("ss-fast")
+    fast = MODES["fast"]
     for name, (images, truths, _) in sets.items():
-        orders: dict[str, dict] = {"hierarchy rank (library)": {}, "OpenCV": {},
-                                   "scale-interleaved (former)": {}}
+        orders: dict[str, dict] = {f"hierarchy rank, seed {seed}": {} for seed in range(seeds)}
+        orders.update({"OpenCV": {}, "scale-interleaved (former)": {}})
         for image_id, image in images.items():
             height, width = image.shape[:2]
-            library = propose_image(image, "ss-fast", replace(params, max_boxes=None)).boxes
-            orders["hierarchy rank (library)"][image_id] = library
             resized, sx, sy = resize_longer_side(image, params.max_size)
-            opencv = _opencv_one_run(np.ascontiguousarray(resized[:, :, ::-1]))
-            interleaved = opencv[scale_interleaved_order(opencv)]
-            for key, boxes in (("OpenCV", opencv), ("scale-interleaved (former)", interleaved)):
+            bgr = np.ascontiguousarray(resized[:, :, ::-1])
+            # The library's groups, computed once and ranked with several seeds.
+            groups = [grouping_boxes(colour_image(bgr, space), params.k * factor, params.sigma,
+                                     fast.strategies)
+                      for space in fast.colour_spaces for factor in fast.k_factors]
+            ranked = {f"hierarchy rank, seed {seed}": hierarchy_rank_order(groups, seed)[0]
+                      for seed in range(seeds)}
+            opencv = _opencv_one_run(bgr)
+            ranked["OpenCV"] = opencv
+            ranked["scale-interleaved (former)"] = opencv[scale_interleaved_order(opencv)]
+            for key, boxes in ranked.items():
                 orders[key][image_id], _ = finish_boxes(
                     boxes, None, scale_x=sx, scale_y=sy, width=width, height=height,
                     min_size=params.min_size)
@@ -301,6 +310,8 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--methods", nargs="*", default=["ss-fast", "edgeboxes"])
     parser.add_argument("--orders", action="store_true")
+    parser.add_argument("--seeds", type=int, default=5,
+                        help="--orders: rank the library's boxes with seeds 0 .. N-1")
     parser.add_argument("--variants", action="store_true")
     parser.add_argument("--datasets", nargs="+", default=["voc", "bccd"],
                         choices=["voc", "bccd"])
@@ -317,7 +328,7 @@ def main() -> None:
     if args.methods:
         run_methods(args.methods, sets, results)
     if args.orders:
-        run_orders(sets, results)
+        run_orders(sets, results, args.seeds)
     if args.variants:
         run_variants(sets, results)
     if args.json:
