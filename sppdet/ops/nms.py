@@ -29,7 +29,6 @@ from torchvision.ops import batched_nms
 
 from sppdet.detector.detections import ImageDetections
 from sppdet.errors import ConfigError, DataError
-from sppdet.ops.boxes import box_iou
 
 DEFAULT_IOU_THRESHOLD = 0.3
 DEFAULT_SCORE_THRESHOLD = -1.5
@@ -198,7 +197,7 @@ def soft_nms(
             margins = np.delete(margins, best)
             if remaining.size == 0:
                 break
-            iou = box_iou(boxes[picked[-1]][None, :], boxes[remaining])[0]
+            iou = _iou_one_to_many(boxes[picked[-1]], boxes[remaining])
             if method == "linear":
                 weights = np.where(iou > iou_threshold, 1.0 - iou, 1.0)
             else:
@@ -216,6 +215,21 @@ def soft_nms(
     if cap is not None:
         order = order[:cap]
     return indices[order], decayed[order]
+
+
+def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """float64 ``[M]`` IoU of one xyxy box with ``[M, 4]`` boxes; an empty union gives 0.
+
+    The arithmetic of torchvision's ``box_iou`` in NumPy, without a tensor round trip per call
+    (Soft-NMS calls it once per kept window).
+    """
+    width = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    height = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = width * height
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (
+        (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
 
 
 def class_nms(

@@ -1,8 +1,9 @@
 """Selective search proposals (Uijlings et al., IJCV 2013) assembled from OpenCV contrib.
 
 The paper's modes diversify the search over colour spaces, the scale ``k`` of the initial
-Felzenszwalb-Huttenlocher segmentation and the similarity used for grouping (IJCV 2013,
-section 5.4; R-CNN's ``selective_search_boxes.m`` runs the fast mode):
+Felzenszwalb-Huttenlocher segmentation and the similarity used for grouping (its table of the
+"Selective Search Fast" and "Quality" settings; R-CNN's ``selective_search_boxes.m`` runs the
+fast mode, as SPP-net did):
 
 - **fast**: colour spaces HSV and Lab; ``k = 50, 100``; similarities colour + texture + size +
   fill and texture + size + fill: 2 x 2 x 2 = 8 hierarchical groupings.
@@ -69,7 +70,7 @@ class Diversification:
     strategies: tuple[str, ...]
 
 
-# IJCV 2013, table 5 ("Selective Search Fast" and "Quality"), with k = 50 as the base.
+# Uijlings et al.'s "Selective Search Fast" and "Quality" settings, with k = 50 as the base.
 MODES: dict[str, Diversification] = {
     "fast": Diversification(("hsv", "lab"), (1, 2), ("colour+texture+size+fill",
                                                     "texture+size+fill")),
