@@ -36,7 +36,7 @@ from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import ComputedFeatures, FeatureCache
 from sppdet.ops.nms import class_nms_indices
 from sppdet.progress import get_logger, log_to_file, progress
-from sppdet.training.svm import SVMWeights
+from sppdet.training.svm.weights import SVMWeights
 
 from .common import dataset_params, format_seconds
 from .layout import log_path

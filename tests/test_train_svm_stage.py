@@ -16,7 +16,7 @@ from sppdet.data.voc import VOCDataset
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import FeatureCache
 from sppdet.stages.layout import feature_variant, features_path, proposals_path
-from sppdet.training.svm import SVMWeights
+from sppdet.training.svm.weights import SVMWeights
 from sppdet.features.window_features import WindowFeaturizer
 
 from tests.fake_training_inputs import SCALES, make_inputs, negatives_of, write_fc, write_proposals
