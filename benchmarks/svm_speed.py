@@ -4,9 +4,9 @@ Two measurements:
 
 1. ``solver``: one liblinear fit (``sppdet.training.svm.solver.fit_linear_svm``, the R-CNN
    settings) for one class with P positives and M negatives of dimension D, each size in a
-   fresh subprocess so that its peak resident memory (ru_maxrss) is its own. Also reports the primal objective
-   and, with ``--compare-tol``, how far liblinear's default tolerance (0.1, what the released
-   code ran with) is from a tight solve.
+   fresh subprocess so that its peak resident memory (ru_maxrss) is its own. Also reports the
+   primal objective and, with ``--compare-tol``, how far liblinear's default tolerance (0.1,
+   what the released code ran with) is from a tight solve.
 2. ``trainer``: ``sppdet.training.svm.per_class.train_class_svms`` with hard-negative mining
    for K classes whose negatives are streamed image by image, with n_jobs = 1 and 2.
 

@@ -39,7 +39,7 @@ from sppdet.io.artifacts import ItemStore, Record, write_artifact
 from sppdet.data.voc import VOC_CLASSES, VOCDataset
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import FeatureCache
-from sppdet.training.finetune import model_meta
+from sppdet.training.finetune.compatibility import model_meta
 from sppdet.ops.scales import PAPER_SCALES, resized_size
 
 STRIDE = 16

@@ -21,7 +21,7 @@ from sppdet.errors import (ArtifactError, ArtifactMissingError, ConfigError, Dat
                            StaleArtifactError)
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import FeatureCache
-from sppdet.training.finetune import check_features_match
+from sppdet.training.finetune.compatibility import check_features_match
 from sppdet.training.svm.scale import feature_scale_from_norms, sample_for_scale
 from sppdet.training.windows import PROPOSALS_STAGE, ImageTruth
 from sppdet.features.window_features import WindowFeaturizer

@@ -167,7 +167,7 @@ def write_fc(path: Path, classes, channels: int, *, backbone: str = "fakenet",
     if nan:
         with __import__("torch").no_grad():
             head.fc6.weight[0, 0] = float("nan")
-    # the meta the finetune stage records (sppdet.training.finetune.model_meta)
+    # the meta the finetune stage records (sppdet.training.finetune.compatibility.model_meta)
     params = {"backbone": {"name": backbone, "weights": "fake"}, "stride": STRIDE,
               "channels": channels, "scales": list(SCALES), "levels": [6, 3, 2, 1],
               "classes": list(record_classes if record_classes is not None else classes),

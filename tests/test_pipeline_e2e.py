@@ -9,7 +9,7 @@ from sppdet.io.artifacts import read_record
 from sppdet.cli import cli
 from sppdet.data.synthetic import DemoDataConfig, make_demo_data
 from sppdet.detector.detections_io import DetectionsReader
-from sppdet.training.finetune import FinetuneConfig
+from sppdet.training.finetune.config import FinetuneConfig
 from sppdet.stages import pipeline
 from sppdet.stages.layout import dataset_tag
 from sppdet.stages.pipeline import CacheOptions, PipelineConfig, ProposeOptions

@@ -13,7 +13,7 @@ from sppdet.backbones.base import file_sha256
 from sppdet.classification.training import PretrainConfig
 from sppdet.data.synthetic import DemoDataConfig, make_demo_data
 from sppdet.errors import ConfigError
-from sppdet.training.finetune import FinetuneConfig
+from sppdet.training.finetune.config import FinetuneConfig
 from sppdet.stages import pipeline
 from sppdet.stages.pipeline import CacheOptions, PipelineConfig, PretrainOptions, ProposeOptions
 

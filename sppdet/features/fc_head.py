@@ -29,7 +29,7 @@ class FcHead(nn.Module):
         dropout: dropout probability after fc6 and fc7 (0.5 in the paper).
         seed: seed of the initialisation; fc8 is Gaussian with sigma 0.01 (paper), fc6/fc7
             Gaussian with sigma 0.005 and zero bias; `sppdet finetune` re-initialises fc6/fc7
-            (He by default, see :class:`sppdet.training.finetune.FinetuneConfig`).
+            (He by default, see :class:`sppdet.training.finetune.config.FinetuneConfig`).
     """
 
     def __init__(self, in_dim: int, num_classes: int, *, hidden: int = 4096,

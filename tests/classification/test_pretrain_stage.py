@@ -18,7 +18,7 @@ from sppdet.classification.model import load_classifier
 from sppdet.cli import cli
 from sppdet.data.synthetic import DemoDataConfig, make_demo_data
 from sppdet.errors import ConfigError
-from sppdet.training.finetune import FinetuneConfig
+from sppdet.training.finetune.config import FinetuneConfig
 from sppdet.stages import pipeline, pretrain
 from sppdet.stages.pipeline import CacheOptions, PipelineConfig, ProposeOptions
 
