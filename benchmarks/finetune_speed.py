@@ -10,9 +10,9 @@ Three measurements:
    images, 112 channels, the paper's five scales, mirrored maps, float16, lzf), then: the time
    to decode one image's maps (what a window from a not-yet-loaded image costs), and the
    pooling cost per iteration of :class:`sppdet.training.finetune.sampling.ChunkSampler` plans
-   for several ``(images per chunk, iterations per chunk)`` settings. ``G = 128, T = 1`` is what drawing
-   every window of a mini-batch from a different image costs (the released code's window data
-   layer draws windows uniformly over the whole split).
+   for several ``(images per chunk, iterations per chunk)`` settings. ``G = 128, T = 1`` is
+   what drawing every window of a mini-batch from a different image costs (the released code's
+   window data layer draws windows uniformly over the whole split).
 3. ``train``: :class:`sppdet.training.finetune.trainer.FcFinetuner` end to end on that cache
    (pooling + steps).
 

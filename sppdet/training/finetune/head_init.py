@@ -44,7 +44,8 @@ def init_head(in_dim: int, num_classes: int, config: FinetuneConfig,
         in_dim: length of the pooled vectors.
         num_classes: object classes K (fc8 has K + 1 outputs).
         config: ``init``, ``hidden``, ``dropout``, ``seed`` and ``levels`` are used.
-        pretrained_fc: the fc6/fc7 to copy (:func:`sppdet.features.pretrained_fc.load_pretrained_fc`);
+        pretrained_fc: the fc6/fc7 to copy
+            (:func:`sppdet.features.pretrained_fc.load_pretrained_fc`);
             required with ``init="pretrained"``, refused otherwise.
 
     Returns:
