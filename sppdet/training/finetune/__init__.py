@@ -2,13 +2,13 @@
 
 The conv layers are frozen, so training reads pooled conv5 features from the feature cache
 (:class:`~sppdet.features.cache.FeatureCache`) and trains only
-:class:`~sppdet.features.fc_head.FcHead`. Settings follow the released code (REFERENCE
-section 5): mini-batches of 128 windows with 25 % positives drawn across many images, a random
-cached scale per window, mirrored images, SGD with momentum 0.9 and weight decay 5e-4, dropout 0.5, and
-the learning rate 1e-3, 1e-4, 1e-5 for equal thirds of the iterations (the released code runs
-3 x 30k; the paper gives 1e-4 for 250k then 1e-5 for 50k). As in the released Caffe nets, biases
-learn at twice the rate and have no weight decay. Unlike the released code, the checkpoint is
-chosen on a held-out validation split, never on test windows.
+:class:`~sppdet.features.fc_head.FcHead`. Settings follow the released code
+(REFERENCE section 5): mini-batches of 128 windows with 25 % positives drawn across many images,
+a random cached scale per window, mirrored images, SGD with momentum 0.9 and weight decay 5e-4,
+dropout 0.5, and the learning rate 1e-3, 1e-4, 1e-5 for equal thirds of the iterations (the
+released code runs 3 x 30k; the paper gives 1e-4 for 250k then 1e-5 for 50k). As in the released
+Caffe nets, biases learn at twice the rate and have no weight decay. Unlike the released code,
+the checkpoint is chosen on a held-out validation split, never on test windows.
 
 The paper fine-tunes fc6 and fc7 starting from the pretrained network. sppdet does that with
 ``init="pretrained"``: fc6/fc7 are copied from the weights file the training features were
