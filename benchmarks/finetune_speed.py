@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sppdet.io.artifacts import ItemStore, Record
+from sppdet.io.item_store import ItemStore
+from sppdet.io.records import Record
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import FEATURES_STAGE, FeatureCache, map_name
 from sppdet.training.finetune.config import FinetuneConfig

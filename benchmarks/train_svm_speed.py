@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sppdet.io.artifacts import ItemStore, Record, write_artifact
+from sppdet.io.item_store import ItemStore
+from sppdet.io.records import Record, write_artifact
 from sppdet.data.voc import VOC_CLASSES, VOCDataset
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import FeatureCache
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace) -> None:
 def per_class(args: argparse.Namespace) -> None:
     """Shared pass vs one pass per class, on the first ``--images`` images and ``--classes``
     classes present in them."""
-    from sppdet.io.artifacts import ItemReader
+    from sppdet.io.item_store import ItemReader
     from sppdet.stages.training_inputs import image_truth, scale_from_norms, scale_sample
     from sppdet.training.svm.estimator import HardNegativeSVM
     from sppdet.training.svm.inputs import ImageNegatives

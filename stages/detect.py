@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sppdet.io.artifacts import (ItemReader, ItemStore, Record, input_ref, is_up_to_date,
-                              read_record, shard_items)
+from sppdet.io.item_store import ItemReader, ItemStore, shard_items
+from sppdet.io.records import Record, input_ref, is_up_to_date, read_record
 from sppdet.backbones import build_backbone
 from sppdet.training.bbox_regression import BBoxRegressor
 from sppdet.ops.boxes import clip_boxes, is_degenerate

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sppdet.io.artifacts import (
-    ArtifactLock,
+from sppdet.io.locks import ArtifactLock
+from sppdet.io.records import (
     Record,
     check_inputs_current,
     input_ref,

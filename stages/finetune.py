@@ -20,15 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import (
-    ArtifactLock,
-    ItemReader,
-    Record,
-    input_ref,
-    is_up_to_date,
-    read_record,
-    write_artifact,
-)
+from sppdet.io.item_store import ItemReader
+from sppdet.io.locks import ArtifactLock
+from sppdet.io.records import Record, input_ref, is_up_to_date, read_record, write_artifact
 from sppdet.data.voc import VOCDataset
 from sppdet.devices import resolve_device
 from sppdet.errors import ConfigError, DataError, StaleArtifactError

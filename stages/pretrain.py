@@ -21,14 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sppdet.io.artifacts import (
-    ArtifactLock,
-    Record,
-    canonical_json,
-    is_up_to_date,
-    write_artifact,
-    write_text_atomic,
-)
+from sppdet.io.atomic import write_text_atomic
+from sppdet.io.locks import ArtifactLock
+from sppdet.io.records import Record, canonical_json, is_up_to_date, write_artifact
 from sppdet.backbones import build_backbone
 from sppdet.backbones.paper_nets import PaperTrunk
 from sppdet.classification.examples import (

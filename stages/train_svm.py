@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sppdet.io.artifacts import ArtifactLock, Record, is_up_to_date, write_artifact
+from sppdet.io.locks import ArtifactLock
+from sppdet.io.records import Record, is_up_to_date, write_artifact
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
 from sppdet.features.fc_head import LAYERS

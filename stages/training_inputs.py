@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import InputRef, ItemReader, Record, input_ref, read_record
+from sppdet.io.item_store import ItemReader
+from sppdet.io.records import InputRef, Record, input_ref, read_record
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import (ArtifactError, ArtifactMissingError, ConfigError, DataError,
                            StaleArtifactError)

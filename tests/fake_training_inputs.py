@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sppdet.io.artifacts import ItemStore, Record, write_artifact
+from sppdet.io.item_store import ItemStore
+from sppdet.io.records import Record, write_artifact
 from sppdet.ops.boxes import box_iou
 from sppdet.data.voc import VOCDataset
 from sppdet.features.fc_head import FcHead

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sppdet.io.artifacts import read_record
+from sppdet.io.records import read_record
 from sppdet.backbones import build_backbone
 from sppdet.backbones.base import file_sha256
 from sppdet.cli import cli

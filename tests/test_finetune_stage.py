@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from tests.fake_artifacts import make_fake_pipeline_inputs
-from sppdet.io.artifacts import read_record, record_path
+from sppdet.io.records import read_record, record_path
 from sppdet.cli import cli
 from sppdet.errors import ArtifactMissingError, ConfigError
 from sppdet.features.fc_head import FcHead

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 from click.testing import CliRunner
 
-from sppdet.io.artifacts import read_record
+from sppdet.io.records import read_record
 from sppdet.cli import cli
 from sppdet.data.synthetic import DemoDataConfig, make_demo_data
 from sppdet.detector.detections_io import DetectionsReader

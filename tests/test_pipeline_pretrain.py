@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from sppdet.io.artifacts import read_record
+from sppdet.io.records import read_record
 from sppdet.backbones.base import file_sha256
 from sppdet.classification.training import PretrainConfig
 from sppdet.data.synthetic import DemoDataConfig, make_demo_data

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sppdet.io.artifacts import atomic_path
+from sppdet.io.atomic import atomic_path
 from sppdet.backbones import Backbone, build_backbone
 from sppdet.errors import ConfigError, DataError, ModelError
 from sppdet.ops.scales import resize_image

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sppdet.io.artifacts import atomic_path
+from sppdet.io.atomic import atomic_path
 from sppdet.classification.augment import center_crop, train_view
 from sppdet.classification.model import SPPClassifier, image_tensor
 from sppdet.errors import ConfigError, DataError, ModelError, StaleArtifactError

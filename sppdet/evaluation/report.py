@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import write_text_atomic
+from sppdet.io.atomic import write_text_atomic
 from sppdet.errors import ConfigError
 from sppdet.evaluation.voc_ap import (
     FLAG_ALL_IGNORED,

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import h5py
 import numpy as np
 
-from sppdet.io.artifacts import ItemReader
+from sppdet.io.item_store import ItemReader
 from sppdet.training.bbox_regression import select_training_windows
 from sppdet.ops.boxes import box_iou
 from sppdet.errors import DataError

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from sppdet.io.artifacts import read_record
+from sppdet.io.records import read_record
 from sppdet.backbones import build_backbone
 from sppdet.backbones.base import file_sha256
 from sppdet.classification.model import load_classifier

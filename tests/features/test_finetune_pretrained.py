@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from tests.fake_artifacts import make_fake_pipeline_inputs
-from sppdet.io.artifacts import read_record
+from sppdet.io.records import read_record
 from sppdet.backbones import build_backbone
 from sppdet.backbones.base import file_sha256
 from sppdet.backbones.paper_nets import ZF5

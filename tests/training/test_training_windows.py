@@ -9,7 +9,7 @@ import io
 import numpy as np
 import pytest
 
-from sppdet.io.artifacts import ItemReader
+from sppdet.io.item_store import ItemReader
 from sppdet.training.bbox_regression import BBoxRegressor
 from sppdet.ops.boxes import box_iou
 from sppdet.data.voc import VOCDataset

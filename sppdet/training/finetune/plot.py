@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sppdet.io.artifacts import atomic_path
+from sppdet.io.atomic import atomic_path
 
 
 def plot_training_curve(history: Sequence[Mapping[str, float]],

@@ -19,7 +19,8 @@ from sppdet.errors import ConfigError, ModelError, StaleArtifactError
 from sppdet.features.cache import FeatureCache
 from sppdet.features.fc_head import FcHead
 from sppdet.features.pretrained_fc import PretrainedFc, load_pretrained_fc
-from sppdet.io.artifacts import atomic_path, canonical_json
+from sppdet.io.atomic import atomic_path
+from sppdet.io.records import canonical_json
 from sppdet.ops.spp import spp_output_dim
 from sppdet.progress import get_logger, progress
 from sppdet.training.finetune.compatibility import check_features_match, model_meta

@@ -4,7 +4,7 @@ import numpy as np
 
 from sppdet.data.voc import ImageAnnotation, VOCDataset
 from sppdet.features.cache import FeatureCache
-from sppdet.io.artifacts import ItemReader
+from sppdet.io.item_store import ItemReader
 from sppdet.training.finetune_windows import build_split_windows
 
 SCALES = (480, 688, 1200)
