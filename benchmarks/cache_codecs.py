@@ -161,7 +161,8 @@ def load_images(folder: str, count: int) -> tuple[list[tuple[str, np.ndarray]], 
     label = f"{len(images)} VOC2007 photos 500x375 from {os.path.normpath(folder)}"
     missing = count - len(images)
     if missing:
-        from sppdet.data.synthetic import DemoDataConfig, render_demo_image
+        from sppdet.data.synthetic.config import DemoDataConfig
+        from sppdet.data.synthetic.scene import render_demo_image
 
         config = DemoDataConfig(image_width=IMAGE_SIZE[1], image_height=IMAGE_SIZE[0],
                                 size_jitter=0.0, portrait_fraction=0.0,

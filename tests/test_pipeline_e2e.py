@@ -7,7 +7,8 @@ from click.testing import CliRunner
 
 from sppdet.io.records import read_record
 from sppdet.cli import cli
-from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import make_demo_data
 from sppdet.detector.detections_io import DetectionsReader
 from sppdet.training.finetune.config import FinetuneConfig
 from sppdet.stages import pipeline

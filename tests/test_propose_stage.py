@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from sppdet.io.item_store import ItemReader
 from sppdet.io.records import read_record
 from sppdet.cli import cli
-from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import make_demo_data
 from sppdet.errors import ArtifactError, ConfigError
 from sppdet.stages import propose
 

@@ -16,7 +16,8 @@ from sppdet.backbones import build_backbone
 from sppdet.backbones.base import file_sha256
 from sppdet.classification.model import load_classifier
 from sppdet.cli import cli
-from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import make_demo_data
 from sppdet.errors import ConfigError
 from sppdet.training.finetune.config import FinetuneConfig
 from sppdet.stages import pipeline, pretrain
