@@ -1,7 +1,9 @@
 """The ``sppdet`` command line: a Click group whose commands call ``sppdet.stages``.
 
-Library errors (:class:`~sppdet.errors.SppdetError`) print as ``Error: ...`` and exit 1; usage
-errors exit 2 (Click's rule); a traceback is printed only with ``--debug``.
+Library errors (:class:`~sppdet.errors.SppdetError`) and errors of the user's environment (a
+read-only or full file system, a permission: the file and the errno are named) print as
+``Error: ...`` and exit 1; usage errors exit 2 (Click's rule); a traceback is printed only with
+``--debug``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import click
 
 from sppdet import __version__
 from sppdet.errors import SppdetError
+from sppdet.io.atomic import environment_error
 from sppdet.progress import configure_logging
 
 from .context import Settings
@@ -35,6 +38,16 @@ class SppdetGroup(click.Group):
             raise click.ClickException(str(exc)) from exc
         except KeyboardInterrupt:
             raise click.Abort() from None
+        except OSError as exc:
+            # a read-only, full or forbidden file system is the user's environment, not a bug
+            error = environment_error(exc)
+            if error is None:
+                if _debug(ctx):
+                    raise
+                raise _internal_error(exc) from exc
+            if _debug(ctx):
+                traceback.print_exc()
+            raise click.ClickException(str(error)) from exc
         except MemoryError as exc:
             if _debug(ctx):
                 traceback.print_exc()
@@ -43,10 +56,13 @@ class SppdetGroup(click.Group):
         except Exception as exc:
             if _debug(ctx):
                 raise
-            raise click.ClickException(
-                f"internal error ({type(exc).__name__}: {exc}). This is a bug in sppdet; rerun "
-                "with --debug for the traceback and report it."
-            ) from exc
+            raise _internal_error(exc) from exc
+
+
+def _internal_error(exc: BaseException) -> click.ClickException:
+    return click.ClickException(
+        f"internal error ({type(exc).__name__}: {exc}). This is a bug in sppdet; rerun "
+        "with --debug for the traceback and report it.")
 
 
 def _debug(ctx: click.Context) -> bool:

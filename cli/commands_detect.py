@@ -85,8 +85,10 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
             raise click.UsageError("give either --features or --feature-variant, not both")
         if features is None:
             backbone = str(backbone_name(fc_backbone(models / "fc.pt")))
-            cached = features_dir(settings.work_dir, dataset, backbone).glob(f"*/{split}.h5")
-            if feature_variant is None and next(cached, None) is None:
+            folder = features_dir(settings.work_dir, dataset, backbone)
+            # an unfinished cache counts: finish it rather than silently compute on the fly
+            cached = [*folder.glob(f"*/{split}.h5"), *folder.glob(f"*/{split}.h5.parts")]
+            if feature_variant is None and not cached:
                 features = None  # no cache of the split: conv5 on the fly
             else:
                 features = find_features(settings.work_dir, dataset, split, backbone,
@@ -105,14 +107,21 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
         raise click.UsageError(f"give one dataset folder or image files, not a mix "
                                f"({folders[0]} is a folder)")
     out = out or settings.work_dir / "detections" / name / "images"
-    results = detect.run_images(list(inputs), model_dir=models, out_dir=out, method=method,
+    summary = detect.run_images(list(inputs), model_dir=models, out_dir=out, method=method,
                                 scorer=scorer, use_bbox_reg=bbox_reg,
                                 iou_threshold=iou_threshold, score_threshold=score_threshold,
                                 max_per_image=cap, scales=parsed_scales, device=device,
                                 draw_threshold=draw_threshold)
-    for result in results:
+    for result in summary.results:
         click.echo(f"{result.path}: {len(result.detections)} detections -> {result.drawn}")
-    click.echo(f"Detections listed in {out / 'detections.json'}")
+    click.echo(f"Detections listed in {summary.listing}")
+    if summary.failures:
+        click.echo(f"Not detected: {len(summary.failures)} of {len(inputs)} image(s):")
+        for reason in summary.failures.values():
+            click.echo(f"  {reason}")
+        if on_error == "fail":
+            raise click.ClickException(f"{len(summary.failures)} image(s) could not be "
+                                       "detected (listed above; --on-error skip accepts that)")
 
 
 COMMANDS = [detect_command]

@@ -39,3 +39,14 @@ class ConfigError(SppdetError):
 
 class ModelError(SppdetError):
     """A backbone, a weights file or a trained model cannot be built or loaded."""
+
+
+class StorageError(SppdetError):
+    """The file system refused a write: read-only, no permission, or full.
+
+    It is the user's environment, not a bug: the message names the path and the errno.
+    """
+
+
+class DiskFullError(StorageError):
+    """No space left on the device (or the quota is used up) while writing a file."""

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sppdet.io.item_store import ItemStore, shard_items
+from sppdet.io.item_store import ItemStore, clean_orphans_if_idle, shard_items
 from sppdet.io.records import Record, is_up_to_date
 from sppdet.backbones import Backbone, build_backbone
 from sppdet.backbones.base import file_sha256
@@ -34,6 +34,7 @@ from sppdet.ops.scales import resized_size
 
 from .common import dataset_params, format_seconds, path_size
 from .layout import feature_variant, features_path, log_path
+from .left_out import left_out_lines, log_left_out
 
 log = get_logger("cache-features")
 STAGE_VERSION = 1
@@ -58,10 +59,13 @@ class CacheSummary:
     cpu_fallbacks: list[str] = field(default_factory=list)
     up_to_date: bool = False
     finished: bool = True
+    left_out: dict[str, str] = field(default_factory=dict)
+    split: str = ""
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"Features are up to date: {self.path} (use --force to rebuild)"
+            return "\n".join([f"Features are up to date: {self.path} (use --force to rebuild)",
+                              *left_out_lines(self.left_out, self.split)])
         lines = [f"conv5 features ({self.backbone}, scales {list(self.scales)}, on "
                  f"{self.device}) for {self.images} images -> {self.path}"]
         if self.computed:
@@ -78,6 +82,7 @@ class CacheSummary:
         if self.failures:
             lines.append(f"  failures: {len(self.failures)}")
             lines.extend(f"    {i}: {r}" for i, r in self.failures.items())
+        lines += left_out_lines(self.left_out, self.split)
         if not self.finished:
             lines.append("  this shard is done; the artifact is merged when every shard is")
         return "\n".join(lines)
@@ -186,7 +191,8 @@ def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
     }, stage_version=STAGE_VERSION)
     out = Path(out)
     summary = CacheSummary(path=out, backbone=backbone_name, device=str(torch_device),
-                           images=len(data), scales=scales)
+                           images=len(data), scales=scales, left_out=data.left_out, split=split)
+    clean_orphans_if_idle(out)
     if not force and is_up_to_date(out, record):
         summary.up_to_date = True
         summary.bytes_total = path_size(out)
@@ -200,6 +206,7 @@ def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
     backbone = backbone.to(torch_device)
     cpu_backbone: Backbone | None = None
     with log_to_file(log_path(out)), ItemStore(out, record, force=force, shard=shard) as store:
+        log_left_out(log, data)
         pending = store.pending(mine)
         needed = estimate_bytes(backbone, [(data[i].height, data[i].width) for i in pending],
                                 scales, flip=flip, bytes_per_value=np_dtype.itemsize)

@@ -47,6 +47,7 @@ from sppdet.progress import get_logger, log_to_file
 
 from .common import dataset_params
 from .layout import eval_dir, log_path
+from .left_out import left_out_warnings
 
 log = get_logger("eval")
 STAGE = "eval"
@@ -280,6 +281,7 @@ def run(dataset: str | Path, split: str, detections: str | Path, out_dir: str | 
     else:
         loaded = _load_artifact(dataset, split, detections, classes, force=force)
     data, artifact, warnings = loaded.data, loaded.artifact, loaded.warnings
+    warnings.extend(left_out_warnings(data))
     params: dict[str, Any] = {"metric": metric, "iou_threshold": iou_threshold, "plots": plots,
                               "data": loaded.data_identity, "classes": list(data.classes),
                               **loaded.params}

@@ -309,7 +309,7 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
             return FinetuneSummary(path=out, up_to_date=True)
 
         checkpoint = out.with_name(CHECKPOINT_FILE)
-        stack.enter_context(ArtifactLock(out))
+        stack.enter_context(ArtifactLock(out, clean=True))
         stack.enter_context(log_to_file(log_path(out)))
         if force and checkpoint.exists():
             checkpoint.unlink()

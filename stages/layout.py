@@ -34,7 +34,9 @@ WEIGHTS_DIGEST_CHARS = 8
 def dataset_tag(dataset: str | Path) -> str:
     """``<folder name>-<6 hex of the absolute path's SHA-1>``, e.g. ``bccd-3f2a9c``."""
     root = Path(dataset).resolve()
-    return f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:6]}"
+    # os.fsencode: a folder name that is not UTF-8 hashes by its bytes (and shows as U+FFFD)
+    name = os.fsencode(root.name).decode("utf-8", "replace")
+    return f"{name}-{hashlib.sha1(os.fsencode(str(root))).hexdigest()[:6]}"
 
 
 def proposals_path(work_dir: Path, dataset: str | Path, split: str, method: str) -> Path:

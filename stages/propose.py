@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.item_store import ItemStore, shard_items
+from sppdet.io.item_store import ItemStore, clean_orphans_if_idle, shard_items
 from sppdet.io.records import Record, is_up_to_date, read_record
 from sppdet.data.images import read_image
 from sppdet.data.voc import VOCDataset
@@ -26,6 +26,7 @@ from sppdet.proposals import (METHODS, ProposalError, load_npz, load_rcnn_mat,
 
 from .common import LoopStats, dataset_params, format_seconds, run_per_item
 from .layout import log_path
+from .left_out import left_out_lines, log_left_out
 
 log = get_logger("propose")
 STAGE = "propose"
@@ -49,10 +50,13 @@ class ProposeSummary:
     up_to_date: bool = False
     finished: bool = True
     problems: list[str] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)
+    split: str = ""
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"Proposals are up to date: {self.path} (use --force to rebuild)"
+            return "\n".join([f"Proposals are up to date: {self.path} (use --force to rebuild)",
+                              *left_out_lines(self.left_out, self.split)])
         lines = [f"Proposals ({self.method}) for {self.images} images -> {self.path}"]
         lines.append(f"  boxes per image: min {self.boxes_min}, median {self.boxes_median:g}, "
                      f"max {self.boxes_max}")
@@ -65,6 +69,7 @@ class ProposeSummary:
         if self.problems:
             lines.append(f"  import problems: {len(self.problems)}")
             lines.extend(f"    {p}" for p in self.problems[:20])
+        lines += left_out_lines(self.left_out, self.split)
         if not self.finished:
             lines.append("  this shard is done; the artifact is merged when every shard is")
         return "\n".join(lines)
@@ -122,13 +127,18 @@ def run(dataset: str | Path, split: str, out: Path, *, method: str = "ss-fast",
         method_params = asdict(params_obj)
     record = Record(STAGE, {"method": method, "method_params": method_params,
                             "data": dataset_params(data)}, stage_version=STAGE_VERSION)
+    clean_orphans_if_idle(out)
     if not force and is_up_to_date(out, record):
-        return ProposeSummary(path=out, method=method, images=len(data), up_to_date=True)
+        return ProposeSummary(path=out, method=method, images=len(data), up_to_date=True,
+                              left_out=data.left_out, split=split)
     ids = data.image_ids
     with log_to_file(log_path(out)):
         log.debug("propose %s %s -> %s with %s", dataset, split, out, method_params)
+        left_out = log_left_out(log, data)
         if method == "import":
-            return _run_import(data, out, record, Path(import_path), force=force)
+            summary = _run_import(data, out, record, Path(import_path), force=force)
+            summary.left_out, summary.split = left_out, split
+            return summary
         with ItemStore(out, record, force=force, shard=shard) as store:
             stats: LoopStats = run_per_item(
                 store, shard_items(ids, shard), _propose_one,
@@ -140,7 +150,7 @@ def run(dataset: str | Path, split: str, out: Path, *, method: str = "ss-fast",
                                  seconds_per_image=stats.seconds_per_item,
                                  resumed=stats.skipped_done, failures=store.failures()
                                  if final is None else read_record(out).summary.get("failures", {}),
-                                 finished=final is not None)
+                                 finished=final is not None, left_out=left_out, split=split)
         if final is not None:
             _fill_counts(summary, out)
         return summary

@@ -150,7 +150,7 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
         if not force and is_up_to_date(out, record):
             return TrainBBoxRegSummary(path=out, up_to_date=True)
         out.parent.mkdir(parents=True, exist_ok=True)
-        with ArtifactLock(out), log_to_file(log_path(out)):
+        with ArtifactLock(out, clean=True), log_to_file(log_path(out)):
             log.info("train-bbox-reg: %s split %s, pool5 features from %s, proposals %s -> %s",
                      data.root, split, cache.path, reader.path, out)
             summary = TrainBBoxRegSummary(path=out, device=str(torch_device))

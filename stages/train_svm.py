@@ -201,7 +201,7 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
         if not force and is_up_to_date(out, record):
             return TrainSvmSummary(path=out, layer=layer, up_to_date=True)
         out.parent.mkdir(parents=True, exist_ok=True)
-        with ArtifactLock(out), log_to_file(log_path(out)):
+        with ArtifactLock(out, clean=True), log_to_file(log_path(out)):
             log.info("train-svm: %s split %s, %s features from %s, proposals %s -> %s",
                      data.root, split, layer, cache.path, reader.path, out)
             summary = TrainSvmSummary(path=out, layer=layer, jobs=jobs,
