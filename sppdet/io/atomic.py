@@ -67,9 +67,8 @@ def storage_error(exc: BaseException, path: str | os.PathLike[str]) -> StorageEr
     if codes & DISK_FULL_ERRNOS:
         return DiskFullError(_disk_full_message(path))
     if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
-        where = exc.filename if exc.filename is not None else path
-        return StorageError(f"cannot write {os.fsdecode(where)}: [Errno {exc.errno}] "
-                            f"{exc.strerror}")
+        # the file meant, not the temporary or the folder that the OS named
+        return StorageError(f"cannot write {path}: [Errno {exc.errno}] {exc.strerror}")
     if isinstance(exc, (OSError, RuntimeError)):
         free = _free_bytes(path.parent)
         if free is not None and free < NEARLY_FULL_BYTES:

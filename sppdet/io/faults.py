@@ -40,6 +40,11 @@ ACTIONS = ("kill", "enospc", "erofs")
 _passes: Counter[tuple[str, str]] = Counter()
 
 
+def reset() -> None:
+    """Forget how often each point was passed (for tests that set ``SPPDET_FAULT`` in-process)."""
+    _passes.clear()
+
+
 @lru_cache(maxsize=8)
 def _parse(spec: str) -> tuple[tuple[str, str, int, str], ...]:
     faults = []
