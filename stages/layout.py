@@ -106,7 +106,9 @@ def find_features(work_dir: Path, dataset: str | Path, split: str, backbone: str
     """
     folder = features_dir(work_dir, dataset, backbone)
     name = f"{split}{FEATURES_FILE_SUFFIX}"
-    variants = sorted(p.parent.name for p in folder.glob(f"*/{name}"))
+    # a variant holding only <split>.h5.parts is an unfinished cache too
+    variants = sorted({p.parent.name for pattern in (name, name + ".parts")
+                       for p in folder.glob(f"*/{pattern}")})
     finished = [v for v in variants if _is_finished(folder / v / name)]
     unfinished = [v for v in variants if v not in finished]
     make = f"run `sppdet cache-features {dataset} --split {split} --backbone {backbone}`"
