@@ -286,3 +286,16 @@ def test_combine_nms_settings_must_agree_or_be_given(voc, work, tmp_path):
         np.testing.assert_array_equal(reader.detections("img1").scores,
                                       np.array([0.8, 0.5, 0.45], np.float32))
         assert reader.nms == NMSSettings(iou_threshold=0.95, max_per_image=None)
+
+
+def test_eval_reports_images_left_out_of_the_split(voc, work, tmp_path):
+    """Case 6 (eval): a split id without files is said, in the output and the log."""
+    dets = fabricate(tmp_path / "a.h5", voc, "test", DETECTIONS)
+    split = voc / "ImageSets" / "Main" / "test.txt"
+    split.write_text(split.read_text() + "ghost\n")  # no annotation, no image
+    result = invoke("-w", str(work), "eval", str(voc), str(dets), "--split", "test")
+    assert result.exit_code == 0, result.output
+    assert "Warning: left out of split 'test' (cannot be read): ghost: " in result.output
+    assert "annotation file not found" in result.output
+    log = next(work.rglob("report.json.log")).read_text()
+    assert "left out of split 'test' (cannot be read): ghost" in log

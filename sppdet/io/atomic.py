@@ -96,7 +96,7 @@ def _disk_full_message(path: Path) -> str:
     free = _free_bytes(path.parent)
     left = f"; {free / 1e6:.1f} MB free there" if free is not None else ""
     return (f"disk full writing {path}{left}. Free some space (or move the work dir to a "
-            "larger disk) and rerun: finished files were kept, and the run resumes")
+            "larger disk) and rerun; the files finished before were kept")
 
 
 def fsync_folder(folder: str | os.PathLike[str]) -> None:
