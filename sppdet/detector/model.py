@@ -182,8 +182,8 @@ def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxe
     times.bbox += time.perf_counter() - start
     start = time.perf_counter()
     if cand_boxes:
-        candidates = ImageDetections(image_id, np.concatenate(cand_boxes), np.concatenate(cand_scores),
-                                     np.concatenate(cand_labels))
+        candidates = ImageDetections(image_id, np.concatenate(cand_boxes),
+                                     np.concatenate(cand_scores), np.concatenate(cand_labels))
     else:
         candidates = ImageDetections.empty(image_id)
     keep = class_nms_indices(candidates.boxes, candidates.scores, candidates.labels,
