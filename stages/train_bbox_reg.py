@@ -24,7 +24,8 @@ import numpy as np
 
 from sppdet.io.locks import ArtifactLock
 from sppdet.io.records import Record, is_up_to_date, write_artifact
-from sppdet.training.bbox_regression import BBoxRegressor, paired_iou
+from sppdet.training.bbox_regression import BBoxRegressor
+from sppdet.training.box_targets import paired_iou
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
 from sppdet.progress import get_logger, log_to_file
