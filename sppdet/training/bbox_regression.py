@@ -25,8 +25,9 @@ from sklearn.base import BaseEstimator
 from sklearn.linear_model import Ridge
 from sklearn.utils.validation import check_is_fitted
 
-from sppdet.ops.boxes import clip_boxes
 from sppdet.errors import ConfigError, DataError, ModelError
+from sppdet.io.npz import save_npz
+from sppdet.ops.boxes import clip_boxes
 from sppdet.training.box_targets import as_boxes, decode, encode, paired_iou
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,61 @@ def _check_finite_rows(x: np.ndarray, class_name: str) -> None:
             f"class {class_name!r}: features contain NaN or infinite values in rows "
             f"{bad[:10].tolist()}"
         )
+
+
+def _training_rows(class_name: str, features: np.ndarray, proposals: np.ndarray,
+                   gt_boxes: np.ndarray, *, min_iou: float, dim: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which of a class's windows (or of a chunk of them) train its regressor, and their targets.
+
+    Args:
+        features: ``[n, D]`` raw features; proposals, gt_boxes: ``[n, 4]``.
+        min_iou: a window trains the regressor if its IoU with its ground truth is above it.
+        dim: the feature width ``D`` the features must have (None: any).
+
+    Returns:
+        ``(features, keep, targets)``: the features as an array, the bool mask ``[n]`` of
+        the training windows, and their targets ``[keep.sum(), 4]`` (:func:`encode`).
+
+    Raises:
+        DataError: shapes that do not fit, NaN or infinite features.
+    """
+    x = np.asarray(features)
+    p = as_boxes(proposals, f"proposals of class {class_name!r}")
+    g = as_boxes(gt_boxes, f"ground-truth boxes of class {class_name!r}")
+    width_ok = dim is None or (x.ndim == 2 and x.shape[1] == dim)
+    if x.ndim != 2 or x.shape[0] != p.shape[0] or g.shape != p.shape or not width_ok:
+        columns = "" if dim is None else f" and the features D={dim} columns"
+        raise DataError(
+            f"class {class_name!r}: features {x.shape}, proposals {p.shape} and ground-truth "
+            f"boxes {g.shape} must have the same number of rows{columns}"
+        )
+    _check_finite_rows(x, class_name)
+    keep = paired_iou(p, g) > min_iou
+    return x, keep, encode(p[keep], g[keep])
+
+
+def _design_matrix(x: np.ndarray, keep: np.ndarray, feature_scale: float) -> np.ndarray:
+    """``A = [scaled features, 1]`` of the kept rows, float64 ``[m, D + 1]``, filled in place
+    (no float64 copy of the features besides ``A`` itself)."""
+    dim = x.shape[1]
+    design = np.empty((int(np.count_nonzero(keep)), dim + 1), dtype=np.float64)
+    design[:, :dim] = x[keep]
+    design[:, :dim] *= feature_scale
+    design[:, dim] = 1.0
+    return design
+
+
+def _fitted(coef: np.ndarray, mean: np.ndarray, std: np.ndarray, num_windows: int
+            ) -> dict[str, np.ndarray]:
+    """One class's fitted arrays from ``coef [4, D + 1]`` (weights, then the bias column)."""
+    return {
+        "coef": coef[:, :-1].copy(),
+        "intercept": coef[:, -1].copy(),
+        "target_mean": mean,
+        "target_std": std,
+        "num_windows": np.int64(num_windows),
+    }
 
 
 def _fit_class_regressor_chunked(
@@ -83,23 +139,11 @@ def _fit_class_regressor_chunked(
     cross = np.zeros((dim + 1, 4))
     kept_targets = []
     for features, proposals, gt_boxes in chunks:
-        x = np.asarray(features)
-        p = as_boxes(proposals, f"proposals of class {class_name!r}")
-        g = as_boxes(gt_boxes, f"ground-truth boxes of class {class_name!r}")
-        if x.ndim != 2 or x.shape != (p.shape[0], dim) or g.shape != p.shape:
-            raise DataError(
-                f"class {class_name!r}: a chunk of features {x.shape}, proposals {p.shape} and "
-                f"ground-truth boxes {g.shape} does not fit D={dim}"
-            )
-        _check_finite_rows(x, class_name)
-        keep = paired_iou(p, g) > min_iou
+        x, keep, targets = _training_rows(class_name, features, proposals, gt_boxes,
+                                          min_iou=min_iou, dim=dim)
         if not keep.any():
             continue
-        targets = encode(p[keep], g[keep])
-        design = np.empty((targets.shape[0], dim + 1), dtype=np.float64)
-        design[:, :dim] = x[keep]
-        design[:, :dim] *= feature_scale
-        design[:, dim] = 1.0
+        design = _design_matrix(x, keep, feature_scale)
         gram += design.T @ design
         cross += design.T @ targets
         kept_targets.append(targets)
@@ -110,13 +154,7 @@ def _fit_class_regressor_chunked(
     rhs = (cross - gram[:, dim:] * mean) / std  # A^T (T - 1 mean) / std, [D + 1, 4]
     gram.flat[:: dim + 2] += lambda_
     coef = scipy.linalg.solve(gram, rhs, assume_a="pos", overwrite_a=True).T  # [4, D + 1]
-    return class_name, {
-        "coef": coef[:, :dim].copy(),
-        "intercept": coef[:, dim].copy(),
-        "target_mean": mean,
-        "target_std": std,
-        "num_windows": np.int64(targets.shape[0]),
-    }, None
+    return class_name, _fitted(coef, mean, std, targets.shape[0]), None
 
 
 class WindowSource(Protocol):
@@ -148,26 +186,13 @@ def _fit_class_regressor(
     feature_scale: float,
 ) -> tuple[str, dict[str, np.ndarray] | None, str | None]:
     """Worker of :meth:`BBoxRegressor.fit` for one class (module-level so joblib can pickle it)."""
-    x = np.asarray(features)
-    p = as_boxes(proposals, f"proposals of class {class_name!r}")
-    g = as_boxes(gt_boxes, f"ground-truth boxes of class {class_name!r}")
-    if x.ndim != 2 or x.shape[0] != p.shape[0] or g.shape != p.shape:
-        raise DataError(
-            f"class {class_name!r}: features {x.shape}, proposals {p.shape} and ground-truth "
-            f"boxes {g.shape} must have the same number of rows"
-        )
-    _check_finite_rows(x, class_name)
-    keep = paired_iou(p, g) > min_iou
+    x, keep, targets = _training_rows(class_name, features, proposals, gt_boxes,
+                                      min_iou=min_iou)
     if not keep.any():
         return class_name, None, f"no training window with IoU > {min_iou}"
-    targets = encode(p[keep], g[keep])
     mean, std = _target_statistics(targets, whiten)
     y = (targets - mean) / std
-    n, dim = int(keep.sum()), x.shape[1]
-    design = np.empty((n, dim + 1), dtype=np.float64)
-    design[:, :dim] = x[keep]
-    design[:, :dim] *= feature_scale
-    design[:, dim] = 1.0
+    design = _design_matrix(x, keep, feature_scale)
     # The released code solves min ||A b - y||^2 + lambda ||b||^2 (no averaging over N) with
     # A = [features, 1], the bias weight regularised too. scikit-learn's Ridge minimises
     # ||y - X w||^2 + alpha ||w||^2, also without averaging, so alpha = lambda exactly; the
@@ -175,13 +200,7 @@ def _fit_class_regressor(
     ridge = Ridge(alpha=lambda_, fit_intercept=False, solver="cholesky")
     ridge.fit(design, y)
     coef = np.asarray(ridge.coef_, dtype=np.float64)  # [4, D + 1]
-    return class_name, {
-        "coef": coef[:, :dim].copy(),
-        "intercept": coef[:, dim].copy(),
-        "target_mean": mean,
-        "target_std": std,
-        "num_windows": np.int64(n),
-    }, None
+    return class_name, _fitted(coef, mean, std, design.shape[0]), None
 
 
 class BBoxRegressor(BaseEstimator):
@@ -379,11 +398,7 @@ class BBoxRegressor(BaseEstimator):
                 arrays["target_mean"][i] = self.target_mean_[name]
                 arrays["target_std"][i] = self.target_std_[name]
                 arrays["num_windows"][i] = self.num_windows_[name]
-        if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__"):
-            with open(path, "wb") as handle:
-                np.savez(handle, **arrays)
-        else:
-            np.savez(path, **arrays)
+        save_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | Any) -> tuple[BBoxRegressor, list[str]]:
