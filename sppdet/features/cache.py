@@ -259,8 +259,6 @@ def compute_maps(backbone: Backbone, image_rgb: np.ndarray, scales: tuple[int, .
     return arrays, centers
 
 
-
-
 class ComputedFeatures:
     """Conv5 maps computed on demand with a backbone, with :class:`FeatureCache`'s ``pool``.
 
