@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from sppdet.io.records import read_record
-from sppdet.backbones.base import file_sha256
+from sppdet.io.hashing import file_sha256
 from sppdet.classification.training import PretrainConfig
 from sppdet.data.synthetic.config import DemoDataConfig
 from sppdet.data.synthetic.dataset import make_demo_data

@@ -13,7 +13,7 @@ from PIL import Image
 
 from sppdet.io.records import read_record
 from sppdet.backbones import build_backbone
-from sppdet.backbones.base import file_sha256
+from sppdet.io.hashing import file_sha256
 from sppdet.classification.model import load_classifier
 from sppdet.cli import cli
 from sppdet.data.synthetic.config import DemoDataConfig

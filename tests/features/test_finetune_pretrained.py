@@ -10,7 +10,7 @@ from torch import nn
 from tests.fake_artifacts import make_fake_pipeline_inputs
 from sppdet.io.records import read_record
 from sppdet.backbones import build_backbone
-from sppdet.backbones.base import file_sha256
+from sppdet.io.hashing import file_sha256
 from sppdet.backbones.paper_nets import ZF5
 from sppdet.cli import cli
 from sppdet.errors import ConfigError, ModelError, StaleArtifactError

@@ -221,3 +221,13 @@ def test_a_damaged_part_is_deleted_and_named_at_the_merge(tmp_path):
             store.finalize(["a", "b"])
     with ItemStore(path, record) as store:
         assert store.pending(["a", "b"]) == ["b"]
+
+
+def test_with_closes_the_store_even_on_an_error(tmp_path):
+    path = tmp_path / "props.h5"
+    with pytest.raises(RuntimeError, match="in the block"):
+        with ItemStore(path, Record("propose", {})) as store:
+            assert isinstance(store, ItemStore)
+            raise RuntimeError("in the block")
+    with ItemStore(path, Record("propose", {})):  # the lock was released: it opens again
+        pass

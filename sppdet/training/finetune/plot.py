@@ -6,18 +6,15 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sppdet.io.atomic import atomic_path
-
 
 def plot_training_curve(history: Sequence[Mapping[str, float]],
                         val_history: Sequence[Mapping[str, float]],
                         path: str | os.PathLike[str], *, title: str = "fine-tuning",
                         best_iteration: int | None = None) -> Path:
     """Write a PNG: training and validation loss (left), accuracies (right) vs iteration."""
-    import matplotlib
+    from sppdet.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     path = Path(path)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -44,7 +41,4 @@ def plot_training_curve(history: Sequence[Mapping[str, float]],
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=100)

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sppdet.errors import ConfigError, ModelError, StaleArtifactError
+from sppdet.errors import ConfigError, ModelError
 from sppdet.features.cache import FeatureCache
 from sppdet.features.fc_head import FcHead
 from sppdet.features.pretrained_fc import PretrainedFc, load_pretrained_fc
-from sppdet.io.atomic import atomic_path
+from sppdet.io.checkpoints import load_training_state, save_checkpoint
 from sppdet.io.records import canonical_json
 from sppdet.ops.spp import spp_output_dim
 from sppdet.progress import get_logger, progress
@@ -34,27 +34,6 @@ log = get_logger("finetune")
 
 CHECKPOINT_FORMAT = "sppdet-finetune-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def _load_checkpoint(path: Path, identity: str) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot read the training checkpoint ({exc}); delete it or "
-                         "rerun with --force") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ModelError(f"{path} is not an sppdet fine-tuning checkpoint; delete it or rerun "
-                         "with --force")
-    if state.get("identity") != identity:
-        raise StaleArtifactError(
-            f"{path} is a checkpoint of a run with other settings or inputs; rerun with those "
-            "settings to resume it, or with --force to start over")
-    return state
 
 
 @dataclass
@@ -195,7 +174,9 @@ class FcFinetuner:
 
         saved = None
         if self.checkpoint_path is not None and self.checkpoint_path.exists():
-            saved = _load_checkpoint(self.checkpoint_path, self.identity)
+            saved = load_training_state(self.checkpoint_path, format=CHECKPOINT_FORMAT,
+                                        version=CHECKPOINT_VERSION,
+                                        what="fine-tuning checkpoint", identity=self.identity)
         if saved is not None:
             input_scale = float(saved["input_scale"])
         elif cfg.scale_inputs:
@@ -351,8 +332,6 @@ class FcFinetuner:
     def _checkpoint(self, head: FcHead, optimizer: torch.optim.SGD, sampler: ChunkSampler,
                     state: dict[str, Any]) -> None:
         saved = {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-            "identity": self.identity,
             "model": {k: v.detach().cpu() for k, v in head.state_dict().items()},
             "optimizer": _to_cpu(optimizer.state_dict()),
             "sampler": sampler.state(state["iteration"]),
@@ -363,7 +342,8 @@ class FcFinetuner:
             **copy.deepcopy({k: v for k, v in state.items() if k != "best"}),
             "best": state["best"],
         }
-        _save_checkpoint(self.checkpoint_path, saved)
+        save_checkpoint(self.checkpoint_path, saved, format=CHECKPOINT_FORMAT,
+                        version=CHECKPOINT_VERSION, identity=self.identity)
         log.debug("checkpoint at iteration %d -> %s", state["iteration"], self.checkpoint_path)
 
 
