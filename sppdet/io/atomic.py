@@ -99,6 +99,21 @@ def _disk_full_message(path: Path) -> str:
             "larger disk) and rerun; the files finished before were kept")
 
 
+def check_free_space(path: str | os.PathLike[str], needed_bytes: int) -> None:
+    """Refuse to start writing ``path`` when its file system has less than ``needed_bytes``.
+
+    Raises:
+        DiskFullError: not enough space (says how much is needed and free).
+    """
+    path = Path(path)
+    free = _free_bytes(path.parent)
+    if free is not None and free < needed_bytes:
+        raise DiskFullError(f"disk full writing {path}: it needs about {needed_bytes / 1e6:.1f} "
+                            f"MB and {free / 1e6:.1f} MB are free there. Free some space (or "
+                            "move the work dir to a larger disk) and rerun; the files finished "
+                            "before were kept")
+
+
 def fsync_folder(folder: str | os.PathLike[str]) -> None:
     """Flush a folder's entries (a rename into it) to the disk."""
     fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -162,6 +177,9 @@ def atomic_path(path: str | os.PathLike[str], *, durable: bool = True,
             fsync_folder(path.parent)
     except BaseException as exc:
         error = storage_error(exc, path)
+        if error is None and isinstance(exc, StorageError) and str(tmp) in str(exc):
+            # raised by an atomic write nested in this one: name this file, not our temporary
+            error = type(exc)(str(exc).replace(str(tmp), str(path)))
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         if error is not None:

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from sppdet.errors import ArtifactError, ArtifactLockedError, ConfigError, StaleArtifactError
-from sppdet.io.atomic import atomic_path, remove_temporaries
+from sppdet.io.atomic import atomic_path, check_free_space, remove_temporaries
 from sppdet.io.closing import Closing
 from sppdet.io.faults import fault_point
 from sppdet.io.locks import (MERGE_LOCK_SUFFIX, ArtifactLock, all_writer_locks,
@@ -162,18 +162,24 @@ class ItemStore(Closing):
         """
         name = _part_name(item_id)
         final = self.parts_dir / f"{name}.h5"
+        # Built in memory (HDF5's core driver), then written by Python: a full disk is then a
+        # plain OSError, whereas HDF5 failing to flush a file leaves ids that crash the
+        # interpreter at exit (exit code 139).
+        with h5py.File(f"{name}.h5", "w", driver="core", backing_store=False) as handle:
+            handle.attrs["item_id"] = item_id
+            for key, value in (attrs or {}).items():
+                handle.attrs[key] = _h5_attr(value)
+            for key, value in arrays.items():
+                value = np.asarray(value)
+                options = dict(compression or {}) if value.ndim and value.size else {}
+                if options and "chunks" not in options:
+                    options["chunks"] = value.shape  # one chunk per array: read whole
+                handle.create_dataset(key, data=value, **options)
+            handle.flush()
+            image = handle.id.get_file_image()
         with atomic_path(final, durable=self.durable_parts, stage=self.record.stage,
                          fault="item-write") as tmp:
-            with h5py.File(tmp, "w") as handle:
-                handle.attrs["item_id"] = item_id
-                for key, value in (attrs or {}).items():
-                    handle.attrs[key] = _h5_attr(value)
-                for key, value in arrays.items():
-                    value = np.asarray(value)
-                    options = dict(compression or {}) if value.ndim and value.size else {}
-                    if options and "chunks" not in options:
-                        options["chunks"] = value.shape  # one chunk per array: read whole
-                    handle.create_dataset(key, data=value, **options)
+            tmp.write_bytes(image)
         failed = self.parts_dir / f"{name}.failed.json"
         with contextlib.suppress(FileNotFoundError):
             failed.unlink()
@@ -231,6 +237,11 @@ class ItemStore(Closing):
                 f"{len(failures)} item(s) failed, so {self.path.name} was not finished "
                 f"({listed}). Fix them, or rerun with --on-error skip to finish without them."
             )
+        # the merged file is about as large as its parts: refuse before HDF5 runs out of disk
+        # halfway (a failed HDF5 flush can crash the interpreter instead of raising)
+        check_free_space(self.path, sum(
+            (self.parts_dir / f"{_part_name(i)}.h5").stat().st_size for i in item_ids
+            if i not in failures))
         self.record.summary.setdefault("failures", failures)
         self.record.summary["run"] = self.run_id
         with write_artifact(self.path, self.record) as tmp:
