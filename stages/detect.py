@@ -40,15 +40,13 @@ from sppdet.training.svm import SVMWeights
 
 from .common import dataset_params, format_seconds
 from .layout import log_path
+from .params import (DEFAULT_DRAW_THRESHOLDS, DEFAULT_SCORE_THRESHOLDS,  # re-exported
+                     SCORERS)
 from .training_inputs import backbone_name
 
 log = get_logger("detect")
 STAGE = "detect"
 STAGE_VERSION = 1
-SCORERS = ("svm", "softmax")
-# Scores below these never become candidates (released code: SVM scores > -1.5); softmax
-# probabilities below 1e-3 would only bloat the candidate lists.
-DEFAULT_SCORE_THRESHOLDS = {"svm": -1.5, "softmax": 1e-3}
 
 
 @dataclass
@@ -125,7 +123,7 @@ def _nms_settings(scorer: str, iou_threshold: float, score_threshold: float | No
                   max_per_image: int | None) -> NMSSettings:
     """NMS settings, with the scorer's default score threshold when none is given."""
     if scorer not in SCORERS:
-        raise ConfigError(f"--scorer must be one of {SCORERS}, got {scorer!r}")
+        raise ConfigError(f"scorer must be one of {SCORERS}, got {scorer!r}")
     threshold = DEFAULT_SCORE_THRESHOLDS[scorer] if score_threshold is None else score_threshold
     return NMSSettings(iou_threshold=iou_threshold, score_threshold=threshold,
                        max_per_image=max_per_image)
@@ -412,14 +410,14 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
     torch_device = resolve_device(device)
     chosen = tuple(scales or model.scales)
     if not chosen:
-        raise ConfigError("the model records no scales; pass --scales")
+        raise ConfigError("the model records no scales; give the scales to compute conv5 at")
     backbone = _model_backbone(model, torch_device)
     model.head = model.head.to(torch_device).eval()
     loaded: dict[str, Any] = {}
     source = ComputedFeatures(backbone, chosen, torch_device, lambda key: loaded[key])
     params = params_from_dict(method, {"max_boxes": max_boxes})
-    threshold = draw_threshold if draw_threshold is not None else (
-        0.0 if scorer == "svm" else 0.5)
+    threshold = draw_threshold if draw_threshold is not None else \
+        DEFAULT_DRAW_THRESHOLDS[scorer]
     results = []
     times = DetectTimes()
     for path in progress(images, total=len(images), desc="detect"):
