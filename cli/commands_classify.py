@@ -21,56 +21,56 @@ _DEFAULTS = PretrainConfig()
 @click.command("pretrain")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @option("--split", "-s", default=TRAIN_SPLIT, show_default=True,
-              help="Split of a VOC dataset, or sub-folder of a classification folder (the "
-                   "folder itself is used when it has no such sub-folder).")
+        help="Split of a VOC dataset, or sub-folder of a classification folder (the "
+             "folder itself is used when it has no such sub-folder).")
 @param_option(PretrainOptions, "backbone", "--backbone", "-b",
               help="The paper's trunk to train.")
 @option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
-              show_default="seeded random init",
-              help="Checkpoint to start from (e.g. an earlier pretrain's weights.pt).")
+        show_default="seeded random init",
+        help="Checkpoint to start from (e.g. an earlier pretrain's weights.pt).")
 @option("--name", "-n", default=None, show_default="<backbone>-<dataset folder>",
-              help="Output name: <work-dir>/backbones/<name>/.")
+        help="Output name: <work-dir>/backbones/<name>/.")
 @option("--epochs", type=click.IntRange(min=1), default=_DEFAULTS.epochs,
-              show_default=True, help="Passes over the training examples.")
+        show_default=True, help="Passes over the training examples.")
 @option("--batch-size", type=click.IntRange(min=1), default=_DEFAULTS.batch_size,
-              show_default=True, help="Examples per SGD step.")
+        show_default=True, help="Examples per SGD step.")
 @option("--lr", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.lr,
-              show_default=True, help="Starting learning rate (divided by 10 on plateau).")
+        show_default=True, help="Starting learning rate (divided by 10 on plateau).")
 @option("--lr-patience", type=click.IntRange(min=0), default=_DEFAULTS.lr_patience,
-              show_default=True,
-              help="Epochs without a lower held-out error before the rate drops.")
+        show_default=True,
+        help="Epochs without a lower held-out error before the rate drops.")
 @option("--lr-drop-epochs", type=IntListType("epoch", min=1), default=None,
-              metavar="E1,E2,...", show_default="on plateau",
-              help="A fixed schedule instead of the plateau rule: the rate is divided by 10 "
-                   "from each of these (0-based) epochs on.")
+        metavar="E1,E2,...", show_default="on plateau",
+        help="A fixed schedule instead of the plateau rule: the rate is divided by 10 "
+             "from each of these (0-based) epochs on.")
 @option("--crop-size", type=click.IntRange(min=1), default=_DEFAULTS.crop_size,
-              show_default=True, help="Training crop side (pixels).")
+        show_default=True, help="Training crop side (pixels).")
 @option("--image-size", type=click.IntRange(min=1), default=_DEFAULTS.image_size,
-              show_default=True,
-              help="Shorter side the examples are resized to before cropping; also the "
-                   "full-image test size.")
+        show_default=True,
+        help="Shorter side the examples are resized to before cropping; also the "
+             "full-image test size.")
 @option("--multi-size", type=click.Choice(MULTI_SIZE_MODES),
-              default=_DEFAULTS.multi_size, show_default=True,
-              help="off: single-size; alternate: epochs alternate crop-size and small-size "
-                   "(paper); random: one size in [small-size, crop-size] per epoch.")
+        default=_DEFAULTS.multi_size, show_default=True,
+        help="off: single-size; alternate: epochs alternate crop-size and small-size "
+             "(paper); random: one size in [small-size, crop-size] per epoch.")
 @option("--small-size", type=click.IntRange(min=1), default=_DEFAULTS.small_size,
-              show_default=True,
-              help="The smaller input of multi-size training (the crop, resized).")
+        show_default=True,
+        help="The smaller input of multi-size training (the crop, resized).")
 @option("--levels", type=IntListType("level", min=1),
-              default=",".join(map(str, _DEFAULTS.levels)), show_default=True,
-              help="Pyramid levels (bins per side); '6' is the no-SPP baseline (one 6x6 pool).")
+        default=",".join(map(str, _DEFAULTS.levels)), show_default=True,
+        help="Pyramid levels (bins per side); '6' is the no-SPP baseline (one 6x6 pool).")
 @option("--hidden", type=click.IntRange(min=1), default=_DEFAULTS.hidden,
-              show_default=True, help="Width of fc6 and fc7.")
+        show_default=True, help="Width of fc6 and fc7.")
 @option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True),
-              default=_DEFAULTS.dropout, show_default=True, help="Dropout after fc6 and fc7.")
+        default=_DEFAULTS.dropout, show_default=True, help="Dropout after fc6 and fc7.")
 @option("--flip/--no-flip", default=_DEFAULTS.flip, show_default=True,
-              help="Random horizontal mirroring.")
+        help="Random horizontal mirroring.")
 @option("--jitter", type=click.FloatRange(0.0, 1.0, max_open=True),
-              default=_DEFAULTS.jitter, show_default=True,
-              help="Colour jitter strength (brightness, contrast, saturation).")
+        default=_DEFAULTS.jitter, show_default=True,
+        help="Colour jitter strength (brightness, contrast, saturation).")
 @option("--val-fraction", type=click.FloatRange(0.0, 1.0, max_open=True),
-              default=_DEFAULTS.val_fraction, show_default=True,
-              help="Share of each class held out to watch the error.")
+        default=_DEFAULTS.val_fraction, show_default=True,
+        help="Share of each class held out to watch the error.")
 @param_option(PretrainOptions, "context", "--context",
               help="VOC datasets: context added around each object, as a fraction of its "
                    "width/height per side.")
@@ -123,7 +123,7 @@ def pretrain_command(settings: Settings, dataset: Path, split: str, backbone: st
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
 @option("--split", "-s", default=TEST_SPLIT, show_default=True,
-              help="Split of a VOC dataset, or sub-folder of a classification folder.")
+        help="Split of a VOC dataset, or sub-folder of a classification folder.")
 @param_option(ClassifyOptions, "modes", "--modes",
               help="Test modes: crop (centre crop), full (whole image), multiview (views "
                    "pooled from one map per scale).")
@@ -177,7 +177,7 @@ def classify_command(settings: Settings, dataset: Path, model: Path, split: str,
 @param_option(ImageSvmOptions, "normalize", "--normalize/--no-normalize",
               help="L2-normalise each feature vector first.")
 @option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              show_default="image-svm.json beside TEST_FEATURES", help="Report file (JSON).")
+        show_default="image-svm.json beside TEST_FEATURES", help="Report file (JSON).")
 def image_svm_command(train_features: Path, test_features: Path, C: float, normalize: bool,
                       out: Path | None) -> None:
     """Linear SVMs on full-image features from `sppdet classify --features` (paper 3.2).

@@ -19,11 +19,11 @@ from .options import (classes_option, dataset_argument, jobs_option, option, par
 @classes_option
 @strict_option
 @option("--check-images/--no-check-images", default=True, show_default=True,
-              help="Decode every image (finds unreadable files and size mismatches).")
+        help="Decode every image (finds unreadable files and size mismatches).")
 @option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Also write the report as JSON to this file.")
+        default=None, help="Also write the report as JSON to this file.")
 @option("--max-problems", type=click.IntRange(min=0), default=None,
-              show_default="all", help="List at most this many problems.")
+        show_default="all", help="List at most this many problems.")
 def inspect_data_command(dataset: str, split: str, classes: str | None, strict: bool,
                          check_images: bool, json_path: Path | None,
                          max_problems: int | None) -> None:
@@ -51,17 +51,17 @@ _DEFAULTS = DemoDataConfig()
 @click.argument("out", type=click.Path(path_type=Path))
 @seed_option
 @option("--n-trainval", type=click.IntRange(min=1), default=_DEFAULTS.n_trainval,
-              show_default=True, help="Images in the trainval split (train + val).")
+        show_default=True, help="Images in the trainval split (train + val).")
 @option("--n-test", type=click.IntRange(min=0), default=_DEFAULTS.n_test,
-              show_default=True, help="Images in the test split.")
+        show_default=True, help="Images in the test split.")
 @option("--n-classes", type=click.IntRange(min=1, max=len(SHAPE_CLASSES)),
-              default=_DEFAULTS.n_classes, show_default=True,
-              help=f"Object classes, taken in this order: {', '.join(SHAPE_CLASSES)}.")
+        default=_DEFAULTS.n_classes, show_default=True,
+        help=f"Object classes, taken in this order: {', '.join(SHAPE_CLASSES)}.")
 @option("--image-size", type=(int, int), metavar="W H",
-              default=(_DEFAULTS.image_width, _DEFAULTS.image_height), show_default=True,
-              help="Nominal image width and height in pixels (sizes vary a little).")
+        default=(_DEFAULTS.image_width, _DEFAULTS.image_height), show_default=True,
+        help="Nominal image width and height in pixels (sizes vary a little).")
 @option("--force", is_flag=True, default=False,
-              help="Replace OUT whatever it holds (a previous demo dataset is always replaced).")
+        help="Replace OUT whatever it holds (a previous demo dataset is always replaced).")
 @jobs_option
 def make_demo_data_command(out: Path, seed: int, n_trainval: int, n_test: int, n_classes: int,
                            image_size: tuple[int, int], force: bool, jobs: int) -> None:

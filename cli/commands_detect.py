@@ -24,11 +24,11 @@ def _per_scorer(values: dict[str, float]) -> str:
                 type=click.Path(exists=True, path_type=Path))
 @option("--name", "-n", required=True, help="Model name (<work-dir>/models/<name>/).")
 @option("--split", "-s", default=TEST_SPLIT, show_default=True,
-              help="Split of DATASET to detect (dataset mode).")
+        help="Split of DATASET to detect (dataset mode).")
 @param_option(DetectOptions, "scorer", "--scorer",
               help="Per-class SVMs on fc7 (the paper) or the fine-tuned fc8 softmax.")
 @option("--bbox-reg/--no-bbox-reg", default=True, show_default=True,
-              help="Apply the box regressors (bbox_reg.npz).")
+        help="Apply the box regressors (bbox_reg.npz).")
 @param_option(DetectOptions, "iou_threshold", "--iou-threshold",
               help="Per-class NMS: suppress a window whose IoU with a better one is above this.")
 @param_option(DetectOptions, "score_threshold", "--score-threshold", type=float,
@@ -37,27 +37,27 @@ def _per_scorer(values: dict[str, float]) -> str:
 @param_option(DetectOptions, "max_per_image", "--max-per-image", type=click.IntRange(min=0),
               help="At most this many detections per image (0: no limit).")
 @option("--method", type=method_choice(), default=None,
-              show_default=ProposeOptions.method,
-              help="Proposal method: whose artifact is read (dataset mode) or what runs on "
-                   "image files.")
+        show_default=ProposeOptions.method,
+        help="Proposal method: whose artifact is read (dataset mode) or what runs on "
+             "image files.")
 @option("--proposals", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              show_default="<work-dir>/proposals/<dataset-tag>/<split>.<method>.h5",
-              help="Proposals artifact (dataset mode).")
+        show_default="<work-dir>/proposals/<dataset-tag>/<split>.<method>.h5",
+        help="Proposals artifact (dataset mode).")
 @option("--features", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              show_default="<work-dir>/features/<dataset-tag>/<backbone>/<variant>/<split>.h5; "
-                           "conv5 computed on the fly when the split has no cache",
-              help="Feature cache (dataset mode).")
+        show_default="<work-dir>/features/<dataset-tag>/<backbone>/<variant>/<split>.h5; "
+                     "conv5 computed on the fly when the split has no cache",
+        help="Feature cache (dataset mode).")
 @feature_variant_option
 @option("--scales", type=IntListType("scale", min=1), default=None,
-              show_default="the fine-tuning's", help="Scales for on-the-fly conv5.")
+        show_default="the fine-tuning's", help="Scales for on-the-fly conv5.")
 @option("--out", type=click.Path(path_type=Path), default=None,
-              show_default="dataset mode: <work-dir>/detections/<name>/<dataset-tag>/"
-                           "<split>.h5; image mode: <work-dir>/detections/<name>/images",
-              help="Dataset mode: the detections artifact. Image mode: folder for the drawn "
-                   "images.")
+        show_default="dataset mode: <work-dir>/detections/<name>/<dataset-tag>/"
+                     "<split>.h5; image mode: <work-dir>/detections/<name>/images",
+        help="Dataset mode: the detections artifact. Image mode: folder for the drawn "
+             "images.")
 @option("--draw-threshold", type=float, default=None,
-              show_default=_per_scorer(DEFAULT_DRAW_THRESHOLDS),
-              help="Image mode: draw detections scoring above this.")
+        show_default=_per_scorer(DEFAULT_DRAW_THRESHOLDS),
+        help="Image mode: draw detections scoring above this.")
 @classes_option
 @device_option
 @shard_option

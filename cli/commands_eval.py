@@ -6,34 +6,34 @@ from pathlib import Path
 
 import click
 
-from sppdet.stages.params import METRICS, TEST_SPLIT
+from sppdet.stages.params import METRICS
 
 from .context import Settings, pass_settings
-from .options import classes_option, dataset_argument, option, parse_classes, split_option
+from .options import Option, classes_option, dataset_argument, parse_classes, split_option
 
 
 @click.command("eval")
 @dataset_argument
 @click.argument("detections", type=click.Path(exists=True, path_type=Path))
-@split_option(TEST_SPLIT,
-              help_text="The split evaluated; the detections must have been made on it.")
+@split_option("test", help_text="The split evaluated; the detections must have been made on it.")
 @classes_option
-@option("--voc2007", is_flag=True,
+@click.option("--voc2007", is_flag=True,
               help="The official VOC2007 protocol: 11-point interpolated AP (the default metric).")
-@option("--metric", type=click.Choice(METRICS), default=None, show_default=METRICS[0],
+@click.option("--metric", type=click.Choice(METRICS), default=None, cls=Option,
+              show_default=METRICS[0],
               help="AP metric: 11point (VOC2007) or area (VOC2010 and later, area under the "
                    "interpolated PR curve).")
-@option("--iou-threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
+@click.option("--iou-threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
               help="Overlap that counts as a match (inclusive, as in the devkit).")
-@option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Report folder.",
+@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Report folder.", cls=Option,
               show_default="<work-dir>/eval/<model>/<dataset-tag>/<split>/; for comp4 input "
                            "the folder's name is the model")
-@option("--write-comp4", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--write-comp4", type=click.Path(file_okay=False, path_type=Path), default=None,
               metavar="DIR", help="Also write the detections as comp4_det_<split>_<class>.txt "
                                   "files to DIR, for the official devkit.")
-@option("--plots/--no-plots", default=True, help="Write precision/recall curves (PNG).")
-@option("--force", is_flag=True, default=False,
+@click.option("--plots/--no-plots", default=True, help="Write precision/recall curves (PNG).")
+@click.option("--force", is_flag=True, default=False,
               help="Evaluate even detections made on another dataset, split or class list "
                    "(classes matched by name; detections on other images and missing comp4 "
                    "files left out, with warnings), and rebuild an up-to-date report.")
@@ -66,20 +66,21 @@ def eval_command(settings: Settings, dataset: str, detections: Path, split: str,
 @click.command("combine")
 @click.argument("detections", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@option("--name", "-n", required=True,
+@click.option("--name", "-n", required=True,
               help="Name of the combined model; the output is <work-dir>/detections/<name>/"
                    "<dataset-tag>/<split>.h5.")
-@option("--iou-threshold", type=click.FloatRange(0.0, 1.0), default=None,
+@click.option("--iou-threshold", type=click.FloatRange(0.0, 1.0), default=None,
               help="NMS on the pooled windows suppresses a window whose IoU with a kept, more "
                    "confident window of its class is greater.",
-              show_default="the inputs' setting")
-@option("--score-threshold", type=float, default=None,
+              cls=Option, show_default="the inputs' setting")
+@click.option("--score-threshold", type=float, default=None,
               help="Keep pooled windows scoring above this (windows under the inputs' own "
-                   "threshold were never stored).", show_default="the inputs' setting")
-@option("--max-per-image", type=click.IntRange(min=0), default=None,
+                   "threshold were never stored).",
+              cls=Option, show_default="the inputs' setting")
+@click.option("--max-per-image", type=click.IntRange(min=0), default=None,
               help="At most this many detections per image, 0 for no limit.",
-              show_default="the inputs' setting")
-@option("--force", is_flag=True, default=False,
+              cls=Option, show_default="the inputs' setting")
+@click.option("--force", is_flag=True, default=False,
               help="Rebuild even if up to date (and discard a partial run), and accept inputs "
                    "whose own inputs changed since they were made.")
 @pass_settings

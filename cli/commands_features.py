@@ -35,9 +35,9 @@ from .options import (IntListType, backbone_choice, classes_option, dataset_argu
 @param_option(CacheOptions, "compression", "--compression",
               help="HDF5 codec (zstd needs hdf5plugin).")
 @option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              show_default="<work-dir>/features/<dataset-tag>/<backbone>/<variant>/<split>.h5",
-              help="Output file; <variant> names the scales, --flip and the --weights file's "
-                   "SHA-256, e.g. s480-576-flip-w1a2b3c4d.")
+        show_default="<work-dir>/features/<dataset-tag>/<backbone>/<variant>/<split>.h5",
+        help="Output file; <variant> names the scales, --flip and the --weights file's "
+             "SHA-256, e.g. s480-576-flip-w1a2b3c4d.")
 @device_option
 @classes_option
 @shard_option

@@ -35,38 +35,38 @@ def _config_default(value: object) -> str:
 @click.command("pipeline")
 @dataset_argument
 @option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="YAML or JSON file with top-level keys and sections pretrain "
-                                 "(optional), propose, cache_features, finetune, train_svm, "
-                                 "train_bbox_reg, detect (docs/pipeline.example.yaml); options "
-                                 "given here override it.")
+        default=None, help="YAML or JSON file with top-level keys and sections pretrain "
+                           "(optional), propose, cache_features, finetune, train_svm, "
+                           "train_bbox_reg, detect (docs/pipeline.example.yaml); options "
+                           "given here override it.")
 @option("--name", "-n", default=None, show_default=_config_default(_DEFAULTS.name),
-              help="Model name.")
+        help="Model name.")
 @option("--train-split", default=None,
-              show_default=_config_default(_DEFAULTS.train_split), help="Training split.")
+        show_default=_config_default(_DEFAULTS.train_split), help="Training split.")
 @option("--test-split", default=None, show_default=_config_default(_DEFAULTS.test_split),
-              help="Split to detect and evaluate.")
+        help="Split to detect and evaluate.")
 @option("--backbone", "-b", type=backbone_choice(), default=None,
-              show_default=_config_default(DEFAULT_BACKBONE) + " (or the pretrain backbone)",
-              help="Conv trunk.")
+        show_default=_config_default(DEFAULT_BACKBONE) + " (or the pretrain backbone)",
+        help="Conv trunk.")
 @option("--scales", type=IntListType("scale", min=1), default=None,
-              show_default=_config_default(_DEFAULTS.cache_features.scales),
-              help="Shorter image sides, comma-separated.")
+        show_default=_config_default(_DEFAULTS.cache_features.scales),
+        help="Shorter image sides, comma-separated.")
 @option("--method", type=click.Choice(PROPOSAL_METHODS), default=None,
-              show_default=_config_default(_DEFAULTS.propose.method), help="Proposal method.")
+        show_default=_config_default(_DEFAULTS.propose.method), help="Proposal method.")
 @option("--iterations", type=click.IntRange(min=1), default=None,
-              show_default=_config_default(_DEFAULTS.finetune.iterations),
-              help="Fine-tuning mini-batches.")
+        show_default=_config_default(_DEFAULTS.finetune.iterations),
+        help="Fine-tuning mini-batches.")
 @option("--scorer", type=click.Choice(SCORERS), default=None,
-              show_default=_config_default(_DEFAULTS.detect.scorer), help="Detection scores.")
+        show_default=_config_default(_DEFAULTS.detect.scorer), help="Detection scores.")
 @option("--metric", type=click.Choice(METRICS), default=None,
-              show_default=_config_default(_DEFAULTS.metric), help="AP metric.")
+        show_default=_config_default(_DEFAULTS.metric), help="AP metric.")
 @option("--jobs", "-j", type=click.IntRange(min=1), default=None,
-              show_default=_config_default(_DEFAULTS.jobs), help="Worker processes.")
+        show_default=_config_default(_DEFAULTS.jobs), help="Worker processes.")
 @option("--seed", type=int, default=None, show_default=_config_default(_DEFAULTS.seed),
-              help="Seed.")
+        help="Seed.")
 @option("--device", type=DeviceType(), default=None,
-              show_default=_config_default(_DEFAULTS.device),
-              help="auto, cpu, cuda or cuda:N (auto takes a GPU when there is one).")
+        show_default=_config_default(_DEFAULTS.device),
+        help="auto, cpu, cuda or cuda:N (auto takes a GPU when there is one).")
 @force_option
 @pass_settings
 def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
@@ -111,16 +111,16 @@ def _override(config: PipelineConfig, **options: Any) -> PipelineConfig:
 
 @click.command("demo")
 @option("--n-trainval", type=click.IntRange(min=4), default=DemoDataConfig().n_trainval,
-              show_default=True, help="Synthetic trainval images.")
+        show_default=True, help="Synthetic trainval images.")
 @option("--n-test", type=click.IntRange(min=1), default=DemoDataConfig().n_test,
-              show_default=True, help="Synthetic test images.")
+        show_default=True, help="Synthetic test images.")
 @option("--iterations", type=click.IntRange(min=1),
-              default=DEMO_PIPELINE.finetune.iterations, show_default=True,
-              help="Fine-tuning mini-batches.")
+        default=DEMO_PIPELINE.finetune.iterations, show_default=True,
+        help="Fine-tuning mini-batches.")
 @option("--figures", type=click.IntRange(min=0), default=DEMO_FIGURES, show_default=True,
-              help="Test images to draw the detections on.")
+        help="Test images to draw the detections on.")
 @option("--jobs", "-j", type=click.IntRange(min=1), default=DEMO_PIPELINE.jobs,
-              show_default=True, help="Worker processes.")
+        show_default=True, help="Worker processes.")
 @device_option
 @force_option
 @pass_settings

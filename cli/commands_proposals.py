@@ -38,11 +38,11 @@ from .options import (classes_option, dataset_argument, force_option, jobs_optio
 @param_option(ProposeOptions, "min_box_area", "--min-box-area",
               help="EdgeBoxes: smallest box area in pixels.")
 @option("--import-file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="With --method import: an R-CNN selective_search_data .mat file (boxes "
-                   "y1 x1 y2 x2, 1-based) or an .npz of image id -> [N, 4] 0-based xyxy boxes.")
+        help="With --method import: an R-CNN selective_search_data .mat file (boxes "
+             "y1 x1 y2 x2, 1-based) or an .npz of image id -> [N, 4] 0-based xyxy boxes.")
 @option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              show_default="<work-dir>/proposals/<dataset-tag>/<split>.<method>.h5",
-              help="Output file.")
+        show_default="<work-dir>/proposals/<dataset-tag>/<split>.<method>.h5",
+        help="Output file.")
 @classes_option
 @jobs_option
 @shard_option
@@ -103,10 +103,10 @@ class BudgetsType(click.ParamType):
 @click.argument("proposals", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @split_option(TRAIN_SPLIT)
 @option("--num-boxes", type=BudgetsType(), default="100,300,1000,2000,all",
-              show_default=True,
-              help="Box budgets (top-k boxes per image), comma-separated; 'all' for no cap.")
+        show_default=True,
+        help="Box budgets (top-k boxes per image), comma-separated; 'all' for no cap.")
 @option("--include-difficult/--no-include-difficult", default=False, show_default=True,
-              help="Count difficult objects too.")
+        help="Count difficult objects too.")
 @classes_option
 def eval_proposals_command(dataset: str, proposals: Path, split: str,
                            num_boxes: tuple[int | None, ...], include_difficult: bool,

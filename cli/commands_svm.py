@@ -21,21 +21,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _input_options(func: F) -> F:
     """--proposals/--method and --features/--backbone/--feature-variant, shared by both."""
     options = [
-        option("--proposals", type=click.Path(exists=True, dir_okay=False,
-                                                    path_type=Path), default=None,
-                     show_default="<work-dir>/proposals/<dataset-tag>/<split>.<method>.h5",
-                     help="Proposals artifact."),
+        option("--proposals", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+               default=None,
+               show_default="<work-dir>/proposals/<dataset-tag>/<split>.<method>.h5",
+               help="Proposals artifact."),
         option("--method", type=method_choice(), default=None,
-                     show_default=ProposeOptions.method,
-                     help="Proposal method of the default proposals artifact."),
-        option("--features", type=click.Path(exists=True, dir_okay=False,
-                                                   path_type=Path), default=None,
-                     show_default="<work-dir>/features/<dataset-tag>/<backbone>/<variant>/"
-                                  "<split>.h5",
-                     help="conv5 features artifact (from `sppdet cache-features`)."),
+               show_default=ProposeOptions.method,
+               help="Proposal method of the default proposals artifact."),
+        option("--features", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+               default=None,
+               show_default="<work-dir>/features/<dataset-tag>/<backbone>/<variant>/"
+                            "<split>.h5",
+               help="conv5 features artifact (from `sppdet cache-features`)."),
         option("--backbone", "-b", type=backbone_choice(), default=None,
-                     show_default="the one the fc checkpoint was fine-tuned on",
-                     help="Backbone of the default features artifact."),
+               show_default="the one the fc checkpoint was fine-tuned on",
+               help="Backbone of the default features artifact."),
         feature_variant_option,
     ]
     for decorate in reversed(options):
@@ -54,14 +54,14 @@ def _check_inputs(proposals: Path | None, method: str | None, features: Path | N
 @dataset_argument
 @split_option(TRAIN_SPLIT, help_text="Training split (ImageSets/Main/<split>.txt).")
 @option("--name", "-n", required=True,
-              help="Model name; the output is <work-dir>/models/<name>/svm.npz.")
+        help="Model name; the output is <work-dir>/models/<name>/svm.npz.")
 @param_option(SvmOptions, "layer", "--layer",
               help="Features the SVMs are trained on: fc7 or fc6 of the fine-tuned fc layers "
                    "(needs the fc checkpoint), or pool5 (the SPP vector, no fc layers).")
 @_input_options
 @option("--fc", "fc_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              show_default="<work-dir>/models/<name>/fc.pt",
-              help="Fine-tuned fc checkpoint (fc6/fc7 only).")
+        show_default="<work-dir>/models/<name>/fc.pt",
+        help="Fine-tuned fc checkpoint (fc6/fc7 only).")
 @jobs_option
 @seed_option
 @param_option(SvmOptions, "C", "--C", help="SVM cost of each negative's hinge loss "
@@ -117,7 +117,7 @@ def train_svm_command(settings: Settings, dataset: str, split: str, name: str, l
 @dataset_argument
 @split_option(TRAIN_SPLIT, help_text="Training split (ImageSets/Main/<split>.txt).")
 @option("--name", "-n", required=True,
-              help="Model name; the output is <work-dir>/models/<name>/bbox_reg.npz.")
+        help="Model name; the output is <work-dir>/models/<name>/bbox_reg.npz.")
 @_input_options
 @param_option(BBoxRegOptions, "min_iou", "--min-iou",
               help="A window trains the regressor if its IoU with its best-matching ground "

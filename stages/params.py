@@ -405,6 +405,16 @@ def check_rules(value: Any, rule: Mapping[str, Any]) -> None:
             rule["check"](item)
 
 
+def unknown_keys_message(unknown: list[str], known: set[str], *, source: str,
+                         section: str | None) -> str:
+    """``<file>: unknown key 'x'; known: ...`` (or ``unknown key(s) [...] in section 's'``)."""
+    if section is None and len(unknown) == 1:
+        what = f"unknown key {unknown[0]!r}"
+    else:
+        what = f"unknown key(s) {unknown}" + (f" in section {section!r}" if section else "")
+    return f"{source}: {what}; known: {', '.join(sorted(known))}"
+
+
 def check_section(cls: type, values: Mapping[str, Any], *, source: str, section: str | None,
                   skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """Check a config file's mapping for dataclass ``cls``: known keys, types, rules.
@@ -428,9 +438,7 @@ def check_section(cls: type, values: Mapping[str, Any], *, source: str, section:
     known = {f.name for f in dataclasses.fields(cls)} - set(skip)
     unknown = sorted(set(values) - known)
     if unknown:
-        keys = ", ".join(repr(k) for k in unknown)
-        raise ConfigError(f"{where}unknown key{'s' if len(unknown) > 1 else ''} {keys}; "
-                          f"known: {', '.join(sorted(known))}")
+        raise ConfigError(unknown_keys_message(unknown, known, source=source, section=section))
     checked = {}
     for key, value in values.items():
         try:

@@ -27,7 +27,8 @@ from sppdet.training.finetune_config import FinetuneConfig
 
 from .params import (FINETUNE_SPLIT, METRICS, PAPER_TRUNKS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT,
                      BBoxRegOptions, CacheOptions, DetectOptions, PretrainOptions,
-                     ProposeOptions, SvmOptions, check_section, param)
+                     ProposeOptions, SvmOptions, check_section, param,
+                     unknown_keys_message)
 
 
 def _device_name(value: str) -> None:
@@ -138,10 +139,8 @@ def pretrain_from_dict(values: Mapping[str, Any] | None, base: PretrainOptions |
     trained = {f.name for f in dataclasses.fields(PretrainConfig)} - {"seed"}
     unknown = sorted(set(values) - own - trained)
     if unknown:
-        raise ConfigError(f"{source}: section 'pretrain': unknown key"
-                          f"{'s' if len(unknown) > 1 else ''} "
-                          f"{', '.join(repr(k) for k in unknown)}; "
-                          f"known: {', '.join(sorted(own | trained))}")
+        raise ConfigError(unknown_keys_message(unknown, own | trained, source=source,
+                                               section="pretrain"))
     mine = check_section(PretrainOptions, {k: v for k, v in values.items() if k in own},
                          source=source, section="pretrain", skip=("training",))
     theirs = check_section(PretrainConfig, {k: v for k, v in values.items() if k in trained},
