@@ -7,8 +7,10 @@ wall-clock time of each is reported with its ratio to the Click import. The cumu
 time of ``sppdet.cli`` comes from ``python -X importtime``, which also lists any heavy library
 (torch, torchvision, cv2, h5py, matplotlib, sklearn) that the import loaded.
 
-Usage (any interpreter and ``sppdet`` script: e.g. another checkout's, for a before/after):
+Usage (any interpreter and ``sppdet`` script; ``--compare`` times another checkout's venv in the
+same rounds, for a before/after):
     python benchmarks/cli_startup.py [--repeats 15] [--python PYTHON] [--sppdet SPPDET]
+        [--compare OTHER_PYTHON]
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -59,6 +60,11 @@ def import_time(python: str) -> tuple[float, list[str]]:
     return total, sorted(heavy)
 
 
+def _sppdet(python: str, script: str | None) -> list[str]:
+    script = script or str(Path(python).with_name("sppdet"))
+    return [script] if os.access(script, os.X_OK) else [python, "-m", "sppdet.cli"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
@@ -66,29 +72,35 @@ def main() -> None:
     parser.add_argument("--sppdet", default=None,
                         help="the sppdet script (default: the one beside --python, else "
                              "PYTHON -m sppdet.cli)")
+    parser.add_argument("--compare", default=None, metavar="PYTHON",
+                        help="also time this interpreter (e.g. another checkout's venv, with "
+                             "the sppdet script beside it), in the same rounds")
     args = parser.parse_args()
-    script = args.sppdet or str(Path(args.python).with_name("sppdet"))
-    sppdet = [script] if os.access(script, os.X_OK) else [args.python, "-m", "sppdet.cli"]
-    if shutil.which(sppdet[0]) is None and not Path(sppdet[0]).exists():
-        sys.exit(f"no sppdet at {sppdet[0]}")
-    runs = cases(args.python, sppdet)
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for name, command in runs.items():  # warm the file cache once
+    targets = {args.python: cases(args.python, _sppdet(args.python, args.sppdet))}
+    if args.compare:
+        targets[args.compare] = cases(args.compare, _sppdet(args.compare, None))
+    runs = [(python, name, command) for python, named in targets.items()
+            for name, command in named.items()]
+    for _, _, command in runs:  # warm the file cache once
         seconds(command)
-    for _ in range(args.repeats):
-        for name, command in runs.items():
-            times[name].append(seconds(command))
-    base = statistics.median(times['python -c "import click"'])
+    times: dict[tuple[str, str], list[float]] = {(p, n): [] for p, n, _ in runs}
+    for _ in range(args.repeats):  # round-robin: load changes hit every case alike
+        for python, name, command in runs:
+            times[python, name].append(seconds(command))
     load = os.getloadavg()
-    print(f"{args.python}; {args.repeats} rounds; load average {load[0]:.2f} "
-          f"{load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs")
-    print(f"{'case':<34} {'median s':>9} {'min s':>7} {'x click':>8}")
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"{name:<34} {median:9.3f} {min(values):7.3f} {median / base:8.1f}")
-    total, heavy = import_time(args.python)
-    print(f"python -X importtime: sppdet.cli cumulative {total:.3f} s; heavy modules "
-          f"imported: {', '.join(heavy) or 'none'}")
+    print(f"{args.repeats} rounds; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          f"{os.cpu_count()} CPUs")
+    for python in targets:
+        base = statistics.median(times[python, 'python -c "import click"'])
+        print(f"\n{python}")
+        print(f"{'case':<34} {'median s':>9} {'min s':>7} {'x click':>8}")
+        for (target, name), values in times.items():
+            if target == python:
+                median = statistics.median(values)
+                print(f"{name:<34} {median:9.3f} {min(values):7.3f} {median / base:8.1f}")
+        total, heavy = import_time(python)
+        print(f"python -X importtime: sppdet.cli cumulative {total:.3f} s; heavy modules "
+              f"imported: {', '.join(heavy) or 'none'}")
 
 
 if __name__ == "__main__":
