@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
+from sppdet.devices import check_device_name
+from sppdet.errors import ConfigError, ParameterError
 from sppdet.stages.params import (BACKBONE_NAMES, ON_ERROR, PROPOSAL_SOURCES, field_default,
                                   rules)
 
@@ -96,8 +98,7 @@ class ShardType(click.ParamType):
                 ctx: click.Context | None) -> tuple[int, int]:
         if isinstance(value, tuple):
             return value
-        from sppdet.errors import ConfigError
-        from sppdet.io.artifacts import parse_shard
+        from sppdet.io.artifacts import parse_shard  # with h5py: only when a shard is given
 
         try:
             shard = parse_shard(str(value))
@@ -115,9 +116,6 @@ class DeviceType(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> str:
-        from sppdet.devices import check_device_name
-        from sppdet.errors import ParameterError
-
         try:
             return check_device_name(str(value))
         except ParameterError as exc:
@@ -181,7 +179,7 @@ def split_option(default: str, *, help_text: str = "Image split to read "
                  "(ImageSets/Main/<split>.txt).") -> Callable[[F], F]:
     def decorator(func: F) -> F:
         return option("--split", "-s", default=default, show_default=True,
-                            help=help_text)(func)
+                      help=help_text)(func)
     return decorator
 
 
@@ -204,31 +202,31 @@ def strict_option(func: F) -> F:
 
 def force_option(func: F) -> F:
     return option("--force", is_flag=True, default=False,
-                        help="Rebuild the output even if it is up to date, and discard a "
-                             "partial run made with other options.")(func)
+                  help="Rebuild the output even if it is up to date, and discard a "
+                       "partial run made with other options.")(func)
 
 
 def jobs_option(func: F) -> F:
     return option("--jobs", "-j", type=click.IntRange(min=1), default=1,
-                        show_default=True, help="Parallel worker processes.")(func)
+                  show_default=True, help="Parallel worker processes.")(func)
 
 
 def shard_option(func: F) -> F:
     return option("--shard", type=ShardType(), default=None,
-                        help="Process only shard I of N (1-based); run every shard (on any "
-                             "machines sharing the work dir), and the last one to finish "
-                             "merges them.")(func)
+                  help="Process only shard I of N (1-based); run every shard (on any "
+                       "machines sharing the work dir), and the last one to finish "
+                       "merges them.")(func)
 
 
 def seed_option(func: F) -> F:
     return option("--seed", type=int, default=0, show_default=True,
-                        help="Random seed; same inputs and seed give the same output.")(func)
+                  help="Random seed; same inputs and seed give the same output.")(func)
 
 
 def device_option(func: F) -> F:
     return option("--device", type=DeviceType(), default="auto", show_default=True,
-                        help="auto, cpu, cuda or cuda:N (auto takes a GPU when there is "
-                             "one).")(func)
+                  help="auto, cpu, cuda or cuda:N (auto takes a GPU when there is "
+                       "one).")(func)
 
 
 def on_error_option(func: F) -> F:
