@@ -19,9 +19,10 @@ Resolved disagreements (one value each, used by the command line and the pipelin
   without them silently drops that augmentation. The pipeline still never mirrors the split it
   only detects (detection reads the unmirrored maps only).
 * fc layers are fine-tuned on :data:`FINETUNE_SPLIT` (``train``) with :data:`VAL_SPLIT`
-  (``val``) held out for checkpoint selection, falling back to the training split without
-  validation when the dataset has no ``train`` split (:func:`stages.training_inputs.
-  finetune_splits`), in ``sppdet finetune`` and in the pipeline.
+  (``val``) held out for checkpoint selection, in ``sppdet finetune`` and in the pipeline
+  alike; without a ``train`` split, on the training split without validation (one rule:
+  :func:`stages.training_inputs.finetune_splits`). The pipeline's ``train_split``
+  (``trainval``) is the split of the SVMs and box regressors, as ``train-svm``'s default.
 """
 
 from __future__ import annotations
