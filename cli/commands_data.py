@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sppdet.data.synthetic_config import SHAPE_CLASSES, DemoDataConfig
+from sppdet.data.synthetic.config import SHAPE_CLASSES, DemoDataConfig
 from sppdet.stages.params import TRAIN_SPLIT
 
 from .options import (classes_option, dataset_argument, jobs_option, option, parse_classes,

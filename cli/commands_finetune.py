@@ -8,7 +8,7 @@ import click
 
 from sppdet.stages.params import (DEFAULT_BACKBONE, FINETUNE_SPLIT, TRAIN_SPLIT, VAL_SPLIT,
                                   ProposeOptions)
-from sppdet.training.finetune_config import INITS, SELECT_BY, FinetuneConfig
+from sppdet.training.finetune.config import INITS, SELECT_BY, FinetuneConfig
 
 from .context import Settings, pass_settings
 from .options import (backbone_choice, classes_option, dataset_argument, device_option, exclusive,

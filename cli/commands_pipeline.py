@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from sppdet.data.synthetic_config import DemoDataConfig
+from sppdet.data.synthetic.config import DemoDataConfig
 from sppdet.stages.params import DEFAULT_BACKBONE, METRICS, PROPOSAL_METHODS, SCORERS
 from sppdet.stages.pipeline_config import DEMO_FIGURES, DEMO_PIPELINE, PipelineConfig
 

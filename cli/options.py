@@ -98,7 +98,7 @@ class ShardType(click.ParamType):
                 ctx: click.Context | None) -> tuple[int, int]:
         if isinstance(value, tuple):
             return value
-        from sppdet.io.artifacts import parse_shard  # with h5py: only when a shard is given
+        from sppdet.io.item_store import parse_shard  # with h5py: only when a shard is given
 
         try:
             shard = parse_shard(str(value))

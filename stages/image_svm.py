@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from sppdet.classification.image_svm import ImageSVMResult, read_feature_file, train_and_test
-from sppdet.io.artifacts import write_text_atomic
+from sppdet.io.atomic import write_text_atomic
 
 from .params import ImageSvmOptions
 

@@ -9,8 +9,8 @@ Click type of the option.
 
 This module imports neither torch nor numpy (nor any other heavy library), so that
 ``sppdet --help`` and a usage error answer at once. Library names that the options offer as
-choices (backbone names, proposal methods, SVM feature layers) are listed here as well; a test
-keeps each list equal to the library's own.
+choices (backbone names, proposal methods, SVM feature layers, scorers) are listed here as
+well; a test keeps each list equal to the library's own.
 
 Resolved disagreements (one value each, used by the command line and the pipeline alike):
 
@@ -55,10 +55,10 @@ IMPORT_METHOD = "import"
 PROPOSAL_SOURCES = (*PROPOSAL_METHODS, IMPORT_METHOD)
 #: ``sppdet.features.fc_head.LAYERS``: features the SVMs train on (a test keeps them equal).
 FEATURE_LAYERS = ("pool5", "fc6", "fc7")
-#: Detection scores: per-class SVMs on fc7 (the paper) or the fine-tuned fc8 softmax.
+#: ``sppdet.detector.model.SCORERS``: per-class SVMs on fc7 (the paper) or the fc8 softmax.
 SCORERS = ("svm", "softmax")
-#: Scores at or below these never become candidates (released code: SVM scores > -1.5);
-#: softmax probabilities below 1e-3 would only bloat the candidate lists.
+#: ``sppdet.detector.model.DEFAULT_SCORE_THRESHOLDS``, shown by ``detect --help`` (a test
+#: keeps both equal to the library's).
 DEFAULT_SCORE_THRESHOLDS = {"svm": -1.5, "softmax": 1e-3}
 #: Detections drawn on pictures score above these.
 DEFAULT_DRAW_THRESHOLDS = {"svm": 0.0, "softmax": 0.5}

@@ -4,7 +4,7 @@ A file holds top-level keys (``name``, ``train_split``, ``jobs``...) and one sec
 (``pretrain``, ``propose``, ``cache_features``, ``finetune``, ``train_svm``,
 ``train_bbox_reg``, ``detect``; see ``docs/pipeline.example.yaml``). Each section is the
 stage's parameter dataclass (:mod:`stages.params`; ``finetune`` is
-:class:`~sppdet.training.finetune_config.FinetuneConfig`), whose defaults are the command
+:class:`~sppdet.training.finetune.config.FinetuneConfig`), whose defaults are the command
 line's, and every value is checked against the field's type and rules: ``jobs: two`` or an
 unknown key is an error naming the key and the file.
 
@@ -23,7 +23,7 @@ from typing import Any
 from sppdet.classification.config import PretrainConfig
 from sppdet.devices import check_device_name
 from sppdet.errors import ConfigError, ParameterError
-from sppdet.training.finetune_config import FinetuneConfig
+from sppdet.training.finetune.config import FinetuneConfig
 
 from .params import (FINETUNE_SPLIT, METRICS, PAPER_TRUNKS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT,
                      BBoxRegOptions, CacheOptions, DetectOptions, PretrainOptions,

@@ -21,8 +21,9 @@ import numpy as np
 from sppdet.ops.boxes import box_iou, is_degenerate
 from sppdet.data.voc import ImageAnnotation
 from sppdet.errors import DataError
-from sppdet.training.finetune_config import (  # re-exported
+from sppdet.training.finetune.config import (  # re-exported
     BG_IOU_HIGH, BG_IOU_LOW, FG_IOU, check_thresholds)
+
 
 @dataclass(frozen=True)
 class LabelledWindows:

@@ -15,7 +15,8 @@ from sppdet.backbones.paper_nets import PaperTrunk
 from sppdet.classification.config import PretrainConfig
 from sppdet.classification.image_svm import train_and_test
 from sppdet.cli import cli
-from sppdet.data.synthetic_config import DemoDataConfig
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.detector import model as detector_model
 from sppdet.evaluation.voc_ap import METRICS as LIBRARY_METRICS
 from sppdet.features.fc_head import LAYERS
 from sppdet.proposals import METHODS, default_params
@@ -24,7 +25,7 @@ from sppdet.stages import (cache_features, classify, detect, evaluate, pretrain,
 from sppdet.stages import params as P
 from sppdet.stages.pipeline_config import DEMO_PIPELINE, PipelineConfig
 from sppdet.stages.training_inputs import finetune_splits
-from sppdet.training.finetune_config import FinetuneConfig
+from sppdet.training.finetune.config import FinetuneConfig
 
 
 def test_choice_lists_are_the_librarys() -> None:
@@ -34,6 +35,8 @@ def test_choice_lists_are_the_librarys() -> None:
     assert P.PROPOSAL_METHODS == tuple(METHODS)
     assert P.FEATURE_LAYERS == LAYERS
     assert P.METRICS == tuple(LIBRARY_METRICS)
+    assert P.SCORERS == detector_model.SCORERS
+    assert P.DEFAULT_SCORE_THRESHOLDS == detector_model.DEFAULT_SCORE_THRESHOLDS
     for name in P.COMPRESSIONS:
         if name != "zstd":  # needs the optional hdf5plugin
             cache_features.compression_options(name)

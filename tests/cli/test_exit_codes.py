@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from sppdet.cli import cli
 from sppdet.devices import check_device_name, resolve_device
 from sppdet.errors import ConfigError, ParameterError
-from sppdet.io.artifacts import parse_shard
+from sppdet.io.item_store import parse_shard
 
 
 def invoke(*args: object):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sppdet.errors import ConfigError
-from sppdet.io.artifacts import record_path
+from sppdet.io.records import record_path
 from sppdet.stages.layout import features_path, proposals_path
 from sppdet.stages.training_inputs import finetune_inputs
 

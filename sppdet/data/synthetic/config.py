@@ -1,7 +1,6 @@
-"""The parameters of the synthetic demo dataset (:class:`DemoDataConfig`) and its classes.
+"""Parameters of the synthetic dataset and the shape classes it draws.
 
-Kept apart from the generator (:mod:`sppdet.data.synthetic`, which needs OpenCV and numpy) so
-that the command line's options take their defaults from here in an instant.
+Free of numpy and OpenCV: the command line's options take their defaults from here.
 """
 
 from __future__ import annotations
@@ -24,6 +23,8 @@ SHAPE_CLASSES: tuple[str, ...] = (
     "ellipse",
     "hexagon",
 )
+
+SPLITS: tuple[str, ...] = ("train", "val", "trainval", "test")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""The settings of fine-tuning (:class:`FinetuneConfig`) and the window labelling bands.
+"""Hyper-parameters of fc fine-tuning, the window labelling bands and the learning-rate
+schedule (REFERENCE section 5).
 
-Kept apart from :mod:`sppdet.training.finetune` and free of torch and numpy, so that the
-pipeline config and the command line's options (whose defaults come from here) load in an
-instant.
+Free of torch and numpy: the pipeline config and the command line's options (whose defaults
+come from here) load in an instant.
 """
 
 from __future__ import annotations
@@ -162,3 +162,9 @@ class FinetuneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def learning_rate(iteration: int, config: FinetuneConfig) -> float:
+    """Base learning rate of 0-based ``iteration``: ``lr * gamma ** part`` over equal parts."""
+    part = min(iteration * config.lr_steps // config.iterations, config.lr_steps - 1)
+    return config.lr * config.lr_gamma ** part
