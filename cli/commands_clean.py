@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from sppdet.io.cleanup import clean
-
 from .context import Settings, pass_settings
 
 
@@ -26,6 +24,8 @@ def clean_command(settings: Settings, unfinished: bool, dry_run: bool) -> None:
     runs again; this covers the outputs no stage will run for again. Outputs that a running
     sppdet command is writing are left alone.
     """
+    from sppdet.io.cleanup import clean
+
     work: Path = settings.work_dir
     if not work.is_dir():
         raise click.ClickException(f"{work}: no such work dir")
