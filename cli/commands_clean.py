@@ -10,10 +10,10 @@ from .context import Settings, pass_settings
 
 
 @click.command("clean")
-@click.option("--unfinished", is_flag=True, default=False,
+@click.option("--unfinished/--no-unfinished", default=False, show_default=True,
               help="Also delete unfinished per-image runs (X.parts/ folders that a rerun of "
                    "their command would resume); their computed images are lost.")
-@click.option("--dry-run", "-n", is_flag=True, default=False,
+@click.option("--dry-run/--no-dry-run", default=False, show_default=True,
               help="Only list what would be deleted.")
 @pass_settings
 def clean_command(settings: Settings, unfinished: bool, dry_run: bool) -> None:
