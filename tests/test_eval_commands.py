@@ -167,7 +167,8 @@ def test_eval_comp4_of_another_split_is_refused(voc, work, tmp_path):
     folder = write_comp4_by_hand(tmp_path / "other-tool", "val")
     # files named for another split
     result = invoke("-w", str(work), "eval", str(voc), str(folder), "--split", "test")
-    assert result.exit_code == 1 and "missing comp4 files" in result.output
+    assert result.exit_code == 1 and "no comp4 file for split 'test'" in result.output
+    assert "comp4_det_val_circle.txt" in result.output
     # files named for the evaluated split, with images that are not in it
     result = invoke("-w", str(work), "eval", str(voc), str(folder), "--split", "val")
     assert result.exit_code == 1

@@ -22,17 +22,30 @@ The matching rules are the devkit's, line for line (REFERENCE.md section 9):
 - ``npos`` counts non-difficult objects; recall ``= cumsum(tp) / npos``, precision
   ``= cumsum(tp) / (cumsum(tp) + cumsum(fp))``.
 
-Boxes are sppdet's 0-based continuous xyxy (:mod:`sppdet.ops.boxes`): ``x2 - x1`` equals the
-devkit's ``xmax - xmin + 1``, so the overlaps are the devkit's "+1" overlaps.
+Overlaps are computed on the devkit's own 1-based coordinates (``boxes_voc``: the comp4 file's
+numbers as read, the XML's as written) with VOCevaldet's formula and order of operations::
+
+    bi = [max(bb(1),bbgt(1)); max(bb(2),bbgt(2)); min(bb(3),bbgt(3)); min(bb(4),bbgt(4))]
+    iw = bi(3)-bi(1)+1;  ih = bi(4)-bi(2)+1          % only pairs with iw > 0 and ih > 0
+    ua = (bb(3)-bb(1)+1)*(bb(4)-bb(2)+1) + (bbgt(3)-bbgt(1)+1)*(bbgt(4)-bbgt(2)+1) - iw*ih
+    ov = iw*ih/ua
+
+so a float box whose overlap is exactly 0.5 in the devkit's arithmetic is exactly 0.5 here
+(computing on 0-based coordinates, ``x2 - x1``, is equal in exact arithmetic but rounds
+differently). Detections given only as sppdet's 0-based boxes (a detections artifact) get
+``boxes_voc = xyxy_to_voc(boxes)``, the very numbers that :mod:`.comp4` writes to a result file,
+so evaluating the artifact and evaluating its comp4 files agree exactly.
 
 Where sppdet reports something other than the devkit, it says so in the result's ``flags``:
 
 - every detection of a class ignored (all on difficult objects): the devkit's precision is
   0/0 and its 11-point AP is NaN; sppdet reports AP 0 with flag ``all_detections_ignored``;
 - a class with no non-difficult object (``npos == 0``): AP is undefined. The devkit gives 0
-  (11-point, when there are detections) or NaN (area); sppdet reports ``ap = None`` with flag
-  ``no_positives`` and leaves the class out of the mean AP. ``ClassResult.devkit_ap`` keeps
-  the devkit's own number;
+  (11-point; also area when the class has no detection) or NaN (area, with detections); sppdet
+  reports ``ap = None`` with flag ``no_positives`` and leaves the class out of the mean AP.
+  ``ClassResult.devkit_ap`` keeps the devkit's own number, and
+  ``VOCEvaluation.devkit_mean_ap`` is the mean over every class with those classes at 0, as
+  the VOC2007 devkit's mean comes out;
 - a class with no detections gets AP 0 (as in the devkit) with flag ``no_detections``;
 - an image with no objects is legal (the devkit's annotation reader fails on it); an image id
   listed twice in the ground truth is an error, and so is a detection on an image that the
@@ -48,6 +61,7 @@ import numpy as np
 
 from sppdet.detector.detections import ImageDetections
 from sppdet.errors import ConfigError, DataError
+from sppdet.ops.boxes import xyxy_to_voc
 
 METRICS: dict[str, str] = {
     "11point": "VOC2007 11-point AP, devkit rules (VOCevaldet)",
@@ -77,6 +91,8 @@ class ImageGroundTruth:
         boxes: float32 ``[M, 4]`` 0-based continuous xyxy (``voc_to_xyxy`` of the XML boxes).
         labels: int64 ``[M]``, 0-based class indices.
         difficult: bool ``[M]``; ``None`` means no object is difficult.
+        boxes_voc: float64 ``[M, 4]`` the devkit's 1-based ``xmin, ymin, xmax, ymax`` as the
+            XML gives them; the overlaps use these. Default ``xyxy_to_voc(boxes)``.
 
     ``M = 0`` (an image with no objects) is allowed.
     """
@@ -85,6 +101,7 @@ class ImageGroundTruth:
     boxes: np.ndarray
     labels: np.ndarray
     difficult: np.ndarray | None = None
+    boxes_voc: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.image_id, str) or not self.image_id:
@@ -116,6 +133,13 @@ class ImageGroundTruth:
             )
         if not np.isfinite(boxes).all():
             raise DataError(f"image {self.image_id}: ground-truth boxes must be finite")
+        boxes_voc = xyxy_to_voc(boxes) if self.boxes_voc is None else np.asarray(
+            self.boxes_voc, dtype=np.float64).reshape(-1, 4)
+        if boxes_voc.shape != boxes.shape or not np.isfinite(boxes_voc).all():
+            raise DataError(
+                f"image {self.image_id}: boxes_voc must be finite with the shape of boxes "
+                f"{boxes.shape}, got {boxes_voc.shape}"
+            )
         if labels.size and labels.min() < 0:
             raise DataError(
                 f"image {self.image_id}: ground-truth labels must be >= 0, "
@@ -124,6 +148,7 @@ class ImageGroundTruth:
         self.boxes = boxes
         self.labels = labels
         self.difficult = difficult
+        self.boxes_voc = boxes_voc
 
 
 @dataclass
@@ -134,6 +159,9 @@ class ClassDetections:
         image_ids: object array ``[D]`` of image id strings.
         scores: float64 ``[D]``.
         boxes: float64 ``[D, 4]`` 0-based continuous xyxy.
+        boxes_voc: float64 ``[D, 4]`` the devkit's 1-based ``xmin, ymin, xmax, ymax``, on which
+            the overlaps are computed: a comp4 file's own numbers (:meth:`from_voc`), or by
+            default ``xyxy_to_voc(boxes)``, the numbers a comp4 file of ``boxes`` holds.
 
     The order is the file's (or the producer's) order; it decides between equal scores.
     """
@@ -141,6 +169,7 @@ class ClassDetections:
     image_ids: np.ndarray
     scores: np.ndarray
     boxes: np.ndarray
+    boxes_voc: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         image_ids = np.empty(len(self.image_ids), dtype=object)
@@ -158,16 +187,64 @@ class ClassDetections:
             )
         if not (np.isfinite(scores).all() and np.isfinite(boxes).all()):
             raise DataError("detection scores and boxes must be finite")
+        boxes_voc = xyxy_to_voc(boxes) if self.boxes_voc is None else np.asarray(
+            self.boxes_voc, dtype=np.float64).reshape(-1, 4)
+        if boxes_voc.shape != boxes.shape or not np.isfinite(boxes_voc).all():
+            raise DataError(f"detection boxes_voc must be finite with shape {boxes.shape}, "
+                            f"got {boxes_voc.shape}")
         self.image_ids = image_ids
         self.scores = scores
         self.boxes = boxes
+        self.boxes_voc = boxes_voc
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
+    def subset(self, keep: np.ndarray) -> ClassDetections:
+        """The detections selected by a boolean mask or index array, in their order."""
+        return ClassDetections(self.image_ids[keep], self.scores[keep], self.boxes[keep],
+                               self.boxes_voc[keep])
+
+    @classmethod
+    def from_voc(cls, image_ids: Sequence[str] | np.ndarray, scores: np.ndarray,
+                 boxes_voc: np.ndarray) -> ClassDetections:
+        """Detections given in the devkit's 1-based coordinates (a comp4 file's columns), kept
+        exactly as given for the overlaps; ``boxes`` is their 0-based form."""
+        boxes_voc = np.asarray(boxes_voc, dtype=np.float64).reshape(-1, 4)
+        boxes = boxes_voc.copy()
+        boxes[:, 0:2] -= 1.0  # voc_to_xyxy, kept in float64
+        return cls(np.asarray(image_ids, dtype=object), scores, boxes, boxes_voc)
+
     @classmethod
     def empty(cls) -> ClassDetections:
         return cls(np.empty(0, dtype=object), np.zeros(0), np.zeros((0, 4)))
+
+
+@dataclass
+class DetectionMatches:
+    """How the devkit assigned each detection of a class, in score order (stable sort).
+
+    Attributes:
+        order: int64 ``[D]``: position in the input :class:`ClassDetections` of the k-th
+            detection by score.
+        image_index: int64 ``[D]``: the detection's image, an index into the ground truth.
+        true_positive, false_positive: bool ``[D]``; a detection that is neither is ignored
+            (its best box is difficult).
+        duplicate: bool ``[D]``: a false positive whose best box (overlap >= threshold) was
+            already taken by a higher-scoring detection.
+        best_overlap: float64 ``[D]``: the devkit's ``ovmax`` with the class's boxes in the
+            image (``-inf`` when none intersects).
+        best_object: int64 ``[D]``: that box as an index into the ground truth's objects
+            (all images, in image then annotation order), -1 when none.
+    """
+
+    order: np.ndarray
+    image_index: np.ndarray
+    true_positive: np.ndarray
+    false_positive: np.ndarray
+    duplicate: np.ndarray
+    best_overlap: np.ndarray
+    best_object: np.ndarray
 
 
 @dataclass
@@ -185,6 +262,7 @@ class ClassResult:
             the devkit's ``rec`` and ``prec``: precision is NaN while only ignored detections
             have been seen (0/0), recall is NaN everywhere when ``npos == 0``.
         flags: any of ``no_positives``, ``no_detections``, ``all_detections_ignored``.
+        matches: the per-detection assignment behind the counts.
     """
 
     class_index: int
@@ -199,6 +277,7 @@ class ClassResult:
     recall: np.ndarray = field(repr=False)
     precision: np.ndarray = field(repr=False)
     flags: tuple[str, ...] = ()
+    matches: DetectionMatches | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -211,6 +290,8 @@ class VOCEvaluation:
         n_images: images in the ground truth.
         per_class: one :class:`ClassResult` per class, in class-index order.
         mean_ap: mean of the defined per-class APs; ``None`` when no class has positives.
+        devkit_mean_ap: the mean over every class, classes without positives counted as AP 0
+            (what the VOC2007 devkit's mean comes out as); ``None`` for no class.
     """
 
     metric: str
@@ -219,6 +300,7 @@ class VOCEvaluation:
     n_images: int
     per_class: tuple[ClassResult, ...]
     mean_ap: float | None
+    devkit_mean_ap: float | None = None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -273,24 +355,24 @@ def area_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((mrec[changes] - mrec[changes - 1]) * mpre[changes]))
 
 
-def _devkit_overlaps(det_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
+def devkit_overlaps(det_voc: np.ndarray, gt_voc: np.ndarray) -> np.ndarray:
     """Overlap of paired boxes ``[P, 4]``, ``[P, 4]`` -> ``[P]``; -inf where they do not intersect.
 
-    Elementwise (each detection only meets the boxes of its own image), which the all-pairs
-    ``box_iou`` does not do; the formula and its order of operations are VOCevaldet's
-    (``iw*ih / (area_det + area_gt - iw*ih)``, only when ``iw > 0 and ih > 0``).
+    Both in the devkit's 1-based ``xmin, ymin, xmax, ymax`` (float64). Elementwise (each
+    detection only meets the boxes of its own image), which the all-pairs ``box_iou`` does not
+    do; the formula and its order of operations are VOCevaldet's, so the result is bit for bit
+    the devkit's ``ov`` (only when ``iw > 0 and ih > 0``; otherwise the devkit skips the pair).
     """
-    iw = np.minimum(det_boxes[:, 2], gt_boxes[:, 2]) - np.maximum(det_boxes[:, 0], gt_boxes[:, 0])
-    ih = np.minimum(det_boxes[:, 3], gt_boxes[:, 3]) - np.maximum(det_boxes[:, 1], gt_boxes[:, 1])
+    iw = np.minimum(det_voc[:, 2], gt_voc[:, 2]) - np.maximum(det_voc[:, 0], gt_voc[:, 0]) + 1
+    ih = np.minimum(det_voc[:, 3], gt_voc[:, 3]) - np.maximum(det_voc[:, 1], gt_voc[:, 1]) + 1
     intersects = (iw > 0) & (ih > 0)
-    inter = iw * ih
     union = (
-        (det_boxes[:, 2] - det_boxes[:, 0]) * (det_boxes[:, 3] - det_boxes[:, 1])
-        + (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
-        - inter
+        (det_voc[:, 2] - det_voc[:, 0] + 1) * (det_voc[:, 3] - det_voc[:, 1] + 1)
+        + (gt_voc[:, 2] - gt_voc[:, 0] + 1) * (gt_voc[:, 3] - gt_voc[:, 1] + 1)
+        - iw * ih
     )
-    overlaps = np.full(det_boxes.shape[0], -np.inf)
-    overlaps[intersects] = inter[intersects] / union[intersects]
+    overlaps = np.full(det_voc.shape[0], -np.inf)
+    overlaps[intersects] = (iw * ih)[intersects] / union[intersects]
     return overlaps
 
 
@@ -311,11 +393,11 @@ class _GroundTruthIndex:
         counts = np.array([r.labels.shape[0] for r in ground_truth], dtype=np.int64)
         self.object_image = np.repeat(np.arange(self.n_images, dtype=np.int64), counts)
         if self.n_images and counts.sum():
-            self.boxes = np.concatenate([r.boxes for r in ground_truth]).astype(np.float64)
+            self.boxes_voc = np.concatenate([r.boxes_voc for r in ground_truth])
             self.labels = np.concatenate([r.labels for r in ground_truth])
             self.difficult = np.concatenate([r.difficult for r in ground_truth])
         else:
-            self.boxes = np.zeros((0, 4))
+            self.boxes_voc = np.zeros((0, 4))
             self.labels = np.zeros(0, np.int64)
             self.difficult = np.zeros(0, bool)
 
@@ -333,16 +415,40 @@ class _GroundTruthIndex:
         return out
 
 
-def _evaluate_class_indexed(
+def precision_recall(
+    true_positive: np.ndarray, false_positive: np.ndarray, npos: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The devkit's curves from per-detection flags in score order, bool ``[D]`` each.
+
+    ``rec = cumsum(tp) / npos`` (NaN everywhere when ``npos == 0``), ``prec = cumsum(tp) /
+    (cumsum(tp) + cumsum(fp))`` (NaN while only ignored detections have been seen).
+    """
+    tp_cum = np.cumsum(true_positive, dtype=np.float64)
+    fp_cum = np.cumsum(false_positive, dtype=np.float64)
+    counted = tp_cum + fp_cum
+    precision = np.full(tp_cum.shape[0], np.nan)
+    np.divide(tp_cum, counted, out=precision, where=counted > 0)
+    recall = tp_cum / npos if npos > 0 else np.full(tp_cum.shape[0], np.nan)
+    return recall, precision
+
+
+def ap_of_curve(recall: np.ndarray, precision: np.ndarray, metric: str) -> float:
+    """The devkit's AP of a curve under ``metric`` (may be NaN, as the devkit's)."""
+    if metric == "11point":
+        return voc07_11point_ap(recall, precision)
+    return area_ap(recall, precision)
+
+
+def _match_class(
     index: _GroundTruthIndex,
     class_index: int,
     class_name: str,
     detections: ClassDetections,
-    metric: str,
     iou_threshold: float,
-) -> ClassResult:
-    in_class = index.labels == class_index
-    gt_boxes = index.boxes[in_class]
+) -> tuple[DetectionMatches, int]:
+    """VOCevaldet's assignment loop for one class, vectorised; returns the matches and npos."""
+    in_class = np.flatnonzero(index.labels == class_index)  # global object indices, in order
+    gt_boxes = index.boxes_voc[in_class]
     gt_difficult = index.difficult[in_class]
     gt_image = index.object_image[in_class]  # ascending: objects are stored in image order
     gt_count = np.bincount(gt_image, minlength=index.n_images)
@@ -353,7 +459,7 @@ def _evaluate_class_indexed(
     # VOCevaldet: [~, si] = sort(-confidence); MATLAB's sort is stable.
     order = np.argsort(-detections.scores, kind="stable")
     det_image = det_image[order]
-    det_boxes = detections.boxes[order]
+    det_boxes = detections.boxes_voc[order]
     n_det = det_image.shape[0]
 
     # Every (detection, ground-truth box of its image) pair, grouped by detection, boxes in
@@ -364,7 +470,7 @@ def _evaluate_class_indexed(
         np.cumsum(pair_counts) - pair_counts, pair_counts
     )
     pair_gt = np.repeat(gt_start[det_image], pair_counts) + position_in_group
-    overlaps = _devkit_overlaps(det_boxes[pair_det], gt_boxes[pair_gt])
+    overlaps = devkit_overlaps(det_boxes[pair_det], gt_boxes[pair_gt])
 
     best_overlap = np.full(n_det, -np.inf)
     np.maximum.at(best_overlap, pair_det, overlaps)
@@ -374,6 +480,7 @@ def _evaluate_class_indexed(
     best_gt = np.full(n_det, -1, dtype=np.int64)
     best_gt[best_dets] = pair_gt[is_best][first_pair]
 
+    # VOCevaldet: ``if ovmax >= VOCopts.minoverlap`` (inclusive)
     matched = best_overlap >= iou_threshold
     true_positive = np.zeros(n_det, dtype=bool)
     false_positive = ~matched
@@ -385,24 +492,35 @@ def _evaluate_class_indexed(
     # The first detection (in score order) on a box takes it; later ones are duplicates.
     _, first_on_box = np.unique(countable_gt, return_index=True)
     true_positive[countable[first_on_box]] = True
-    duplicate = np.ones(countable.shape[0], dtype=bool)
-    duplicate[first_on_box] = False
-    false_positive[countable[duplicate]] = True
+    is_duplicate = np.ones(countable.shape[0], dtype=bool)
+    is_duplicate[first_on_box] = False
+    duplicate = np.zeros(n_det, dtype=bool)
+    duplicate[countable[is_duplicate]] = True
+    false_positive |= duplicate
 
-    tp_cum = np.cumsum(true_positive, dtype=np.float64)
-    fp_cum = np.cumsum(false_positive, dtype=np.float64)
-    counted = tp_cum + fp_cum
-    precision = np.full(n_det, np.nan)
-    np.divide(tp_cum, counted, out=precision, where=counted > 0)
-    if npos > 0:
-        recall = tp_cum / npos
-    else:
-        recall = np.full(n_det, np.nan)
+    best_object = np.full(n_det, -1, dtype=np.int64)
+    has_best = best_gt >= 0
+    best_object[has_best] = in_class[best_gt[has_best]]
+    matches = DetectionMatches(order=order, image_index=det_image, true_positive=true_positive,
+                               false_positive=false_positive, duplicate=duplicate,
+                               best_overlap=best_overlap, best_object=best_object)
+    return matches, npos
 
-    devkit_ap = voc07_11point_ap(recall, precision) if metric == "11point" else area_ap(
-        recall, precision
-    )
-    n_ignored = int(matched_dets.shape[0] - countable.shape[0])
+
+def _evaluate_class_indexed(
+    index: _GroundTruthIndex,
+    class_index: int,
+    class_name: str,
+    detections: ClassDetections,
+    metric: str,
+    iou_threshold: float,
+) -> ClassResult:
+    matches, npos = _match_class(index, class_index, class_name, detections, iou_threshold)
+    true_positive, false_positive = matches.true_positive, matches.false_positive
+    n_det = true_positive.shape[0]
+    recall, precision = precision_recall(true_positive, false_positive, npos)
+    devkit_ap = ap_of_curve(recall, precision, metric)
+    n_ignored = int(n_det - true_positive.sum() - false_positive.sum())
     flags: list[str] = []
     ap: float | None = devkit_ap
     if npos == 0:
@@ -429,6 +547,7 @@ def _evaluate_class_indexed(
         recall=recall,
         precision=precision,
         flags=tuple(flags),
+        matches=matches,
     )
 
 
@@ -543,6 +662,9 @@ def evaluate_detections(
     )
     defined = [r.ap for r in results if r.ap is not None]
     mean_ap = float(np.mean(defined)) if defined else None
+    # The VOC2007 devkit's own mean: a class without positives scores 0 there (11-point).
+    with_zeros = [0.0 if r.ap is None else r.ap for r in results]
+    devkit_mean_ap = float(np.mean(with_zeros)) if with_zeros and defined else None
     return VOCEvaluation(
         metric=metric,
         protocol=METRICS[metric],
@@ -550,4 +672,5 @@ def evaluate_detections(
         n_images=index.n_images,
         per_class=results,
         mean_ap=mean_ap,
+        devkit_mean_ap=devkit_mean_ap,
     )
