@@ -46,17 +46,22 @@ from sppdet.evaluation import (
     METRICS,
     ClassDetections,
     ImageGroundTruth,
-    VOCEvaluation,
     class_detections_from_images,
     evaluate_detections,
     read_comp4_dir,
     write_comp4_files,
     write_report,
 )
-from sppdet.io.artifacts import write_text_atomic
 from sppdet.progress import get_logger, log_to_file
 
 from .common import dataset_params
+from .evaluate_outputs import (
+    analysis_markdown,
+    analysis_outputs,
+    coco_markdown,
+    coco_outputs,
+    image_info,
+)
 from .layout import eval_dir, log_path
 
 log = get_logger("eval")
@@ -253,7 +258,7 @@ def _load_comp4(dataset: str | Path, split: str, folder: Path,
     if comp4.missing_classes:
         names = [f"comp4_det_{split}_{c}.txt" for c in comp4.missing_classes]
         warnings.append(f"no comp4 file for {len(names)} class(es) in {folder}: "
-                        + ", ".join(names) + "; counted as no detections (AP 0)")
+                        + ", ".join(names) + "; counted as no detections")
     for name, count in comp4.n_dropped.items():
         warnings.append(f"{count} line(s) of {comp4.paths[name].name} on images outside split "
                         f"'{split}' were left out (--force)")
@@ -303,94 +308,6 @@ def _load(dataset: str | Path, split: str, detections: Path, classes: Sequence[s
     if detections.is_dir():
         return _load_comp4(dataset, split, detections, classes, force=force)
     return _load_artifact(dataset, split, detections, classes, force=force)
-
-
-def _image_info(data: VOCDataset) -> dict[str, dict[str, Any]]:
-    return {a.image_id: {"width": a.width, "height": a.height,
-                         "file_name": None if a.image_path is None else a.image_path.name}
-            for a in data}
-
-
-def _coco_outputs(loaded: _Loaded, ground_truth: list[ImageGroundTruth],
-                  out_dir: Path) -> dict[str, Any]:
-    """Write ``coco_gt.json`` and ``coco_detections.json``; return pycocotools' metrics."""
-    from sppdet.evaluation.coco import (
-        coco_detections,
-        coco_ground_truth,
-        coco_image_numbers,
-        coco_metrics,
-        write_json,
-    )
-
-    gt = coco_ground_truth(ground_truth, loaded.data.classes,
-                           image_info=_image_info(loaded.data))
-    results = coco_detections(loaded.by_class, loaded.data.classes,
-                              coco_image_numbers(ground_truth))
-    write_json(out_dir / "coco_gt.json", gt)
-    write_json(out_dir / "coco_detections.json", results)
-    return coco_metrics(gt, results)
-
-
-def _coco_markdown(coco: Mapping[str, Any]) -> str:
-    names = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
-    return "\n".join([
-        "## COCO metrics (pycocotools)", "",
-        "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
-        "| " + " | ".join(_percent(coco.get(n)) for n in names) + " |", "",
-        "AP averages IoU 0.50:0.05:0.95 (101-point interpolation, at most 100 detections per "
-        "image); difficult objects are crowd regions. Ground truth and detections: "
-        "coco_gt.json, coco_detections.json."])
-
-
-def _analysis_outputs(loaded: _Loaded, ground_truth: list[ImageGroundTruth],
-                      evaluation: VOCEvaluation, out_dir: Path, *,
-                      plots: bool) -> tuple[dict[str, Any], list[Path], list[Path]]:
-    """Write ``analysis.json`` and (when ``plots``) its figures; return the JSON content,
-    the summary figures and the per-class false-positive pictures."""
-    from sppdet.evaluation.analysis import analyse_false_positives
-
-    result = analyse_false_positives(ground_truth, loaded.by_class, evaluation)
-    content = result.to_dict()
-    write_text_atomic(out_dir / "analysis.json",
-                      json.dumps(content, indent=2, allow_nan=False) + "\n")
-    summary: list[Path] = []
-    pictures: list[Path] = []
-    if plots:
-        from sppdet.evaluation.analysis_plots import (
-            plot_ap_impact,
-            plot_fp_types,
-            plot_top_false_positives,
-        )
-        from sppdet.evaluation.report import safe_file_name
-
-        summary = [plot_fp_types(result, out_dir / "analysis_fp_types.png"),
-                   plot_ap_impact(result, out_dir / "analysis_ap_impact.png")]
-        if loaded.data.images_present:
-            for c in result.per_class:
-                drawn = plot_top_false_positives(
-                    c, loaded.data.load_image,
-                    out_dir / f"analysis_top_fp_{safe_file_name(c.class_name)}.png")
-                if drawn is not None:
-                    pictures.append(drawn)
-    return content, summary, pictures
-
-
-def _analysis_markdown(content: Mapping[str, Any], figures: Sequence[Path]) -> str:
-    types = list(content["fp_types"])
-    lines = ["## False-positive analysis (Hoiem et al. 2012)", "",
-             "; ".join(f"**{k}**: {v}" for k, v in content["fp_types"].items()) + ". "
-             + content["type_order"].capitalize() + ".", "",
-             "| class | FP | " + " | ".join(types) + " | AP | "
-             + " | ".join(f"AP w/o {t}" for t in types) + " |",
-             "|" + "---|" * (3 + 2 * len(types))]
-    for c in content["classes"]:
-        lines.append(f"| {c['class']} | {c['n_false_positives']} | "
-                     + " | ".join(str(c["fp_types"][t]) for t in types)
-                     + f" | {_percent(c['ap'])} | "
-                     + " | ".join(_percent(c["ap_without"][t]) for t in types) + " |")
-    lines.append("")
-    lines += [f"![{f.name}]({f.name})" for f in figures]
-    return "\n".join(lines)
 
 
 def run(dataset: str | Path, split: str, detections: str | Path, out_dir: str | Path, *,
@@ -488,15 +405,15 @@ def run(dataset: str | Path, split: str, detections: str | Path, out_dir: str | 
         sections: list[str] = []
         analysis_content, analysis_figures, fp_pictures = None, [], []
         if coco:
-            extra["coco"] = _coco_outputs(loaded, ground_truth, out_dir)
-            sections.append(_coco_markdown(extra["coco"]))
+            extra["coco"] = coco_outputs(data, loaded.by_class, ground_truth, out_dir)
+            sections.append(coco_markdown(extra["coco"]))
         if analysis:
-            analysis_content, analysis_figures, fp_pictures = _analysis_outputs(
-                loaded, ground_truth, evaluation, out_dir, plots=plots)
+            analysis_content, analysis_figures, fp_pictures = analysis_outputs(
+                data, loaded.by_class, ground_truth, evaluation, out_dir, plots=plots)
             extra["analysis"] = {"file": "analysis.json",
                                  "totals": analysis_content["totals"],
                                  "n_false_positives": analysis_content["n_false_positives"]}
-            sections.append(_analysis_markdown(analysis_content,
+            sections.append(analysis_markdown(analysis_content,
                                                analysis_figures + fp_pictures))
         gallery_images: list[tuple[Path, str]] = []
         if plots and gallery and data.images_present:
@@ -575,7 +492,7 @@ def export_coco(dataset: str | Path, split: str, out_dir: str | Path, *,
     else:
         data = _read_dataset(dataset, split, classes)
     ground_truth = _ground_truth(data)
-    gt = coco_ground_truth(ground_truth, data.classes, image_info=_image_info(data))
+    gt = coco_ground_truth(ground_truth, data.classes, image_info=image_info(data))
     gt_path = write_json(out / f"{split}_gt.json", gt)
     det_path, n_det = None, 0
     if detections is not None:

@@ -72,6 +72,7 @@ class FalsePositive:
         overlap: the overlap that decided the type (-inf for background with no object near).
         object_class: class of that object (``None`` for background).
         object_box_voc: that object's box (``None`` for background).
+        duplicate: a localization error that is a duplicate detection.
     """
 
     rank: int
@@ -82,12 +83,13 @@ class FalsePositive:
     overlap: float
     object_class: str | None = None
     object_box_voc: tuple[float, float, float, float] | None = None
+    duplicate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "image_id": self.image_id, "score": self.score,
                 "box_voc": list(self.box_voc), "type": self.fp_type,
                 "overlap": None if not np.isfinite(self.overlap) else self.overlap,
-                "object_class": self.object_class,
+                "object_class": self.object_class, "duplicate": self.duplicate,
                 "object_box_voc": None if self.object_box_voc is None
                 else list(self.object_box_voc)}
 
@@ -247,7 +249,8 @@ def _classify_class(index: _GroundTruthIndex, result: ClassResult, detections: C
             box_voc=tuple(float(v) for v in det_boxes[k]), fp_type=str(fp_type[k]),
             overlap=float(decided_overlap[k]),
             object_class=None if obj < 0 else str(class_names[index.labels[obj]]),
-            object_box_voc=None if obj < 0 else tuple(float(v) for v in index.boxes_voc[obj])))
+            object_box_voc=None if obj < 0 else tuple(float(v) for v in index.boxes_voc[obj]),
+            duplicate=bool(matches.duplicate[k])))
     return ClassAnalysis(class_name=result.class_name, ap=result.ap, npos=result.npos,
                          n_false_positives=int(fp.shape[0]), counts=counts,
                          n_duplicates=int(matches.duplicate.sum()), ap_without=ap_without,

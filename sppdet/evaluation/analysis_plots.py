@@ -51,7 +51,10 @@ def plot_fp_types(analysis: ErrorAnalysis, path: str | os.PathLike, *, dpi: int 
     localization, similar, other, background; the black line is the recall at ``k``.
     """
     plt = _pyplot()
-    panels = [c for c in analysis.per_class if c.outcome.shape[0] > 0]
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    # classes without objects have no recall to reach: left out, as in the paper
+    panels = [c for c in analysis.per_class if c.outcome.shape[0] > 0 and c.npos > 0]
     rows, cols = _grid(max(1, len(panels)))
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.7 * rows + 0.6), squeeze=False)
     order = ("correct",) + FP_TYPES
@@ -69,12 +72,16 @@ def plot_fp_types(analysis: ErrorAnalysis, path: str | os.PathLike, *, dpi: int 
                     label="recall")
         ax.set_xscale("log")
         ax.set_xlim(1, max(2, k[-1] if k.size else 2))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(0, 1)
         ap = "n/a" if result.ap is None else f"{100 * result.ap:.1f}"
         ax.set_title(f"{result.class_name} (AP {ap}, {result.npos} objects)", fontsize=9)
         ax.set_xlabel("top detections", fontsize=8)
         ax.set_ylabel("share of detections", fontsize=8)
         ax.tick_params(labelsize=7)
+    if not panels:
+        axes.flat[0].text(0.5, 0.5, "no class with objects and detections", ha="center")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8,
                frameon=False)
@@ -156,8 +163,8 @@ def plot_top_false_positives(result: ClassAnalysis, load_image: Callable[[str], 
                                    box[3] - box[1] + 1, fill=False, linestyle=style,
                                    edgecolor=color, linewidth=1.6))
         overlap = "" if not np.isfinite(fp.overlap) else f" ov {fp.overlap:.2f}"
-        near = "" if fp.object_class is None or fp.fp_type == "localization" else \
-            f" ({fp.object_class})"
+        near = " (dup)" if fp.duplicate else "" if fp.object_class is None or \
+            fp.fp_type == "localization" else f" ({fp.object_class})"
         ax.set_title(f"#{fp.rank} {TYPE_SHORT[fp.fp_type]}{near} {fp.score:.2f}{overlap}",
                      fontsize=7, color="black")
     fig.suptitle(f"{result.class_name}: top false positives (solid: detection, dashed: the "

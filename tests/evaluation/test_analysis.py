@@ -85,7 +85,9 @@ def test_hand_built_case_every_type():
     assert (top[0].fp_type, top[0].object_class, top[0].overlap) == ("similar", "dog", 1.0)
     assert (top[1].fp_type, top[1].object_class, top[1].overlap) == ("background", None,
                                                                      -math.inf)
+    assert top[2].duplicate and top[2].overlap == 1.0
     assert top[3].overlap == 0.4 and top[3].object_box_voc == (1, 1, 10, 10)
+    assert not top[3].duplicate
     assert top[5].overlap == 0.1
     # the classes without detections have no false positives
     assert [c.n_false_positives for c in result.per_class[1:]] == [0, 0]
