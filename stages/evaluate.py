@@ -378,7 +378,8 @@ def run(dataset: str | Path, split: str, detections: str | Path, out_dir: str | 
 
     if not force and is_up_to_date(report_path, record):
         report = json.loads(report_path.read_text())
-        figures = sorted(out_dir.glob("*.png")) if plots else []
+        figures = sorted(out_dir.glob("*.png")) + sorted(out_dir.glob("gallery_*.jpg")) \
+            if plots else []
         return EvalSummary(out_dir=out_dir, model=loaded.model, report=report, up_to_date=True,
                            figures=figures, comp4_dir=comp4_dir, warnings=warnings, info=info)
 
@@ -400,7 +401,7 @@ def run(dataset: str | Path, split: str, detections: str | Path, out_dir: str | 
         # vouches for a half-written report
         if record_path(report_path).exists():
             os.unlink(record_path(report_path))
-        for stale in list(out_dir.glob("analysis_*.png")) + list(out_dir.glob("gallery_*.png")):
+        for stale in list(out_dir.glob("analysis_*.png")) + list(out_dir.glob("gallery_*.jpg")):
             stale.unlink()
         sections: list[str] = []
         analysis_content, analysis_figures, fp_pictures = None, [], []

@@ -313,7 +313,7 @@ def test_eval_from_annotations_alone(voc, work, tmp_path):
     assert json.loads((out / "report.json").read_text())["mean_ap"] == pytest.approx(
         MAP_11POINT, abs=1e-12)
     assert "4 of 4 images are absent" in result.output
-    assert not list(out.glob("gallery_*.png"))  # nothing to draw on
+    assert not list(out.glob("gallery_*"))  # nothing to draw on
     # a detections artifact too: only split, classes and image count can be checked
     dets = fabricate(tmp_path / "a.h5", voc, "test", DETECTIONS)
     result = invoke("-w", str(work), "eval", str(bare), str(dets), "--split", "test",
@@ -387,11 +387,12 @@ def test_eval_analysis_coco_and_html(voc, work, tmp_path):
     assert gt["annotations"][0]["bbox"] == [0, 0, 10, 20]  # img1 circle (1, 1, 10, 20)
     assert (out / "analysis_fp_types.png").exists() and (out / "analysis_ap_impact.png").exists()
     assert (out / "analysis_top_fp_circle.png").exists()
-    assert len(list(out.glob("gallery_*.png"))) == 2
+    assert len(list(out.glob("gallery_*.jpg"))) == 2
     page = (out / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "False-positive analysis" in page
     # self-contained: every image inline, nothing fetched
     assert page.count('src="data:image/png;base64,') == len(list(out.glob("*.png")))
+    assert page.count('src="data:image/jpeg;base64,') == 2
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "COCO metrics" in page and "84.8" in page  # circle's 11-point AP
 

@@ -52,7 +52,7 @@ def draw_gallery(
     threshold are drawn with :func:`sppdet.detector.drawing.draw_detections`.
 
     Returns:
-        ``(png path, caption)`` per image, written as ``out_dir/gallery_<image id>.png``.
+        ``(jpeg path, caption)`` per image, written as ``out_dir/gallery_<image id>.jpg``.
     """
     import cv2
 
@@ -83,7 +83,8 @@ def draw_gallery(
         drawn = draw_detections(image, ImageDetections(record.image_id, np.array(boxes),
                                                        np.array(scores, np.float32),
                                                        np.array(labels)), class_names)
-        path = save_image(out / f"gallery_{safe_file_name(record.image_id)}.png", drawn)
+        # JPEG: photos are a tenth of their PNG size, and report.html embeds them
+        path = save_image(out / f"gallery_{safe_file_name(record.image_id)}.jpg", drawn)
         written.append((path, f"{record.image_id}: {len(rows)} detection(s) at or above their "
                               "class's best-F1 score; ground truth in white"))
     return written

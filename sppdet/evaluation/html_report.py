@@ -1,6 +1,6 @@
 """``report.html``: the evaluation on one self-contained page (no network, no script).
 
-Every figure is embedded as a base64 PNG, so the file can be mailed or archived alone. The
+Every figure is embedded as base64 (PNG, or JPEG for the gallery's photos), so the file can be mailed or archived alone. The
 page holds the protocol and the means, the AP table (with COCO numbers when computed), the
 notes, the precision/recall curves, the false-positive analysis and a gallery of detections.
 """
@@ -40,8 +40,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _image(path: Path, caption: str | None = None) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    mime = "image/jpeg" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "image/png"
     alt = html.escape(caption or Path(path).name)
-    tag = f'<img src="data:image/png;base64,{data}" alt="{alt}">'
+    tag = f'<img src="data:{mime};base64,{data}" alt="{alt}">'
     if caption is None:
         return tag
     return f"<figure>{tag}<figcaption>{html.escape(caption)}</figcaption></figure>"
@@ -67,7 +68,7 @@ def report_html(
         analysis: the content of ``analysis.json``, when the analysis ran.
         analysis_figures: its summary PNGs (types against detections, AP impact).
         false_positive_figures: one PNG per class of its top false positives.
-        gallery: ``(PNG, caption)`` of images with their detections drawn.
+        gallery: ``(image file, caption)`` of images with their detections drawn.
     """
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p>Protocol: {html.escape(str(report['protocol']))}, IoU &ge; "
