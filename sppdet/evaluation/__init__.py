@@ -1,7 +1,8 @@
-"""PASCAL VOC evaluation: devkit-exact AP (:mod:`.voc_ap`), VOC result files (:mod:`.comp4`)
-and reports (:mod:`.report`, :mod:`.html_report`), on the records of :mod:`.records`; beside them the false-positive analysis
-(:mod:`.analysis`, :mod:`.analysis_plots`), COCO metrics (:mod:`.coco`, needs pycocotools) and
-a gallery of detections (:mod:`.gallery`), imported where used."""
+"""PASCAL VOC evaluation: devkit-exact AP (:mod:`.voc_ap`, on the records of :mod:`.records`),
+VOC result files (:mod:`.comp4`) and reports (:mod:`.report`, :mod:`.html_report`); beside
+them the false-positive analysis (:mod:`.analysis`, :mod:`.analysis_plots`), COCO metrics
+(:mod:`.coco`, needs pycocotools) and a gallery of detections (:mod:`.gallery`), imported
+where used."""
 
 from sppdet.evaluation.comp4 import (
     Comp4Results,
