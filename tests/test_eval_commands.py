@@ -428,3 +428,42 @@ def test_export_coco(voc, work, tmp_path):
     only_gt = invoke("export-coco", str(voc), "--split", "test", "--out", str(tmp_path / "c"))
     assert only_gt.exit_code == 0 and (tmp_path / "c" / "test_gt.json").exists()
     assert not (tmp_path / "c" / "test_detections.json").exists()
+
+
+def test_every_devkit_edge_case_from_annotations_alone(work, tmp_path):
+    """Annotations/ and ImageSets/ only; the AP of each case worked out by hand."""
+    from tests.conftest import write_voc_xml
+
+    root = tmp_path / "bare"
+    (root / "Annotations").mkdir(parents=True)
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "test.txt").write_text("img1\nimg2\n")
+    write_voc_xml(root / "Annotations" / "img1.xml", "img1.jpg", 64, 48, [
+        {"name": "a", "box": (1, 1, 24, 35)},
+        {"name": "b", "box": (5, 5, 5, 5)}])          # a single pixel: area 1
+    write_voc_xml(root / "Annotations" / "img2.xml", "img2.jpg", 64, 48, [
+        {"name": "d", "box": (10, 10, 20, 20)}])
+    folder = tmp_path / "results"
+    folder.mkdir()
+    # a: overlap exactly 0.5 in the devkit's arithmetic (0-based floats give 0.4999...)
+    (folder / "comp4_det_test_a.txt").write_text("img1 0.9 1.19 14.28 32.94596685082873 35\n")
+    # b: a 2x1 box over the single pixel: intersection 1, union 2 -> 0.5
+    (folder / "comp4_det_test_b.txt").write_text("img1 0.8 5 5 6 5\n")
+    # c: no ground truth at all; d: no result file
+    (folder / "comp4_det_test_c.txt").write_text("img2 0.7 1 1 5 5\n")
+    out = tmp_path / "report"
+    result = invoke("-w", str(work), "eval", str(root), str(folder), "--split", "test",
+                    "--classes", "a,b,c,d", "--out", str(out), "--analysis")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    # a: 1 (a true positive, the only object); b: 1; c: undefined (devkit 0); d: 0
+    aps = [c["ap"] for c in report["classes"]]
+    assert aps[0] == pytest.approx(1.0, abs=1e-12) and aps[1] == pytest.approx(1.0, abs=1e-12)
+    assert aps[2] is None and aps[3] == 0.0
+    assert report["mean_ap"] == pytest.approx(2 / 3, abs=1e-12)          # (1 + 1 + 0) / 3
+    assert report["devkit_mean_ap"] == pytest.approx(2 / 4, abs=1e-12)   # (1 + 1 + 0 + 0) / 4
+    assert "Warning: no comp4 file for 1 class(es)" in result.output
+    assert "comp4_det_test_d.txt" in result.output
+    assert "2 of 2 images are absent" in result.output
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["totals"] == {"localization": 0, "similar": 0, "other": 0, "background": 1}
