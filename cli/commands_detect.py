@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
 
-from sppdet.io.artifacts import parse_shard
 from sppdet.stages import detect
 from sppdet.stages.layout import (detections_path, features_dir, find_features, model_dir,
                                   proposals_path)
@@ -14,8 +14,9 @@ from sppdet.stages.training_inputs import backbone_name, fc_backbone
 
 from .commands_features import parse_scales
 from .context import Settings, pass_settings
-from .options import (classes_option, device_option, feature_variant_option, force_option,
-                      on_error_option, parse_classes, shard_option)
+from .options import (classes_option, dask_option, device_option, feature_variant_option,
+                      force_option, jobs_option, on_error_option, parse_classes, shard_option)
+from .scaleout import run_maybe_ranked
 
 
 @click.command("detect")
@@ -58,6 +59,8 @@ from .options import (classes_option, device_option, feature_variant_option, for
                    "scores, 0.5 for softmax]")
 @classes_option
 @device_option
+@jobs_option
+@dask_option
 @shard_option
 @on_error_option
 @force_option
@@ -68,7 +71,8 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                    proposals: Path | None, features: Path | None,
                    feature_variant: str | None, scales: str | None,
                    out: Path | None, draw_threshold: float | None, classes: str | None,
-                   device: str, shard: str | None, on_error: str, force: bool) -> None:
+                   device: str, jobs: int, dask: str | None, shard: str | None,
+                   on_error: str, force: bool) -> None:
     """Detect objects with a trained model.
 
     INPUTS is either one VOC-layout DATASET folder (every image of --split is detected; the
@@ -92,14 +96,22 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                 features = find_features(settings.work_dir, dataset, split, backbone,
                                          feature_variant)
         out = out or detections_path(settings.work_dir, name, dataset, split)
-        summary = detect.run(dataset, split, out, model_dir=models, proposals=proposals,
-                             features=features, scorer=scorer, use_bbox_reg=bbox_reg,
-                             iou_threshold=iou_threshold, score_threshold=score_threshold,
-                             max_per_image=cap, scales=parsed_scales, device=device,
-                             classes=parse_classes(classes), shard=parse_shard(shard),
-                             on_error=on_error, force=force)
-        click.echo(summary.to_text())
+        from sppdet.parallel.dask_cluster import open_executor
+
+        with open_executor(dask, jobs=jobs) as executor:
+            run = functools.partial(
+                detect.run, dataset, split, out, model_dir=models, proposals=proposals,
+                features=features, scorer=scorer, use_bbox_reg=bbox_reg,
+                iou_threshold=iou_threshold, score_threshold=score_threshold,
+                max_per_image=cap, scales=parsed_scales, classes=parse_classes(classes),
+                on_error=on_error, force=force, jobs=jobs, executor=executor)
+            summary = run_maybe_ranked(run, shard=shard, device=device,
+                                       sums=("computed", "resumed"))
+        if summary is not None:
+            click.echo(summary.to_text())
         return
+    if dask is not None or jobs > 1:
+        raise click.UsageError("--dask and --jobs apply to a dataset, not to image files")
     folders = [p for p in inputs if p.is_dir()]
     if folders:
         raise click.UsageError(f"give one dataset folder or image files, not a mix "

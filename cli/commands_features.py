@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
 
-from sppdet.io.artifacts import parse_shard
 from sppdet.backbones import BACKBONES
 from sppdet.stages import cache_features
 
 from .context import Settings, pass_settings
+from .scaleout import run_maybe_ranked
 from .options import (classes_option, dataset_argument, device_option, force_option,
                       on_error_option, parse_classes, parse_int_list, seed_option, shard_option,
                       split_option)
@@ -64,12 +65,15 @@ def cache_features_command(settings: Settings, dataset: str, split: str, backbon
     out = out or cache_features.default_out(settings.work_dir, dataset, split,
                                             backbone_name=backbone, weights=weights,
                                             scales=scale_list, flip=flip)
-    summary = cache_features.run(
-        dataset, split, out, backbone_name=backbone, weights=weights,
+    run = functools.partial(
+        cache_features.run, dataset, split, out, backbone_name=backbone, weights=weights,
         scales=scale_list, flip=flip, dtype=dtype, compression=compression,
-        device=device, classes=parse_classes(classes), shard=parse_shard(shard),
-        on_error=on_error, force=force, seed=seed)
-    click.echo(summary.to_text())
+        classes=parse_classes(classes), on_error=on_error, force=force, seed=seed)
+    summary = run_maybe_ranked(run, shard=shard, device=device,
+                               sums=("computed", "resumed"),
+                               unions=("failures", "cpu_fallbacks"))
+    if summary is not None:
+        click.echo(summary.to_text())
 
 
 COMMANDS = [cache_features_command]

@@ -12,8 +12,8 @@ from sppdet.stages import eval_proposals, propose
 from sppdet.stages.layout import proposals_path
 
 from .context import Settings, pass_settings
-from .options import (classes_option, dataset_argument, force_option, jobs_option,
-                      on_error_option, parse_classes, shard_option, split_option)
+from .options import (classes_option, dask_option, dataset_argument, force_option,
+                      jobs_option, on_error_option, parse_classes, shard_option, split_option)
 
 _SS = default_params("ss-fast")
 _EB = default_params("edgeboxes")
@@ -49,6 +49,7 @@ _EB = default_params("edgeboxes")
               help="Output file. Default: <work-dir>/proposals/<dataset>/<split>.<method>.h5")
 @classes_option
 @jobs_option
+@dask_option
 @shard_option
 @on_error_option
 @force_option
@@ -56,8 +57,8 @@ _EB = default_params("edgeboxes")
 def propose_command(settings: Settings, dataset: str, split: str, method: str, max_boxes: int,
                     max_size: int, min_size: float, edge_model: str | None,
                     max_aspect_ratio: float, min_box_area: float, import_file: str | None,
-                    out: Path | None, classes: str | None, jobs: int, shard: str | None,
-                    on_error: str, force: bool) -> None:
+                    out: Path | None, classes: str | None, jobs: int, dask: str | None,
+                    shard: str | None, on_error: str, force: bool) -> None:
     """Object proposals for every image of a split (about 2,000 windows per image).
 
     Images are processed in parallel (--jobs) and committed one by one: a killed run resumes
@@ -72,10 +73,14 @@ def propose_command(settings: Settings, dataset: str, split: str, method: str, m
         if edge_model:
             raise click.UsageError("--edge-model applies to --method edgeboxes only")
         options = {"max_boxes": max_boxes, "max_size": max_size, "min_size": min_size}
+    from sppdet.parallel.dask_cluster import open_executor
+
     out = out or proposals_path(settings.work_dir, dataset, split, method)
-    summary = propose.run(dataset, split, out, method=method, method_options=options,
-                          import_path=import_file, classes=parse_classes(classes), jobs=jobs,
-                          shard=parse_shard(shard), on_error=on_error, force=force)
+    with open_executor(dask, jobs=jobs) as executor:
+        summary = propose.run(dataset, split, out, method=method, method_options=options,
+                              import_path=import_file, classes=parse_classes(classes),
+                              jobs=jobs, shard=parse_shard(shard), on_error=on_error,
+                              force=force, executor=executor)
     click.echo(summary.to_text())
 
 

@@ -59,6 +59,16 @@ def shard_option(func: F) -> F:
                              "merges them.")(func)
 
 
+def dask_option(func: F) -> F:
+    return click.option(
+        "--dask", "dask", default=None, metavar="ADDRESS",
+        help="Run the per-image (or per-class) work on Dask: 'local' (a LocalCluster of "
+             "--jobs worker processes), a scheduler address (tcp://host:8786) or a scheduler "
+             "file. Needs the dask extra (pip install 'sppdet[dask]').  [default: no Dask; "
+             "--jobs processes on this machine]",
+    )(func)
+
+
 def seed_option(func: F) -> F:
     return click.option("--seed", type=int, default=0, show_default=True,
                         help="Random seed; same inputs and seed give the same output.")(func)

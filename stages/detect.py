@@ -13,6 +13,7 @@ are written beside it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,12 @@ from sppdet.evaluation.comp4 import write_comp4_files
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import ComputedFeatures, FeatureCache
 from sppdet.ops.nms import class_nms_indices
+from sppdet.parallel.executors import (Executor, forget_process_cache, local_executor,
+                                       process_cache, seed_process_cache)
 from sppdet.progress import get_logger, log_to_file, progress
 from sppdet.training.svm import SVMWeights
 
-from .common import dataset_params, format_seconds
+from .common import dataset_params, engine_line, format_seconds
 from .layout import log_path
 from .training_inputs import backbone_name
 
@@ -60,6 +63,10 @@ class DetectTimes:
     fc: float = 0.0
     bbox: float = 0.0
     nms: float = 0.0
+
+    def add(self, other: "DetectTimes") -> None:
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
 
     def per_image(self, images: int) -> dict[str, float]:
         return {k: v / max(images, 1) for k, v in vars(self).items()}
@@ -227,6 +234,9 @@ class DetectSummary:
     failures: dict[str, str] = field(default_factory=dict)
     up_to_date: bool = False
     finished: bool = True
+    computed: int = 0
+    engine: str = ""
+    reruns: int = 0
 
     def to_text(self) -> str:
         if self.up_to_date:
@@ -241,6 +251,8 @@ class DetectSummary:
                               if v > 0)
             lines.append(f"  time: {format_seconds(self.seconds)}; per image: {parts} "
                          f"(features: {self.features})")
+        if self.engine:
+            lines.append(engine_line(self.engine, self.reruns))
         if self.comp4_dir is not None:
             lines.append(f"  VOC result files: {self.comp4_dir}")
         if self.failures:
@@ -257,7 +269,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         max_per_image: int | None = 100, scales: tuple[int, ...] | None = None,
         device: str = "auto", classes: tuple[str, ...] | None = None,
         shard: tuple[int, int] | None = None, on_error: str = "fail", force: bool = False,
-        write_comp4: bool = True) -> DetectSummary:
+        write_comp4: bool = True, jobs: int = 1, executor: Executor | None = None,
+        merge_gate: Callable[[], bool] | None = None) -> DetectSummary:
     """Detect objects in every image of ``split`` and write the detections artifact ``out``.
 
     Args:
@@ -280,6 +293,10 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         on_error: ``fail`` or ``skip`` for per-image failures.
         force: rerun even if up to date.
         write_comp4: write ``comp4_det_<split>_<class>.txt`` beside the artifact.
+        jobs: worker processes (each loads the model once).
+        executor: where the images are processed (e.g. a Dask cluster); default: ``jobs``.
+        merge_gate: called once this process's images are committed; the parts are merged
+            only if it returns True (torchrun: a barrier, then rank 0 merges).
     """
     nms = _nms_settings(scorer, iou_threshold, score_threshold, max_per_image)
     data = VOCDataset(dataset, split, classes)
@@ -329,39 +346,44 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         ids = data.image_ids
         mine = shard_items(ids, shard)
         times = DetectTimes()
+        job = _DetectJob(key=(record.digest, str(torch_device)), dataset=str(dataset),
+                         split=split, classes=classes, model_dir=str(model_dir),
+                         scorer=scorer, use_bbox_reg=use_bbox_reg, proposals=str(proposals),
+                         features=str(features) if use_cache else None,
+                         scales=tuple(source.scales), device=str(torch_device), nms=nms)
+        given, executor = executor is not None, executor or local_executor(jobs)
         with log_to_file(log_path(out)), ItemStore(out, record, force=force,
                                                    shard=shard) as store, \
                 ItemReader(proposals, made_by="propose") as proposal_reader:
             pending = store.pending(mine)
             start = time.perf_counter()
-            for image_id in progress(pending, total=len(pending), desc=f"detect {model.name}"):
-                try:
-                    if image_id not in proposal_reader:
-                        raise DataError(f"{proposals} has no proposals for image {image_id}")
-                    boxes = proposal_reader.group(image_id)["boxes"][()]
-                    t0 = time.perf_counter()
-                    if isinstance(source, ComputedFeatures):
-                        source.maps(image_id)
-                        times.conv += time.perf_counter() - t0
-                        t0 = time.perf_counter()
-                    pooled = source.pool(image_id, boxes, scale="best")
-                    times.pool += time.perf_counter() - t0
-                    ann = data[image_id]
-                    final, candidates = detect_windows(model, image_id, pooled, boxes,
-                                                       (ann.height, ann.width), scorer=scorer,
-                                                       nms=nms, times=times)
-                except DataError as exc:
-                    store.write_failure(image_id, str(exc))
-                    summary.failures[image_id] = str(exc)
-                    log.warning("%s: %s", image_id, exc)
-                    continue
-                arrays, attrs = detection_item(final, candidates, ann.width, ann.height)
-                store.write(image_id, arrays, attrs)
+            # tasks in this process reuse what is loaded here; workers load their own
+            seed_process_cache(job.cache_key, _DetectState(model, source, proposal_reader))
+            sizes = {i: (data[i].height, data[i].width) for i in pending}
+            try:
+                results = executor.imap_unordered(
+                    _detect_task, ((job, i, sizes[i]) for i in pending))
+                for image_id, arrays, attrs, image_times in progress(
+                        results, total=len(pending), desc=f"detect {model.name}"):
+                    times.add(image_times)
+                    if arrays is None:
+                        store.write_failure(image_id, attrs)
+                        summary.failures[image_id] = attrs
+                        log.warning("%s: %s", image_id, attrs)
+                        continue
+                    store.write(image_id, arrays, attrs)
+                    summary.computed += 1
+            finally:
+                forget_process_cache(job.cache_key)
+            summary.reruns = executor.last_run.reruns
+            summary.engine = executor.description if given or jobs > 1 else ""
             summary.seconds = time.perf_counter() - start
             summary.resumed = len(mine) - len(pending)
             summary.times_per_image = times.per_image(len(pending))
             record.summary["seconds_per_image"] = summary.times_per_image
-            final_path = store.finalize(ids, allow_failures=on_error == "skip")
+            merge = merge_gate() if merge_gate is not None else True
+            final_path = store.finalize(ids, allow_failures=on_error == "skip") if merge \
+                else None
             summary.finished = final_path is not None
         if summary.finished:
             with DetectionsReader(out) as reader:
@@ -375,6 +397,82 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         if isinstance(source, FeatureCache):
             source.close()
     return summary
+
+
+@dataclass(frozen=True)
+class _DetectJob:
+    """What a worker needs to detect objects in images of a split (small and picklable)."""
+
+    key: tuple
+    dataset: str
+    split: str
+    classes: tuple[str, ...] | None
+    model_dir: str
+    scorer: str
+    use_bbox_reg: bool
+    proposals: str
+    features: str | None
+    scales: tuple[int, ...]
+    device: str
+    nms: NMSSettings
+
+    @property
+    def cache_key(self) -> tuple:
+        return ("detect", *self.key)
+
+
+@dataclass
+class _DetectState:
+    """A process's loaded model, feature source and proposals reader for a :class:`_DetectJob`."""
+
+    model: DetectModel
+    source: FeatureCache | ComputedFeatures
+    proposals: ItemReader
+
+    @classmethod
+    def open(cls, job: _DetectJob) -> "_DetectState":
+        device = torch.device(job.device)
+        model = load_model(Path(job.model_dir), scorer=job.scorer,
+                           use_bbox_reg=job.use_bbox_reg)
+        model.head = model.head.to(device).eval()
+        source: FeatureCache | ComputedFeatures
+        if job.features is not None:
+            source = FeatureCache(job.features, device=device)
+        else:
+            data = VOCDataset(job.dataset, job.split, job.classes)
+            source = ComputedFeatures(_model_backbone(model, device), job.scales, device,
+                                      data.load_image)
+        return cls(model, source, ItemReader(job.proposals, made_by="propose"))
+
+    def close(self) -> None:
+        if isinstance(self.source, FeatureCache):
+            self.source.close()
+        self.proposals.close()
+
+
+def _detect_task(job: _DetectJob, image_id: str, size: tuple[int, int]
+                 ) -> tuple[str, dict | None, Any, DetectTimes]:
+    """Worker: the detections artifact's ``(arrays, attrs)`` of one image, or ``None`` and
+    the reason of a per-image failure; and the image's times."""
+    state = process_cache(job.cache_key, lambda: _DetectState.open(job))
+    times = DetectTimes()
+    try:
+        if image_id not in state.proposals:
+            raise DataError(f"{job.proposals} has no proposals for image {image_id}")
+        boxes = state.proposals.group(image_id)["boxes"][()]
+        t0 = time.perf_counter()
+        if isinstance(state.source, ComputedFeatures):
+            state.source.maps(image_id)
+            times.conv += time.perf_counter() - t0
+            t0 = time.perf_counter()
+        pooled = state.source.pool(image_id, boxes, scale="best")
+        times.pool += time.perf_counter() - t0
+        final, candidates = detect_windows(state.model, image_id, pooled, boxes, size,
+                                           scorer=job.scorer, nms=job.nms, times=times)
+    except DataError as exc:
+        return image_id, None, str(exc), times
+    arrays, attrs = detection_item(final, candidates, size[1], size[0])
+    return image_id, arrays, attrs, times
 
 
 @dataclass
