@@ -13,7 +13,7 @@ from sppdet.stages.pipeline import StageResult
 
 from .commands_features import parse_scales
 from .context import Settings, pass_settings
-from .options import dataset_argument, device_option, force_option
+from .options import dask_option, dataset_argument, device_option, force_option
 
 
 def _echo_stage(result: StageResult) -> None:
@@ -48,6 +48,7 @@ def _echo_stage(result: StageResult) -> None:
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Worker processes.  [default: 1]")
 @click.option("--seed", type=int, default=None, help="Seed.  [default: 0]")
+@dask_option
 @device_option
 @force_option
 @pass_settings
@@ -55,7 +56,8 @@ def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
                      name: str | None, train_split: str | None, test_split: str | None,
                      backbone: str | None, scales: str | None, method: str | None,
                      iterations: int | None, scorer: str | None, metric: str | None,
-                     jobs: int | None, seed: int | None, device: str, force: bool) -> None:
+                     jobs: int | None, seed: int | None, dask: str | None, device: str,
+                     force: bool) -> None:
     """Run every stage on DATASET: propose, cache-features, finetune, train-svm,
     train-bbox-reg, detect, eval; first pretrain when the config has a pretrain section
     (its weights then compute the features).
@@ -66,7 +68,8 @@ def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
     config = pipeline.load_config(config_file) if config_file else pipeline.PipelineConfig()
     config = _override(config, name=name, train_split=train_split, test_split=test_split,
                        backbone=backbone, scales=scales, method=method, iterations=iterations,
-                       scorer=scorer, metric=metric, jobs=jobs, seed=seed, device=device)
+                       scorer=scorer, metric=metric, jobs=jobs, seed=seed, device=device,
+                       dask=dask)
     summary = pipeline.run(dataset, settings.work_dir, config, force=force,
                            on_stage=_echo_stage)
     click.echo(summary.to_text())
@@ -74,7 +77,8 @@ def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
 
 def _override(config: pipeline.PipelineConfig, **options: object) -> pipeline.PipelineConfig:
     top = {k: v for k, v in options.items()
-           if k in ("name", "train_split", "test_split", "metric", "jobs", "seed", "device")
+           if k in ("name", "train_split", "test_split", "metric", "jobs", "seed", "device",
+                    "dask")
            and v is not None}
     config = dataclasses.replace(config, **top)
     if options.get("backbone") or options.get("scales"):

@@ -92,8 +92,11 @@ def propose_command(settings: Settings, dataset: str, split: str, method: str, m
               help="Box budgets (top-k boxes per image), comma-separated; 'all' for no cap.")
 @click.option("--include-difficult", is_flag=True, help="Count difficult objects too.")
 @classes_option
+@jobs_option
+@dask_option
 def eval_proposals_command(proposals: Path, dataset: str, split: str, num_boxes: str,
-                           include_difficult: bool, classes: str | None) -> None:
+                           include_difficult: bool, classes: str | None, jobs: int,
+                           dask: str | None) -> None:
     """Recall of PROPOSALS at IoU 0.5 and 0.7 and average recall (0.5:0.95) vs. top boxes.
 
     Writes <proposals>.recall.json and a recall-versus-boxes plot beside the artifact.
@@ -108,9 +111,15 @@ def eval_proposals_command(proposals: Path, dataset: str, split: str, num_boxes:
         else:
             raise click.BadParameter(f"{part!r} is not a positive integer or 'all'",
                                      param_hint="--num-boxes")
-    summary = eval_proposals.run(proposals, dataset, split, num_boxes=tuple(budgets),
-                                 include_difficult=include_difficult,
-                                 classes=parse_classes(classes))
+    from sppdet.parallel.dask_cluster import open_executor
+    from sppdet.parallel.executors import local_executor
+
+    with open_executor(dask, jobs=jobs) as executor:
+        summary = eval_proposals.run(proposals, dataset, split, num_boxes=tuple(budgets),
+                                     include_difficult=include_difficult,
+                                     classes=parse_classes(classes),
+                                     executor=executor or (local_executor(jobs) if jobs > 1
+                                                           else None))
     click.echo(summary.to_text())
 
 

@@ -14,8 +14,8 @@ from sppdet.stages.layout import model_dir
 from sppdet.stages.training_inputs import resolve_paths
 
 from .context import Settings, pass_settings
-from .options import (dataset_argument, device_option, feature_variant_option, force_option,
-                      jobs_option, seed_option, split_option)
+from .options import (dask_option, dataset_argument, device_option, feature_variant_option,
+                      force_option, jobs_option, seed_option, split_option)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,6 +57,7 @@ def _input_options(func: F) -> F:
               help="Fine-tuned fc checkpoint (fc6/fc7 only).  [default: <work-dir>/models/"
                    "<name>/fc.pt]")
 @jobs_option
+@dask_option
 @seed_option
 @click.option("--C", "C", type=click.FloatRange(min=0, min_open=True), default=1e-3,
               show_default=True, help="SVM cost of each negative's hinge loss (liblinear -c).")
@@ -77,7 +78,7 @@ def _input_options(func: F) -> F:
 def train_svm_command(settings: Settings, dataset: str, split: str, name: str, layer: str,
                       proposals: Path | None, method: str | None, features: Path | None,
                       backbone: str | None, feature_variant: str | None,
-                      fc_path: Path | None, jobs: int, seed: int,
+                      fc_path: Path | None, jobs: int, dask: str | None, seed: int,
                       C: float, positive_weight: float, bias_feature: float,
                       include_difficult: bool, max_cached_negatives: int, device: str,
                       force: bool) -> None:
@@ -93,12 +94,15 @@ def train_svm_command(settings: Settings, dataset: str, split: str, name: str, l
                           proposals=proposals, features=features, backbone=backbone,
                           variant=feature_variant, fc=fc_path, needs_fc=layer != "pool5")
     out = model_dir(settings.work_dir, name) / train_svm.OUTPUT_NAME
-    summary = train_svm.run(dataset, split, out, proposals=paths.proposals,
-                            features=paths.features, fc=paths.fc, layer=layer, jobs=jobs,
-                            seed=seed, C=C, positive_weight=positive_weight,
-                            bias_feature=bias_feature, include_difficult=include_difficult,
-                            max_cached_negatives=max_cached_negatives, device=device,
-                            force=force)
+    from sppdet.parallel.dask_cluster import open_executor
+
+    with open_executor(dask, jobs=jobs) as executor:
+        summary = train_svm.run(dataset, split, out, proposals=paths.proposals,
+                                features=paths.features, fc=paths.fc, layer=layer, jobs=jobs,
+                                seed=seed, C=C, positive_weight=positive_weight,
+                                bias_feature=bias_feature, include_difficult=include_difficult,
+                                max_cached_negatives=max_cached_negatives, device=device,
+                                force=force, executor=executor)
     click.echo(summary.to_text())
 
 

@@ -149,7 +149,10 @@ class PipelineConfig:
             train/val, so that ``val`` stays held out for checkpoint selection).
         val_split: held-out split for fine-tuning (``None``: no validation).
         metric: ``11point`` (VOC2007) or ``area``.
-        jobs: worker processes for proposals and SVMs.
+        jobs: worker processes for proposals and SVMs (with ``dask: local``, the workers of
+            the local cluster).
+        dask: run proposals, SVM mining and detection on Dask: ``local``, a scheduler address
+            (``tcp://host:8786``) or a scheduler file; ``None`` runs them on this machine.
         device: ``auto``, ``cpu``, ``cuda[:N]``.
         seed: seed of every sampling stage (and of pretraining unless its section sets one).
         pretrain: the optional pretraining step (``None``: none; the features come from
@@ -163,6 +166,7 @@ class PipelineConfig:
     val_split: str | None = "val"
     metric: str = "11point"
     jobs: int = 1
+    dask: str | None = None
     device: str = "auto"
     seed: int = 0
     propose: ProposeOptions = field(default_factory=ProposeOptions)
@@ -357,8 +361,21 @@ def run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: b
         config: the run's configuration.
         force: rebuild every artifact.
         on_stage: called after each stage with its :class:`StageResult`.
+
+    Raises:
+        ClusterError: ``config.dask`` names a scheduler that cannot be reached (before any
+            stage runs).
     """
+    from sppdet.parallel.dask_cluster import open_executor
+
     check_config(config)
+    with open_executor(config.dask, jobs=config.jobs) as executor:
+        return _run(dataset, work_dir, config, force=force, on_stage=on_stage,
+                    executor=executor)
+
+
+def _run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: bool,
+         on_stage: Callable[[StageResult], None] | None, executor: Any) -> PipelineSummary:
     work_dir = Path(work_dir)
     summary = PipelineSummary()
     start = time.perf_counter()
@@ -401,7 +418,7 @@ def run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: b
         props[split] = proposals_path(work_dir, dataset, split, p.method)
         step(f"propose {split}", lambda split=split: propose.run(
             dataset, split, props[split], method=p.method, method_options=method_options,
-            jobs=config.jobs, force=force))
+            jobs=config.jobs, force=force, executor=executor))
     for split in dict.fromkeys([config.train_split, config.test_split]):
         flip = c.flip and split == config.train_split
         feats[split] = cache_features.default_out(
@@ -426,7 +443,8 @@ def run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: b
         dataset, config.train_split, models / "svm.npz", proposals=train_props,
         features=train_feats, fc=fc_path, layer=s.layer, jobs=config.jobs, seed=config.seed,
         C=s.C, positive_weight=s.positive_weight, bias_feature=s.bias_feature,
-        include_difficult=s.include_difficult, device=config.device, force=force))
+        include_difficult=s.include_difficult, device=config.device, force=force,
+        executor=executor))
     b = config.train_bbox_reg
     if b.enabled:
         step("train-bbox-reg", lambda: train_bbox_reg.run(
@@ -440,7 +458,7 @@ def run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: b
         proposals=props[config.test_split], features=feats[config.test_split],
         scorer=d.scorer, use_bbox_reg=b.enabled, iou_threshold=d.iou_threshold,
         score_threshold=d.score_threshold, max_per_image=d.max_per_image,
-        device=config.device, force=force))
+        device=config.device, force=force, jobs=config.jobs, executor=executor))
     summary.detections = detections
     out_dir = eval_dir(work_dir, config.name, dataset, config.test_split)
     summary.eval_summary = step("eval", lambda: evaluate.run(

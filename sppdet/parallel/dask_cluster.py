@@ -155,6 +155,12 @@ class DaskExecutor:
             with self._lock:
                 self.last_run.reruns = sum(len(lost & keys) for lost in self._lost)
 
+    def __enter__(self) -> "DaskExecutor":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.unsubscribe_topic("all")
@@ -163,7 +169,7 @@ class DaskExecutor:
             self.cluster.close()
 
 
-def connect(address: str, *, jobs: int = 1, timeout: float = CONNECT_TIMEOUT) -> DaskExecutor:
+def connect(address: str, *, jobs: int = 1, timeout: float | None = None) -> DaskExecutor:
     """A :class:`DaskExecutor` on the cluster that ``address`` names.
 
     Args:
@@ -172,13 +178,14 @@ def connect(address: str, *, jobs: int = 1, timeout: float = CONNECT_TIMEOUT) ->
             the path of a scheduler file (JSON with the address, as ``dask scheduler
             --scheduler-file``, dask-jobqueue and dask-mpi write).
         jobs: worker processes of a local cluster (ignored otherwise).
-        timeout: seconds to wait for the scheduler.
+        timeout: seconds to wait for the scheduler (default :data:`CONNECT_TIMEOUT`).
 
     Raises:
         ConfigError: dask.distributed is not installed, or ``address`` is none of the above.
         ClusterError: the scheduler cannot be reached within ``timeout`` seconds.
     """
     distributed = _import_distributed()
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
     address = str(address).strip()
     if address == "local":
         cluster = distributed.LocalCluster(
@@ -213,7 +220,7 @@ def connect(address: str, *, jobs: int = 1, timeout: float = CONNECT_TIMEOUT) ->
 
 @contextlib.contextmanager
 def open_executor(dask: str | None, *, jobs: int = 1,
-                  timeout: float = CONNECT_TIMEOUT) -> Iterator[DaskExecutor | None]:
+                  timeout: float | None = None) -> Iterator[DaskExecutor | None]:
     """The Dask executor for ``dask`` while inside, closed after; None when ``dask`` is None
     (the stage then runs as it does without Dask: this process or joblib's ``jobs``)."""
     if dask is None:
