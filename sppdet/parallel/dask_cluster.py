@@ -110,23 +110,20 @@ class DaskExecutor:
         with self._lock:
             self._lost.clear()
         window = max(8, 4 * self.threads)
-        done: Any = None  # as_completed, made with the first futures (it finds the client there)
-        order: deque[Any] = deque()
+        done = distributed.as_completed(loop=self.client.loop, with_results=True,
+                                        raise_errors=True)
+        order: deque[Any] = deque()  # submitted, not yet yielded, in submission order
         index = 0
 
         def submit() -> None:
-            nonlocal index, done
+            nonlocal index
             args = pending.popleft()
             key = f"{prefix}-{index}"
             index += 1
             keys.add(key)
             future = self.client.submit(fn, *args, key=key, pure=False, retries=self.retries)
             if not ordered:
-                if done is None:
-                    done = distributed.as_completed([future], loop=self.client.loop, with_results=True,
-                                                    raise_errors=True)
-                else:
-                    done.add(future)
+                done.add(future)
             order.append(future)
 
         try:
@@ -142,9 +139,9 @@ class DaskExecutor:
                         order.remove(future)
                 except distributed.KilledWorker as exc:
                     raise ClusterError(
-                        f"a task was running on every worker that died while running it "
-                        f"({exc}); it likely crashes its process (out of memory, a crash in a "
-                        "library): run that item without Dask to see why") from exc
+                        f"a task was lost with one worker after another ({exc}): it likely "
+                        "crashes the process that runs it (out of memory, a crash in a "
+                        "library); run that item without Dask to see why") from exc
                 future.release()
                 if pending:
                     submit()
