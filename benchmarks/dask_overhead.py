@@ -25,7 +25,7 @@ import numpy as np
 
 
 def _boxes(path: Path) -> dict[str, dict[str, np.ndarray]]:
-    from sppdet.io.artifacts import ItemReader
+    from sppdet.io.item_store import ItemReader
 
     with ItemReader(path) as reader:
         return {i: reader.read(i)[0] for i in reader.ids()}

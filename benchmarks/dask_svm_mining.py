@@ -39,7 +39,7 @@ def main() -> None:
     from sppdet.parallel.dask_cluster import connect
     from sppdet.progress import configure_logging
     from sppdet.stages import train_svm
-    from sppdet.training.svm import SVMWeights
+    from sppdet.training.svm.weights import SVMWeights
 
     configure_logging(quiet=True)
     root = Path(args.dir)

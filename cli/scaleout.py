@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from sppdet.io.artifacts import parse_shard
+from sppdet.io.item_store import parse_shard
 
 
 def run_maybe_ranked(run: Callable[..., Any], *, shard: str | None, device: str,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sppdet.io.artifacts import ItemStore
+from sppdet.io.item_store import ItemStore
 from sppdet.data.voc import VOCDataset
 from sppdet.parallel.executors import Executor, local_executor
 from sppdet.progress import get_logger, progress

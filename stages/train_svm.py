@@ -2,7 +2,7 @@
 
 Inputs: the split's proposals (``propose``), its conv5 cache (``cache-features``) and, for fc6
 and fc7 features, the fine-tuned fc layers (``finetune``). Output: ``models/<name>/svm.npz``
-(:class:`sppdet.training.svm.SVMWeights`: weights ``[K, D]``, bias ``[K]``, trained mask,
+(:class:`sppdet.training.svm.weights.SVMWeights`: weights ``[K, D]``, bias ``[K]``, trained mask,
 feature_scale, layer, classes) with its record.
 
 A window's feature is SPP at its best scale (the test-time rule), then fc6/fc7. Three steps:
@@ -11,8 +11,9 @@ A window's feature is SPP at its best scale (the test-time rule), then fc6/fc7. 
    sample (200 random images x 200 random proposals, fixed by the seed; mean norm 20);
 2. one pass over the images in which each image's negative candidates (proposals with IoU < 0.3
    to every box of a class, feature-map duplicates removed) are featurized once and fed to
-   every class's hard-negative miner (:func:`sppdet.training.svm.train_class_svms_shared`); with
-   ``jobs > 1`` the classes are split into that many groups, each making its own pass;
+   every class's hard-negative miner
+   (:func:`sppdet.training.svm.shared.train_class_svms_shared`); with ``jobs > 1`` the
+   classes are split into that many groups, each making its own pass;
 3. writing the weights and the record.
 """
 
@@ -23,20 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sppdet.io.artifacts import ArtifactLock, Record, is_up_to_date, write_artifact
+from sppdet.io.records import Record
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
 from sppdet.features.fc_head import LAYERS
-from sppdet.progress import get_logger, log_to_file
-from sppdet.training.svm import HardNegativeSVM, SVMWeights, train_class_svms_shared
 from sppdet.parallel.executors import Executor
+from sppdet.progress import get_logger
+from sppdet.training.svm.estimator import HardNegativeSVM
+from sppdet.training.svm.shared import train_class_svms_shared
+from sppdet.training.svm.weights import SVMWeights
 from sppdet.training.windows import (NEGATIVE_IOU, DistributedNegativeStream,
                                      SharedNegativeStream, collect_positives)
 from sppdet.devices import resolve_device
 from sppdet.features.window_features import WindowFeaturizer
 
 from .common import dataset_params, engine_line, format_seconds
-from .layout import log_path
+from .runner import StageOutput
 from .training_inputs import (InputPaths, image_truth, load_fc, open_inputs,
                               scale_from_norms, scale_params, scale_sample)
 
@@ -206,11 +209,11 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
                 "retrain_every", "epochs", "max_cached_negatives", "include_difficult", "tol",
                 "max_iter", "random_state")},
         }
-        record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
-        if not force and is_up_to_date(out, record):
+        output = StageOutput(out, Record(STAGE, params, inputs=inputs,
+                                         stage_version=STAGE_VERSION), force=force)
+        if output.is_current():
             return TrainSvmSummary(path=out, layer=layer, up_to_date=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with ArtifactLock(out), log_to_file(log_path(out)):
+        with output.writing():
             log.info("train-svm: %s split %s, %s features from %s, proposals %s -> %s",
                      data.root, split, layer, cache.path, reader.path, out)
             summary = TrainSvmSummary(path=out, layer=layer, jobs=jobs,
@@ -257,9 +260,7 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
                 _log_histories(svms)
             weights = SVMWeights.from_class_svms(svms, layer)
             summary.seconds = time.perf_counter() - start
-            record.summary = summary.to_record()
-            with write_artifact(out, record) as tmp:
-                weights.save(tmp)
+            output.commit(weights.save, summary=summary.to_record())
             log.debug("%s", summary.to_text())
         return summary
     finally:

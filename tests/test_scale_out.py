@@ -16,13 +16,14 @@ import pytest
 from click.testing import CliRunner
 
 from sppdet.cli import cli
-from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import make_demo_data
 from sppdet.errors import ConfigError
-from sppdet.io.artifacts import ItemReader
+from sppdet.io.item_store import ItemReader
 from sppdet.parallel import dask_cluster
 from sppdet.parallel.dask_cluster import ClusterError, connect
 from sppdet.stages import detect, eval_proposals, propose, train_svm
-from sppdet.training.svm import SVMWeights
+from sppdet.training.svm.weights import SVMWeights
 
 from tests.fake_training_inputs import make_inputs, write_fc
 
@@ -271,7 +272,7 @@ def test_torchrun_cache_features_after_a_rank_died_equals_one_process(demo, tmp_
     killer = tmp_path / "kill_rank1.py"
     killer.write_text(textwrap.dedent("""
         import os, signal, sys
-        import sppdet.io.artifacts as art
+        import sppdet.io.item_store as art
         from sppdet.cli import main
         real_write = art.ItemStore.write
         def write_then_die(self, *args, **kwargs):

@@ -1,7 +1,7 @@
 """The conv5 feature cache: its per-image layout and the reader that pools windows from it.
 
 A features artifact (written by the ``cache-features`` stage through
-:class:`sppdet.io.artifacts.ItemStore`) holds one group per image with
+:class:`sppdet.io.item_store.ItemStore`) holds one group per image with
 
 - datasets ``s<scale>``: conv5 map ``[C, h, w]`` (float16 by default) of the image resized so
   that ``min(H, W) = scale`` (:func:`sppdet.ops.scales.resized_size`);
@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sppdet.io.artifacts import ItemReader
+from sppdet.io.item_store import ItemReader
 from sppdet.backbones import Backbone
 from sppdet.errors import ConfigError, DataError
 from sppdet.ops.scales import resize_image, resized_size
 from sppdet.ops.spp import DEFAULT_LEVELS, pool_windows
+from sppdet.io.closing import Closing
 
 FEATURES_STAGE = "cache-features"
 #: Codecs HDF5 decodes by itself; the others (``zstd``) need the hdf5plugin package loaded.
@@ -81,7 +82,7 @@ def flip_boxes(boxes_xyxy: np.ndarray, width: int) -> np.ndarray:
     return boxes
 
 
-class FeatureCache:
+class FeatureCache(Closing):
     """Reader of a features artifact.
 
     Args:
@@ -90,7 +91,7 @@ class FeatureCache:
         max_cached_images: decoded images kept in memory (all their scales).
 
     Attributes:
-        record: the artifact's :class:`~sppdet.io.artifacts.Record`.
+        record: the artifact's :class:`~sppdet.io.records.Record`.
         backbone: backbone name.
         stride: total stride of the maps (pixels).
         channels: channels ``C`` of the maps.
@@ -119,12 +120,6 @@ class FeatureCache:
 
     def close(self) -> None:
         self._reader.close()
-
-    def __enter__(self) -> "FeatureCache":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def image_ids(self) -> list[str]:
         return self._reader.ids()
@@ -262,8 +257,6 @@ def compute_maps(backbone: Backbone, image_rgb: np.ndarray, scales: tuple[int, .
                 raise DataError(f"the conv map at scale {scale} holds NaN or inf")
             arrays[map_name(scale, mirrored)] = fmap.cpu().numpy().astype(dtype)
     return arrays, centers
-
-
 
 
 class ComputedFeatures:

@@ -2,7 +2,7 @@
 
 Three engines, one contract underneath: items (images) are independent, so a worker computes
 its share, the outputs come back as per-item part files, and one process merges them
-(:class:`sppdet.io.artifacts.ItemStore`).
+(:class:`sppdet.io.item_store.ItemStore`).
 
 - :mod:`.executors`: this process or joblib's processes (``jobs``), the default;
 - :mod:`.dask_cluster`: a Dask cluster (a LocalCluster, a scheduler address or a scheduler

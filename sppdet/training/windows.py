@@ -6,10 +6,11 @@ What the ``train-svm`` and ``train-bbox-reg`` stages feed the learners (REFERENC
 - positives of a class: its ground-truth boxes (:func:`collect_positives`);
 - negatives of a class in an image: proposals with IoU < 0.3 to every ground-truth box of the
   class (:func:`negative_masks`), windows with the same feature-map footprint kept once
-  (:func:`sppdet.training.svm.unique_window_indices` on :func:`sppdet.features.window_features.window_cells`);
+  (:func:`sppdet.training.svm.window_selection.unique_window_indices` on
+  :func:`sppdet.features.window_features.window_cells`);
   :class:`SharedNegativeStream` yields them image by image for all classes at once;
 - box-regression windows: proposals and ground-truth boxes whose best-matching ground truth
-  overlaps them by IoU > ``min_iou`` (:func:`sppdet.training.bbox_regression.select_training_windows`),
+  overlaps them by IoU > ``min_iou`` (:func:`sppdet.training.box_targets.select_training_windows`),
   collected class by class on disk (:class:`RegressionWindowStore`) so memory holds one class.
 
 Features come from :class:`sppdet.features.window_features.WindowFeaturizer` (SPP at the best scale,
@@ -28,12 +29,14 @@ from typing import Any, NamedTuple
 import h5py
 import numpy as np
 
-from sppdet.io.artifacts import ItemReader
-from sppdet.training.bbox_regression import select_training_windows
+from sppdet.io.closing import Closing
+from sppdet.io.item_store import ItemReader
+from sppdet.training.box_targets import select_training_windows
 from sppdet.ops.boxes import box_iou
 from sppdet.errors import DataError
 from sppdet.progress import progress
-from sppdet.training.svm import SharedImageNegatives, unique_window_indices
+from sppdet.training.svm.inputs import SharedImageNegatives
+from sppdet.training.svm.window_selection import unique_window_indices
 from sppdet.features.window_features import WindowFeaturizer, window_cells
 
 PROPOSALS_STAGE = "propose"
@@ -163,7 +166,7 @@ class SharedNegativeStream:
 
     Calling it with a group of class names gives an iterable that, on each iteration, opens
     the feature cache, the fc checkpoint and the proposals, and yields one
-    :class:`~sppdet.training.svm.SharedImageNegatives` per image: the image's proposals with
+    :class:`~sppdet.training.svm.inputs.SharedImageNegatives` per image: the image's proposals with
     feature-map duplicates removed, restricted to those that are a negative of at least one
     class of the group, their features computed once, and a mask per class.
 
@@ -230,7 +233,7 @@ def _init_stats(stats: dict[str, Any]) -> None:
         stats.setdefault(key, 0.0)
 
 
-class _OpenedInputs:
+class _OpenedInputs(Closing):
     """The feature cache, proposals and fc layers of a :class:`SharedNegativeStream`, open."""
 
     def __init__(self, src: SharedNegativeStream) -> None:
@@ -252,12 +255,6 @@ class _OpenedInputs:
     def close(self) -> None:
         self.cache.close()
         self.proposals.close()
-
-    def __enter__(self) -> "_OpenedInputs":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def image_negatives(src: SharedNegativeStream, opened: _OpenedInputs, group: list[str],
@@ -459,7 +456,7 @@ def collect_regression_windows(featurizer: WindowFeaturizer, proposals: ItemRead
     Windows are the image's proposals (plus its ground-truth boxes with ``include_gt``, as
     R-CNN and SPP-net train on them too); each is matched to the ground-truth box it overlaps
     most (any class, difficult included) and kept if that IoU is ``> min_iou``
-    (:func:`sppdet.training.bbox_regression.select_training_windows`). Only kept windows are pooled.
+    (:func:`sppdet.training.box_targets.select_training_windows`). Only kept windows are pooled.
 
     Returns:
         image statistics: ``images``, ``proposals``, ``windows`` (kept).
