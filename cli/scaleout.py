@@ -11,10 +11,8 @@ from typing import Any
 
 import click
 
-from sppdet.io.item_store import parse_shard
 
-
-def run_maybe_ranked(run: Callable[..., Any], *, shard: str | None, device: str,
+def run_maybe_ranked(run: Callable[..., Any], *, shard: tuple[int, int] | None, device: str,
                      sums: tuple[str, ...] = ("resumed",),
                      unions: tuple[str, ...] = ("failures",)) -> Any | None:
     """``run(shard=..., device=...)``, or, under torchrun, this rank's share of it.
@@ -28,7 +26,7 @@ def run_maybe_ranked(run: Callable[..., Any], *, shard: str | None, device: str,
 
     info = rank_from_env()
     if info is None:
-        return run(shard=parse_shard(shard), device=device)
+        return run(shard=shard, device=device)
     if shard is not None:
         raise click.UsageError("--shard cannot be combined with torchrun: each rank takes "
                                "its own shard (RANK + 1 of WORLD_SIZE)")

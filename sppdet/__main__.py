@@ -1,1 +1,6 @@
-if __name__ == "__main__": from sppdet.cli import main; main(prog_name="sppdet")  # noqa: E701,E702
+"""``python -m sppdet``: the same command line as ``sppdet``."""
+
+from sppdet.cli import main
+
+if __name__ == "__main__":  # spawned worker processes import this module again
+    main(prog_name="sppdet")

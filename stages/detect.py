@@ -39,6 +39,7 @@ from sppdet.parallel.executors import (Executor, forget_process_cache, local_exe
 from sppdet.progress import get_logger, progress
 
 from .common import dataset_params, engine_line, format_seconds
+from .params import DEFAULT_DRAW_THRESHOLDS
 from .runner import StageOutput, item_summary_lines
 from .training_inputs import backbone_name
 
@@ -338,14 +339,14 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
     torch_device = resolve_device(device)
     chosen = tuple(scales or model.scales)
     if not chosen:
-        raise ConfigError("the model records no scales; pass --scales")
+        raise ConfigError("the model records no scales; give the scales to compute conv5 at")
     backbone = build_model_backbone(model, torch_device)
     model.head = model.head.to(torch_device).eval()
     loaded: dict[str, Any] = {}
     source = ComputedFeatures(backbone, chosen, torch_device, lambda key: loaded[key])
     params = params_from_dict(method, {"max_boxes": max_boxes})
-    threshold = draw_threshold if draw_threshold is not None else (
-        0.0 if scorer == "svm" else 0.5)
+    threshold = draw_threshold if draw_threshold is not None else \
+        DEFAULT_DRAW_THRESHOLDS[scorer]
     results = []
     times = DetectTimes()
     for path in progress(images, total=len(images), desc="detect"):
