@@ -194,7 +194,7 @@ def image_svm_command(train_features: Path, test_features: Path, C: float, norma
     """
     import json
 
-    from sppdet.io.artifacts import write_text_atomic
+    from sppdet.io.atomic import write_text_atomic
     from sppdet.classification.image_svm import read_feature_file, train_and_test
 
     result = train_and_test(read_feature_file(train_features), read_feature_file(test_features),

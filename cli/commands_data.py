@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sppdet.data.synthetic import SHAPE_CLASSES, DemoDataConfig
+from sppdet.data.synthetic.config import SHAPE_CLASSES, DemoDataConfig
 from sppdet.stages import inspect_data, make_demo_data
 
 from .options import (classes_option, dataset_argument, jobs_option, parse_classes, seed_option,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sppdet.io.artifacts import parse_shard
+from sppdet.io.item_store import parse_shard
 from sppdet.stages import detect
 from sppdet.stages.layout import (detections_path, features_dir, find_features, model_dir,
                                   proposals_path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sppdet.io.artifacts import parse_shard
+from sppdet.io.item_store import parse_shard
 from sppdet.backbones import BACKBONES
 from sppdet.stages import cache_features
 

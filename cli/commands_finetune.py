@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from sppdet.io.artifacts import read_record
-from sppdet.training.finetune import INITS, SELECT_BY, FinetuneConfig
+from sppdet.io.records import read_record
+from sppdet.training.finetune.config import INITS, SELECT_BY, FinetuneConfig
 from sppdet.stages import finetune
 from sppdet.stages.layout import find_features, locate_features, model_dir, proposals_path
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sppdet.data.synthetic import DemoDataConfig
+from sppdet.data.synthetic.config import DemoDataConfig
 from sppdet.stages import demo, pipeline
 from sppdet.stages.pipeline import StageResult
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sppdet.io.artifacts import parse_shard
+from sppdet.io.item_store import parse_shard
 from sppdet.proposals import METHODS, default_params
 from sppdet.stages import eval_proposals, propose
 from sppdet.stages.layout import proposals_path

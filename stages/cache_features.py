@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from sppdet.io.artifacts import ItemStore, Record, is_up_to_date, shard_items
+from sppdet.io.item_store import ItemStore, shard_items
+from sppdet.io.records import Record, is_up_to_date
 from sppdet.backbones import Backbone, build_backbone
-from sppdet.backbones.base import file_sha256
+from sppdet.io.hashing import file_sha256
 from sppdet.backbones.cpu_tuning import keep_freed_memory
 from sppdet.data.images import read_image
 from sppdet.data.voc import VOCDataset

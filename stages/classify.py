@@ -23,8 +23,9 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from sppdet.io.artifacts import Record, atomic_path, is_up_to_date, write_artifact, write_text_atomic
-from sppdet.backbones.base import file_sha256
+from sppdet.io.atomic import atomic_path, write_text_atomic
+from sppdet.io.records import Record, is_up_to_date, write_artifact
+from sppdet.io.hashing import file_sha256
 from sppdet.classification.evaluate import (
     MODES,
     ModeResult,

@@ -17,14 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sppdet.io.artifacts import (
-    ItemStore,
-    Record,
-    check_inputs_current,
-    input_ref,
-    is_up_to_date,
-    read_record,
-)
+from sppdet.io.item_store import ItemStore
+from sppdet.io.records import Record, check_inputs_current, input_ref, is_up_to_date, read_record
 from sppdet.detector.combine import combine_image_detections
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import (

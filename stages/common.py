@@ -12,7 +12,7 @@ from typing import Any
 
 from joblib import Parallel, delayed
 
-from sppdet.io.artifacts import ItemStore
+from sppdet.io.item_store import ItemStore
 from sppdet.data.voc import VOCDataset
 from sppdet.progress import get_logger, progress
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from sppdet.data.synthetic import DemoDataConfig, is_demo_dataset, make_demo_data, read_demo_config
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import is_demo_dataset, make_demo_data, read_demo_config
 from sppdet.data.voc import VOCDataset
 from sppdet.detector.detections_io import DetectionsReader
-from sppdet.training.finetune import FinetuneConfig
+from sppdet.training.finetune.config import FinetuneConfig
 from sppdet.progress import get_logger
 from sppdet.detector.drawing import draw_detections, save_image
 

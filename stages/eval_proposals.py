@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sppdet.io.artifacts import ItemReader, Record, input_ref, write_artifact
+from sppdet.io.item_store import ItemReader
+from sppdet.io.records import Record, input_ref, write_artifact
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import DataError
 from sppdet.proposals import ImageGroundTruth, RecallReport, evaluate_recall

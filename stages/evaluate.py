@@ -12,7 +12,6 @@ name and leaving out detections on images outside the split.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -20,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sppdet.io.artifacts import (
-    ArtifactLock,
+from sppdet.io.hashing import file_sha256
+from sppdet.io.locks import ArtifactLock
+from sppdet.io.records import (
     Record,
     check_inputs_current,
     input_ref,
@@ -139,14 +139,6 @@ def default_out_dir(work_dir: Path, dataset: str | Path, split: str,
     return eval_dir(work_dir, _model_name(Path(detections)), dataset, split)
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _ground_truth(data: VOCDataset) -> list[ImageGroundTruth]:
     return [ImageGroundTruth(a.image_id, a.boxes, a.labels, a.difficult) for a in data]
 
@@ -206,7 +198,7 @@ def _load_comp4(dataset: str | Path, split: str, folder: Path,
                         f"'{split}' were left out (--force)")
     # comp4 files have no record: their content identifies them
     params = {"comp4": {"folder": str(folder.resolve()),
-                        "files": {n: _file_digest(p) for n, p in comp4.paths.items()}}}
+                        "files": {n: file_sha256(p) for n, p in comp4.paths.items()}}}
     return _Loaded(data=data, data_identity=dataset_params(data), by_class=comp4.detections,
                    model=folder.resolve().name, artifact=None, params=params,
                    warnings=warnings)

@@ -20,26 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import (
-    ArtifactLock,
-    ItemReader,
-    Record,
-    input_ref,
-    is_up_to_date,
-    read_record,
-    write_artifact,
-)
+from sppdet.io.item_store import ItemReader
+from sppdet.io.locks import ArtifactLock
+from sppdet.io.records import Record, input_ref, is_up_to_date, read_record, write_artifact
 from sppdet.data.voc import VOCDataset
 from sppdet.devices import resolve_device
 from sppdet.errors import ConfigError, DataError, StaleArtifactError
 from sppdet.features.cache import FEATURES_STAGE, FeatureCache
-from sppdet.training.finetune import (
-    FcFinetuner,
-    FinetuneConfig,
-    check_features_match,
-    model_meta,
-    plot_training_curve,
-)
+from sppdet.training.finetune.compatibility import check_features_match, model_meta
+from sppdet.training.finetune.config import FinetuneConfig
+from sppdet.training.finetune.plot import plot_training_curve
+from sppdet.training.finetune.trainer import FcFinetuner
 from sppdet.features.pretrained_fc import load_pretrained_fc, pretrained_weights_file
 from sppdet.progress import get_logger, log_to_file
 from sppdet.training.finetune_windows import SplitWindows, build_split_windows
@@ -246,7 +237,7 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
         val_split: held-out split for validation and checkpoint selection (``None``: none;
             the last iteration is kept). Must differ from ``train_split`` and from ``test``.
         val_proposals, val_features: its artifacts (needed with ``val_split``).
-        config: hyper-parameters (:class:`~sppdet.training.finetune.FinetuneConfig`).
+        config: hyper-parameters (:class:`~sppdet.training.finetune.config.FinetuneConfig`).
         classes: class list (default: the dataset's).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; features are pooled there too.
         force: retrain even if ``out`` is up to date, discarding any checkpoint.

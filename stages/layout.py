@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from sppdet.io.artifacts import record_path
+from sppdet.io.records import record_path
 from sppdet.errors import ArtifactMissingError, ConfigError
 
 FEATURES_FILE_SUFFIX = ".h5"

@@ -33,7 +33,7 @@ from sppdet.backbones.paper_nets import PaperTrunk
 from sppdet.classification.training import PretrainConfig
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError
-from sppdet.training.finetune import FinetuneConfig
+from sppdet.training.finetune.config import FinetuneConfig
 from sppdet.progress import get_logger
 
 from . import (cache_features, detect, evaluate, finetune, pretrain, propose,

@@ -21,14 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sppdet.io.artifacts import (
-    ArtifactLock,
-    Record,
-    canonical_json,
-    is_up_to_date,
-    write_artifact,
-    write_text_atomic,
-)
+from sppdet.io.atomic import write_text_atomic
+from sppdet.io.locks import ArtifactLock
+from sppdet.io.records import Record, canonical_json, is_up_to_date, write_artifact
 from sppdet.backbones import build_backbone
 from sppdet.backbones.paper_nets import PaperTrunk
 from sppdet.classification.examples import (
@@ -127,10 +122,9 @@ def _start_fc_from(trunk: PaperTrunk, model: SPPClassifier) -> None:
 
 def plot_history(history: list[EpochStats], path: Path) -> None:
     """Training loss and training/validation top-1 error per epoch (PNG)."""
-    import matplotlib
+    from sppdet.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = [stats.epoch + 1 for stats in history]
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -147,9 +141,7 @@ def plot_history(history: list[EpochStats], path: Path) -> None:
     ax_err.set_ylabel("top-1 error (%)")
     ax_err.legend()
     fig.tight_layout()
-    with path.open("wb") as handle:
-        fig.savefig(handle, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 def run(dataset: str | Path, work_dir: str | Path, *, split: str = "trainval",

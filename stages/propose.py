@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import ItemStore, Record, is_up_to_date, read_record, shard_items
+from sppdet.io.item_store import ItemStore, shard_items
+from sppdet.io.records import Record, is_up_to_date, read_record
 from sppdet.data.images import read_image
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
@@ -175,7 +176,7 @@ def _run_import(data: VOCDataset, out: Path, record: Record, import_path: Path, 
 
 
 def _fill_counts(summary: ProposeSummary, out: Path) -> None:
-    from sppdet.io.artifacts import ItemReader
+    from sppdet.io.item_store import ItemReader
 
     with ItemReader(out) as reader:
         counts = [int(reader.group(i)["boxes"].shape[0]) for i in reader.ids()]

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import ArtifactLock, Record, is_up_to_date, write_artifact
+from sppdet.io.locks import ArtifactLock
+from sppdet.io.records import Record, is_up_to_date, write_artifact
 from sppdet.training.bbox_regression import BBoxRegressor, paired_iou
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError

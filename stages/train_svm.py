@@ -2,7 +2,7 @@
 
 Inputs: the split's proposals (``propose``), its conv5 cache (``cache-features``) and, for fc6
 and fc7 features, the fine-tuned fc layers (``finetune``). Output: ``models/<name>/svm.npz``
-(:class:`sppdet.training.svm.SVMWeights`: weights ``[K, D]``, bias ``[K]``, trained mask,
+(:class:`sppdet.training.svm.weights.SVMWeights`: weights ``[K, D]``, bias ``[K]``, trained mask,
 feature_scale, layer, classes) with its record.
 
 A window's feature is SPP at its best scale (the test-time rule), then fc6/fc7. Three steps:
@@ -11,8 +11,9 @@ A window's feature is SPP at its best scale (the test-time rule), then fc6/fc7. 
    sample (200 random images x 200 random proposals, fixed by the seed; mean norm 20);
 2. one pass over the images in which each image's negative candidates (proposals with IoU < 0.3
    to every box of a class, feature-map duplicates removed) are featurized once and fed to
-   every class's hard-negative miner (:func:`sppdet.training.svm.train_class_svms_shared`); with
-   ``jobs > 1`` the classes are split into that many groups, each making its own pass;
+   every class's hard-negative miner
+   (:func:`sppdet.training.svm.shared.train_class_svms_shared`); with ``jobs > 1`` the
+   classes are split into that many groups, each making its own pass;
 3. writing the weights and the record.
 """
 
@@ -23,12 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sppdet.io.artifacts import ArtifactLock, Record, is_up_to_date, write_artifact
+from sppdet.io.locks import ArtifactLock
+from sppdet.io.records import Record, is_up_to_date, write_artifact
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
 from sppdet.features.fc_head import LAYERS
 from sppdet.progress import get_logger, log_to_file
-from sppdet.training.svm import HardNegativeSVM, SVMWeights, train_class_svms_shared
+from sppdet.training.svm.estimator import HardNegativeSVM
+from sppdet.training.svm.shared import train_class_svms_shared
+from sppdet.training.svm.weights import SVMWeights
 from sppdet.training.windows import NEGATIVE_IOU, SharedNegativeStream, collect_positives
 from sppdet.devices import resolve_device
 from sppdet.features.window_features import WindowFeaturizer

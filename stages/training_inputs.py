@@ -15,14 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import InputRef, ItemReader, Record, input_ref, read_record
+from sppdet.io.item_store import ItemReader
+from sppdet.io.records import InputRef, Record, input_ref, read_record
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import (ArtifactError, ArtifactMissingError, ConfigError, DataError,
                            StaleArtifactError)
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import FeatureCache
-from sppdet.training.finetune import check_features_match
-from sppdet.training.svm import feature_scale_from_norms, sample_for_scale
+from sppdet.training.finetune.compatibility import check_features_match
+from sppdet.training.svm.scale import feature_scale_from_norms, sample_for_scale
 from sppdet.training.windows import PROPOSALS_STAGE, ImageTruth
 from sppdet.features.window_features import WindowFeaturizer
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sppdet.io.artifacts import read_record
+from sppdet.io.records import read_record
 from sppdet.backbones import build_backbone
 from sppdet.cli import cli
 from sppdet.data.voc import VOCDataset
@@ -85,7 +85,7 @@ def test_partial_run_with_other_scales_is_refused(tiny_voc, tmp_path):
     out = tmp_path / "features.h5"
     script = textwrap.dedent(f"""
         import os, signal
-        import sppdet.io.artifacts as art
+        import sppdet.io.item_store as art
         from sppdet.stages import cache_features
         real_write = art.ItemStore.write
         calls = []

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from tests.conftest import make_voc_dataset
 
-from sppdet.io.artifacts import Record, read_record
+from sppdet.io.records import Record, read_record
 from sppdet.cli import cli
 from sppdet.data.voc import VOCDataset
 from sppdet.detector.detections import ImageDetections

@@ -8,12 +8,13 @@ import torch
 from click.testing import CliRunner
 
 from tests.fake_artifacts import make_fake_pipeline_inputs
-from sppdet.io.artifacts import read_record, record_path
+from sppdet.io.records import read_record, record_path
 from sppdet.cli import cli
 from sppdet.errors import ArtifactMissingError, ConfigError
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import FeatureCache
-from sppdet.training.finetune import FinetuneConfig, check_features_match
+from sppdet.training.finetune.compatibility import check_features_match
+from sppdet.training.finetune.config import FinetuneConfig
 from sppdet.stages import finetune
 from sppdet.stages.layout import feature_variant, features_path, proposals_path
 

@@ -9,9 +9,11 @@ import pytest
 import scipy.io
 from click.testing import CliRunner
 
-from sppdet.io.artifacts import ItemReader, read_record
+from sppdet.io.item_store import ItemReader
+from sppdet.io.records import read_record
 from sppdet.cli import cli
-from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import make_demo_data
 from sppdet.errors import ArtifactError, ConfigError
 from sppdet.stages import propose
 
@@ -50,7 +52,7 @@ def test_killed_run_resumes_to_the_same_artifact(demo, tmp_path):
     out = tmp_path / "killed.h5"
     script = textwrap.dedent(f"""
         import os, signal
-        import sppdet.io.artifacts as art
+        import sppdet.io.item_store as art
         from sppdet.stages import propose
         real_write = art.ItemStore.write
         def write_then_die(self, *args, **kwargs):

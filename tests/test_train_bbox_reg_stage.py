@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from sppdet.training.bbox_regression import BBoxRegressor, paired_iou
-from sppdet.io.artifacts import read_record
+from sppdet.io.records import read_record
 from sppdet.ops.boxes import box_iou
 from sppdet.cli import cli
 from sppdet.data.voc import VOCDataset

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sppdet.io.artifacts import ItemReader, read_record
+from sppdet.io.item_store import ItemReader
+from sppdet.io.records import read_record
 from sppdet.cli import cli
 from sppdet.data.voc import VOCDataset
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import FeatureCache
 from sppdet.stages.layout import feature_variant, features_path, proposals_path
-from sppdet.training.svm import SVMWeights
+from sppdet.training.svm.weights import SVMWeights
 from sppdet.features.window_features import WindowFeaturizer
 
 from tests.fake_training_inputs import SCALES, make_inputs, negatives_of, write_fc, write_proposals
@@ -174,7 +175,8 @@ def test_images_missing_from_the_proposals_are_refused(tmp_path, inputs):
     partial = tmp_path / "partial.h5"
     write_proposals(partial, data)
     # an artifact for another split: only the first images
-    from sppdet.io.artifacts import ItemStore, Record
+    from sppdet.io.item_store import ItemStore
+    from sppdet.io.records import Record
 
     short = tmp_path / "short.h5"
     with ItemReader(partial) as reader, ItemStore(short, Record("propose", {"x": 1})) as store:
@@ -191,7 +193,8 @@ def test_images_missing_from_the_proposals_are_refused(tmp_path, inputs):
 
 
 def test_proposals_of_another_split_are_refused(tmp_path, inputs):
-    from sppdet.io.artifacts import ItemStore, Record
+    from sppdet.io.item_store import ItemStore
+    from sppdet.io.records import Record
     from sppdet.stages.common import dataset_params
 
     data = VOCDataset(inputs.dataset, "trainval")

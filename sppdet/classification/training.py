@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from sppdet.io.artifacts import atomic_path
+from sppdet.io.checkpoints import load_training_state, save_checkpoint
 from sppdet.classification.augment import center_crop, train_view
 from sppdet.classification.model import SPPClassifier, image_tensor
-from sppdet.errors import ConfigError, DataError, ModelError, StaleArtifactError
+from sppdet.errors import ConfigError, DataError, ModelError
 from sppdet.progress import get_logger, progress
 from sppdet.ops.spp import DEFAULT_LEVELS
 
@@ -42,6 +42,8 @@ log = get_logger("pretrain")
 
 MULTI_SIZE_MODES = ("off", "alternate", "random")
 TRAIN_STATE_FORMAT = "sppdet-pretrain-state"
+# States written before the version tag have none and read as version 0 (same layout).
+TRAIN_STATE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -354,34 +356,23 @@ class ClassifierTrainer:
         if self.checkpoint_path is None:
             return
         state = {
-            "format": TRAIN_STATE_FORMAT,
-            "identity": self.identity,
             "epochs_done": epochs_done,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "history": [asdict(stats) for stats in history],
         }
-        with atomic_path(self.checkpoint_path) as temporary:
-            torch.save(state, temporary)
+        save_checkpoint(self.checkpoint_path, state, format=TRAIN_STATE_FORMAT,
+                        version=TRAIN_STATE_VERSION, identity=self.identity)
 
     def _resume(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                 result: TrainResult) -> int:
         path = self.checkpoint_path
         if path is None or not path.exists():
             return 0
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # torch raises many types for a truncated file
-            raise ModelError(f"{path}: cannot read the training checkpoint ({exc}); delete it "
-                             "or rerun with --force") from exc
-        if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
-            raise ModelError(f"{path} is not an sppdet pretraining checkpoint; delete it or "
-                             "rerun with --force")
-        if state.get("identity") != self.identity:
-            raise StaleArtifactError(
-                f"{path} is a checkpoint of a run with other settings or inputs; rerun with "
-                "those settings to resume it, or with --force to start over")
+        state = load_training_state(path, format=TRAIN_STATE_FORMAT, version=TRAIN_STATE_VERSION,
+                                    what="pretraining checkpoint", identity=self.identity,
+                                    map_location=self.device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sppdet.io.artifacts import write_text_atomic
+from sppdet.io.atomic import write_text_atomic
 from sppdet.ops.boxes import voc_to_xyxy, xyxy_to_voc
 from sppdet.detector.detections import ImageDetections
 from sppdet.errors import ConfigError, DataError

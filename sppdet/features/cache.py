@@ -1,7 +1,7 @@
 """The conv5 feature cache: its per-image layout and the reader that pools windows from it.
 
 A features artifact (written by the ``cache-features`` stage through
-:class:`sppdet.io.artifacts.ItemStore`) holds one group per image with
+:class:`sppdet.io.item_store.ItemStore`) holds one group per image with
 
 - datasets ``s<scale>``: conv5 map ``[C, h, w]`` (float16 by default) of the image resized so
   that ``min(H, W) = scale`` (:func:`sppdet.ops.scales.resized_size`);
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sppdet.io.artifacts import ItemReader
+from sppdet.io.item_store import ItemReader
 from sppdet.backbones import Backbone
 from sppdet.errors import ConfigError, DataError
 from sppdet.ops.scales import resize_image, resized_size
@@ -90,7 +90,7 @@ class FeatureCache:
         max_cached_images: decoded images kept in memory (all their scales).
 
     Attributes:
-        record: the artifact's :class:`~sppdet.io.artifacts.Record`.
+        record: the artifact's :class:`~sppdet.io.records.Record`.
         backbone: backbone name.
         stride: total stride of the maps (pixels).
         channels: channels ``C`` of the maps.

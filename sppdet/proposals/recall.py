@@ -164,10 +164,9 @@ class RecallReport:
 
     def plot(self, path: str | Path, title: str | None = None) -> Path:
         """Write a PNG of overall recall@0.5, recall@0.7 and AR versus mean boxes per image."""
-        import matplotlib
+        from sppdet.plotting import pyplot, save_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         path = Path(path)
         x = np.asarray(self.mean_boxes_per_image, dtype=np.float64)
@@ -189,9 +188,7 @@ class RecallReport:
         axes.legend(loc="lower right")
         axes.set_title(title or f"proposal recall ({self.overall.num_objects} objects)")
         figure.tight_layout()
-        figure.savefig(path, format="png")
-        plt.close(figure)
-        return path
+        return save_png(figure, path)
 
 
 def evaluate_recall(

@@ -6,7 +6,8 @@ What the ``train-svm`` and ``train-bbox-reg`` stages feed the learners (REFERENC
 - positives of a class: its ground-truth boxes (:func:`collect_positives`);
 - negatives of a class in an image: proposals with IoU < 0.3 to every ground-truth box of the
   class (:func:`negative_masks`), windows with the same feature-map footprint kept once
-  (:func:`sppdet.training.svm.unique_window_indices` on :func:`sppdet.features.window_features.window_cells`);
+  (:func:`sppdet.training.svm.window_selection.unique_window_indices` on
+  :func:`sppdet.features.window_features.window_cells`);
   :class:`SharedNegativeStream` yields them image by image for all classes at once;
 - box-regression windows: proposals and ground-truth boxes whose best-matching ground truth
   overlaps them by IoU > ``min_iou`` (:func:`sppdet.training.bbox_regression.select_training_windows`),
@@ -28,12 +29,13 @@ from typing import Any, NamedTuple
 import h5py
 import numpy as np
 
-from sppdet.io.artifacts import ItemReader
+from sppdet.io.item_store import ItemReader
 from sppdet.training.bbox_regression import select_training_windows
 from sppdet.ops.boxes import box_iou
 from sppdet.errors import DataError
 from sppdet.progress import progress
-from sppdet.training.svm import SharedImageNegatives, unique_window_indices
+from sppdet.training.svm.inputs import SharedImageNegatives
+from sppdet.training.svm.window_selection import unique_window_indices
 from sppdet.features.window_features import WindowFeaturizer, window_cells
 
 PROPOSALS_STAGE = "propose"
@@ -163,7 +165,7 @@ class SharedNegativeStream:
 
     Calling it with a group of class names gives an iterable that, on each iteration, opens
     the feature cache, the fc checkpoint and the proposals, and yields one
-    :class:`~sppdet.training.svm.SharedImageNegatives` per image: the image's proposals with
+    :class:`~sppdet.training.svm.inputs.SharedImageNegatives` per image: the image's proposals with
     feature-map duplicates removed, restricted to those that are a negative of at least one
     class of the group, their features computed once, and a mask per class.
 

@@ -11,14 +11,15 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from sppdet.io.artifacts import read_record
+from sppdet.io.records import read_record
 from sppdet.backbones import build_backbone
-from sppdet.backbones.base import file_sha256
+from sppdet.io.hashing import file_sha256
 from sppdet.classification.model import load_classifier
 from sppdet.cli import cli
-from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import make_demo_data
 from sppdet.errors import ConfigError
-from sppdet.training.finetune import FinetuneConfig
+from sppdet.training.finetune.config import FinetuneConfig
 from sppdet.stages import pipeline, pretrain
 from sppdet.stages.pipeline import CacheOptions, PipelineConfig, ProposeOptions
 

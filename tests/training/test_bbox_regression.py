@@ -19,7 +19,7 @@ from sppdet.training.bbox_regression import (
 )
 from sppdet.ops.boxes import box_iou
 from sppdet.errors import DataError, ModelError
-from sppdet.training.svm import estimate_feature_scale
+from sppdet.training.svm.scale import estimate_feature_scale
 
 
 def _random_boxes(rng, n, min_size=2.0):

@@ -1,14 +1,14 @@
-"""Toy streamed SVM data for tests/test_svm.py.
+"""Toy streamed SVM data for the SVM tests.
 
-A module of its own that imports only numpy and sppdet.training.svm: joblib workers unpickle these
-functions by importing this module, and should not have to load torch or scipy.
+A module of its own that imports only numpy and sppdet.training.svm.inputs: joblib workers
+unpickle these functions by importing this module, and should not have to load torch or scipy.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from sppdet.training.svm import ImageNegatives
+from sppdet.training.svm.inputs import ImageNegatives
 
 DIM = 16
 

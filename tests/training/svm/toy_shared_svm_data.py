@@ -1,4 +1,4 @@
-"""A shared negatives stream built from tests/toy_svm_data.py's per-class toy streams.
+"""A shared negatives stream built from tests/training/svm/toy_svm_data.py's per-class toy streams.
 
 Each image's shared features are the per-class toy negatives stacked class after class, with
 one mask per class selecting its block, so each class sees exactly the rows (and identities)
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sppdet.training.svm import SharedImageNegatives
+from sppdet.training.svm.inputs import SharedImageNegatives
 
-from tests.training.toy_svm_data import toy_negatives
+from tests.training.svm.toy_svm_data import toy_negatives
 
 CLASSES = ("cat", "dog", "bird")
 
