@@ -56,6 +56,14 @@ from .options import (classes_option, device_option, feature_variant_option, for
 @click.option("--draw-threshold", type=float, default=None,
               help="Image mode: draw detections scoring above this.  [default: 0 for SVM "
                    "scores, 0.5 for softmax]")
+@click.option("--fc", "fc_mode", type=click.Choice(list(detect.FC_MODES)),
+              default=detect.DEFAULT_FC, show_default=True,
+              help="fc layers to score windows with: the trained float32 ones, their truncated "
+                   "SVD (faster, approximate) or int8 weights (CPU only, faster, approximate).")
+@click.option("--svd-energy", type=click.FloatRange(0, 1, min_open=True),
+              default=detect.DEFAULT_SVD_ENERGY, show_default=True,
+              help="With --fc svd: keep the smallest rank retaining this fraction of the "
+                   "squared singular values of fc6 and fc7.")
 @classes_option
 @device_option
 @shard_option
@@ -67,7 +75,8 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                    score_threshold: float | None, max_per_image: int, method: str,
                    proposals: Path | None, features: Path | None,
                    feature_variant: str | None, scales: str | None,
-                   out: Path | None, draw_threshold: float | None, classes: str | None,
+                   out: Path | None, draw_threshold: float | None, fc_mode: str,
+                   svd_energy: float, classes: str | None,
                    device: str, shard: str | None, on_error: str, force: bool) -> None:
     """Detect objects with a trained model.
 
@@ -97,7 +106,8 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                              iou_threshold=iou_threshold, score_threshold=score_threshold,
                              max_per_image=cap, scales=parsed_scales, device=device,
                              classes=parse_classes(classes), shard=parse_shard(shard),
-                             on_error=on_error, force=force)
+                             on_error=on_error, force=force, fc=fc_mode,
+                             svd_energy=svd_energy)
         click.echo(summary.to_text())
         return
     folders = [p for p in inputs if p.is_dir()]
@@ -109,7 +119,8 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                                 scorer=scorer, use_bbox_reg=bbox_reg,
                                 iou_threshold=iou_threshold, score_threshold=score_threshold,
                                 max_per_image=cap, scales=parsed_scales, device=device,
-                                draw_threshold=draw_threshold)
+                                draw_threshold=draw_threshold, fc=fc_mode,
+                                svd_energy=svd_energy)
     for result in results:
         click.echo(f"{result.path}: {len(result.detections)} detections -> {result.drawn}")
     click.echo(f"Detections listed in {out / 'detections.json'}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sppdet.features.fast_fc import DEFAULT_SVD_ENERGY, FC_MODES, fast_fc_head  # noqa: F401
 from sppdet.data.voc import VOCDataset
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import DetectionsReader, detection_item, detections_params
@@ -40,6 +41,8 @@ from .training_inputs import backbone_name
 log = get_logger("detect")
 STAGE = "detect"
 STAGE_VERSION = 1
+#: fc layers detect scores windows with by default (see sppdet.features.fast_fc).
+DEFAULT_FC = "float"
 
 
 @dataclass
@@ -54,6 +57,7 @@ class DetectSummary:
     seconds: float = 0.0
     times_per_image: dict[str, float] = field(default_factory=dict)
     features: str = ""
+    fc: str = ""
     resumed: int = 0
     comp4_dir: Path | None = None
     failures: dict[str, str] = field(default_factory=dict)
@@ -73,6 +77,8 @@ class DetectSummary:
                               if v > 0)
             lines.append(f"  time: {format_seconds(self.seconds)}; per image: {parts} "
                          f"(features: {self.features})")
+        if self.fc:
+            lines.append(f"  scored with {self.fc}")
         if self.comp4_dir is not None:
             lines.append(f"  VOC result files: {self.comp4_dir}")
         if self.failures:
@@ -89,7 +95,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         max_per_image: int | None = 100, scales: tuple[int, ...] | None = None,
         device: str = "auto", classes: tuple[str, ...] | None = None,
         shard: tuple[int, int] | None = None, on_error: str = "fail", force: bool = False,
-        write_comp4: bool = True) -> DetectSummary:
+        write_comp4: bool = True, fc: str = DEFAULT_FC,
+        svd_energy: float = DEFAULT_SVD_ENERGY) -> DetectSummary:
     """Detect objects in every image of ``split`` and write the detections artifact ``out``.
 
     Args:
@@ -112,6 +119,10 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         on_error: ``fail`` or ``skip`` for per-image failures.
         force: rerun even if up to date.
         write_comp4: write ``comp4_det_<split>_<class>.txt`` beside the artifact.
+        fc: ``float`` (the trained fc layers), ``svd`` (truncated SVD of fc6/fc7 keeping
+            ``svd_energy`` of the squared singular values) or ``int8`` (CPU), see
+            :mod:`sppdet.features.fast_fc`.
+        svd_energy: for ``fc="svd"``.
     """
     nms = nms_settings(scorer, iou_threshold, score_threshold, max_per_image)
     data = VOCDataset(dataset, split, classes)
@@ -148,6 +159,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
     params.update({"scorer": scorer, "bbox_reg": use_bbox_reg,
                    "features": "cache" if use_cache else {"on_the_fly_scales": list(
                        source.scales)}})
+    if fc != "float":  # recorded only when approximate, so float artifacts stay up to date
+        params["fc"] = {"mode": fc, **({"svd_energy": svd_energy} if fc == "svd" else {})}
     record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
     out = Path(out)
     summary = DetectSummary(path=out, model=model.name, scorer=scorer, images=len(data),
@@ -157,7 +170,7 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
             summary.up_to_date = True
             return summary
         head = model.head.to(torch_device).eval()
-        model.head = head
+        model.head, summary.fc = fast_fc_head(head, fc, energy=svd_energy)
         ids = data.image_ids
         mine = shard_items(ids, shard)
         times = DetectTimes()
@@ -221,7 +234,8 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
                use_bbox_reg: bool = True, iou_threshold: float = 0.3,
                score_threshold: float | None = None, max_per_image: int | None = 100,
                scales: tuple[int, ...] | None = None, device: str = "auto",
-               draw_threshold: float | None = None) -> list[ImageFileResult]:
+               draw_threshold: float | None = None, fc: str = DEFAULT_FC,
+               svd_energy: float = DEFAULT_SVD_ENERGY) -> list[ImageFileResult]:
     """Detect objects in plain image files: proposals and conv5 computed on the fly.
 
     Args:
@@ -246,7 +260,7 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
     if not chosen:
         raise ConfigError("the model records no scales; pass --scales")
     backbone = build_model_backbone(model, torch_device)
-    model.head = model.head.to(torch_device).eval()
+    model.head, _ = fast_fc_head(model.head.to(torch_device).eval(), fc, energy=svd_energy)
     loaded: dict[str, Any] = {}
     source = ComputedFeatures(backbone, chosen, torch_device, lambda key: loaded[key])
     params = params_from_dict(method, {"max_boxes": max_boxes})
