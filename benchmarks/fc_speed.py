@@ -6,7 +6,7 @@ The three heads are timed in turn (float32, svd, int8, float32, ...) so a change
 load hits them alike; the medians are reported with each head's difference from float32.
 
 The head is a trained ``fc.pt`` (``--model DIR``) or, without one, a paper-size head
-(12,800 -> 4,096 -> 4,096) with random weights (whose flat singular spectrum is the worst case
+(12,800 -> 4,096 -> 4,096, or ``--in-dim``/``--hidden``) with random He-initialised weights (whose flat singular spectrum is the worst case
 for the SVD: report a trained head's ranks for real figures).
 
 Usage:
@@ -42,16 +42,20 @@ def main() -> None:
     parser.add_argument("--svd-rank", type=int, default=None,
                         help="a fixed rank for fc6 and fc7 instead of the energy rule")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--in-dim", type=int, default=12800,
+                        help="without --model: SPP vector length (12800 = ZF-5, 5600 = "
+                             "EfficientNet-Lite0)")
+    parser.add_argument("--hidden", type=int, default=4096, help="without --model: fc width")
     args = parser.parse_args()
 
     if args.model is not None:
         head, _ = FcHead.load(args.model / "fc.pt")
         source = str(args.model / "fc.pt")
     else:
-        head = FcHead(12800, 20, hidden=4096, seed=0).eval()
+        head = FcHead(args.in_dim, 20, hidden=args.hidden, seed=0).eval()
         torch.nn.init.kaiming_normal_(head.fc6.weight)
         torch.nn.init.kaiming_normal_(head.fc7.weight)
-        source = "random paper-size head 12800-4096-4096"
+        source = f"random head {args.in_dim}-{args.hidden}-{args.hidden}"
     head = head.eval()
     generator = torch.Generator().manual_seed(0)
     # post-ReLU SPP vectors: half zeros, like conv5 maps
