@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sppdet.io.item_store import ItemStore, shard_items
-from sppdet.io.records import Record, is_up_to_date
+from sppdet.io.item_store import shard_items
+from sppdet.io.records import Record
 from sppdet.backbones import Backbone, build_backbone
 from sppdet.io.hashing import file_sha256
 from sppdet.backbones.cpu_tuning import keep_freed_memory
@@ -29,11 +29,12 @@ from sppdet.data.voc import VOCDataset
 from sppdet.devices import resolve_device
 from sppdet.errors import ConfigError, DataError, ModelError
 from sppdet.features.cache import FEATURES_STAGE, compute_maps
-from sppdet.progress import get_logger, log_to_file, progress
+from sppdet.progress import get_logger, progress
 from sppdet.ops.scales import resized_size
 
 from .common import dataset_params, format_seconds, path_size
-from .layout import feature_variant, features_path, log_path
+from .layout import feature_variant, features_path
+from .runner import StageOutput, item_summary_lines
 
 log = get_logger("cache-features")
 STAGE_VERSION = 1
@@ -75,11 +76,7 @@ class CacheSummary:
         if self.cpu_fallbacks:
             lines.append(f"  GPU out of memory on {len(self.cpu_fallbacks)} image(s); computed "
                          f"on the CPU: {', '.join(self.cpu_fallbacks[:10])}")
-        if self.failures:
-            lines.append(f"  failures: {len(self.failures)}")
-            lines.extend(f"    {i}: {r}" for i, r in self.failures.items())
-        if not self.finished:
-            lines.append("  this shard is done; the artifact is merged when every shard is")
+        lines.extend(item_summary_lines(self.failures, self.finished))
         return "\n".join(lines)
 
 
@@ -187,7 +184,8 @@ def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
     out = Path(out)
     summary = CacheSummary(path=out, backbone=backbone_name, device=str(torch_device),
                            images=len(data), scales=scales)
-    if not force and is_up_to_date(out, record):
+    output = StageOutput(out, record, force=force)
+    if output.is_current():
         summary.up_to_date = True
         summary.bytes_total = path_size(out)
         return summary
@@ -199,7 +197,7 @@ def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
         backbone = backbone.to(memory_format=torch.channels_last)
     backbone = backbone.to(torch_device)
     cpu_backbone: Backbone | None = None
-    with log_to_file(log_path(out)), ItemStore(out, record, force=force, shard=shard) as store:
+    with output.logging(), output.item_store(shard=shard) as store:
         pending = store.pending(mine)
         needed = estimate_bytes(backbone, [(data[i].height, data[i].width) for i in pending],
                                 scales, flip=flip, bytes_per_value=np_dtype.itemsize)

@@ -30,12 +30,12 @@ from sppdet.devices import resolve_device
 from sppdet.errors import ConfigError, DataError
 from sppdet.evaluation.comp4 import write_comp4_files
 from sppdet.features.cache import ComputedFeatures, FeatureCache
-from sppdet.io.item_store import ItemReader, ItemStore, shard_items
-from sppdet.io.records import Record, input_ref, is_up_to_date
-from sppdet.progress import get_logger, log_to_file, progress
+from sppdet.io.item_store import ItemReader, shard_items
+from sppdet.io.records import Record, input_ref
+from sppdet.progress import get_logger, progress
 
 from .common import dataset_params, format_seconds
-from .layout import log_path
+from .runner import StageOutput, item_summary_lines
 from .training_inputs import backbone_name
 
 log = get_logger("detect")
@@ -81,11 +81,7 @@ class DetectSummary:
             lines.append(f"  scored with {self.fc}")
         if self.comp4_dir is not None:
             lines.append(f"  VOC result files: {self.comp4_dir}")
-        if self.failures:
-            lines.append(f"  failures: {len(self.failures)}")
-            lines.extend(f"    {i}: {r}" for i, r in self.failures.items())
-        if not self.finished:
-            lines.append("  this shard is done; the artifact is merged when every shard is")
+        lines.extend(item_summary_lines(self.failures, self.finished))
         return "\n".join(lines)
 
 
@@ -166,7 +162,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
     summary = DetectSummary(path=out, model=model.name, scorer=scorer, images=len(data),
                             features=feature_desc)
     try:
-        if not force and is_up_to_date(out, record):
+        output = StageOutput(out, record, force=force)
+        if output.is_current():
             summary.up_to_date = True
             return summary
         head = model.head.to(torch_device).eval()
@@ -174,8 +171,7 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         ids = data.image_ids
         mine = shard_items(ids, shard)
         times = DetectTimes()
-        with log_to_file(log_path(out)), ItemStore(out, record, force=force,
-                                                   shard=shard) as store, \
+        with output.logging(), output.item_store(shard=shard) as store, \
                 ItemReader(proposals, made_by="propose") as proposal_reader:
             pending = store.pending(mine)
             start = time.perf_counter()

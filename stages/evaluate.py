@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from sppdet.io.hashing import file_sha256
-from sppdet.io.locks import ArtifactLock
 from sppdet.io.records import (
     Record,
     check_inputs_current,
     input_ref,
-    is_up_to_date,
     read_record,
     record_path,
     write_record,
@@ -43,10 +41,11 @@ from sppdet.evaluation import (
     write_comp4_files,
     write_report,
 )
-from sppdet.progress import get_logger, log_to_file
+from sppdet.progress import get_logger
 
 from .common import dataset_params
-from .layout import eval_dir, log_path
+from .layout import eval_dir
+from .runner import StageOutput
 
 log = get_logger("eval")
 STAGE = "eval"
@@ -277,13 +276,14 @@ def run(dataset: str | Path, split: str, detections: str | Path, out_dir: str | 
                               **loaded.params}
     record = Record(STAGE, params, inputs=loaded.inputs, stage_version=STAGE_VERSION)
     report_path = out_dir / REPORT_NAME
+    output = StageOutput(report_path, record, force=force)
 
     comp4_dir = None
     if write_comp4 is not None and artifact is not None:
         comp4_dir = Path(write_comp4)
         write_comp4_files(comp4_dir, split, artifact.classes, artifact.detections)
 
-    if not force and is_up_to_date(report_path, record):
+    if output.is_current():
         report = json.loads(report_path.read_text())
         figures = sorted(out_dir.glob("pr_*.png")) if plots else []
         return EvalSummary(out_dir=out_dir, model=loaded.model, report=report, up_to_date=True,
@@ -295,8 +295,7 @@ def run(dataset: str | Path, split: str, detections: str | Path, out_dir: str | 
     extra = {"model": model, "dataset": str(data.root.resolve()), "split": split,
              "detections": str(detections.resolve()),
              "input": "comp4 files" if artifact is None else "detections artifact"}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with ArtifactLock(report_path), log_to_file(log_path(report_path)):
+    with output.writing():
         log.debug("eval %s on %s split %s -> %s (%s)", detections, dataset, split, out_dir,
                   metric)
         for warning in warnings:  # the summary shows them; the log file keeps them

@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sppdet.io.locks import ArtifactLock
-from sppdet.io.records import Record, is_up_to_date, write_artifact
+from sppdet.io.records import Record
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
 from sppdet.features.fc_head import LAYERS
-from sppdet.progress import get_logger, log_to_file
+from sppdet.progress import get_logger
 from sppdet.training.svm.estimator import HardNegativeSVM
 from sppdet.training.svm.shared import train_class_svms_shared
 from sppdet.training.svm.weights import SVMWeights
@@ -38,7 +37,7 @@ from sppdet.devices import resolve_device
 from sppdet.features.window_features import WindowFeaturizer
 
 from .common import dataset_params, format_seconds
-from .layout import log_path
+from .runner import StageOutput
 from .training_inputs import (InputPaths, image_truth, load_fc, open_inputs,
                               scale_from_norms, scale_params, scale_sample)
 
@@ -197,11 +196,11 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
                 "retrain_every", "epochs", "max_cached_negatives", "include_difficult", "tol",
                 "max_iter", "random_state")},
         }
-        record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
-        if not force and is_up_to_date(out, record):
+        output = StageOutput(out, Record(STAGE, params, inputs=inputs,
+                                         stage_version=STAGE_VERSION), force=force)
+        if output.is_current():
             return TrainSvmSummary(path=out, layer=layer, up_to_date=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with ArtifactLock(out), log_to_file(log_path(out)):
+        with output.writing():
             log.info("train-svm: %s split %s, %s features from %s, proposals %s -> %s",
                      data.root, split, layer, cache.path, reader.path, out)
             summary = TrainSvmSummary(path=out, layer=layer, jobs=jobs,
@@ -239,9 +238,7 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
                 _log_histories(svms)
             weights = SVMWeights.from_class_svms(svms, layer)
             summary.seconds = time.perf_counter() - start
-            record.summary = summary.to_record()
-            with write_artifact(out, record) as tmp:
-                weights.save(tmp)
+            output.commit(weights.save, summary=summary.to_record())
             log.debug("%s", summary.to_text())
         return summary
     finally:

@@ -30,6 +30,7 @@ from sppdet.io.records import Record
 from sppdet.detector.detections import ImageDetections
 from sppdet.errors import ArtifactError, ConfigError, DataError
 from sppdet.ops.nms import DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_PER_IMAGE, DEFAULT_SCORE_THRESHOLD
+from sppdet.io.closing import Closing
 
 DETECTIONS_STAGES = ("detect", "combine")
 CANDIDATES_GROUP = "candidates"
@@ -123,7 +124,7 @@ def write_detections_artifact(path: str | os.PathLike[str], record: Record,
     return final
 
 
-class DetectionsReader:
+class DetectionsReader(Closing):
     """Open a finished detections artifact; images are read on demand.
 
     Attributes:
@@ -160,12 +161,6 @@ class DetectionsReader:
 
     def close(self) -> None:
         self._reader.close()
-
-    def __enter__(self) -> DetectionsReader:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     @property
     def failures(self) -> dict[str, str]:

@@ -35,6 +35,7 @@ from sppdet.backbones import Backbone
 from sppdet.errors import ConfigError, DataError
 from sppdet.ops.scales import resize_image, resized_size
 from sppdet.ops.spp import DEFAULT_LEVELS, pool_windows
+from sppdet.io.closing import Closing
 
 FEATURES_STAGE = "cache-features"
 #: Codecs HDF5 decodes by itself; the others (``zstd``) need the hdf5plugin package loaded.
@@ -88,7 +89,7 @@ def flip_boxes(boxes_xyxy: np.ndarray, width: int) -> np.ndarray:
     return boxes
 
 
-class FeatureCache:
+class FeatureCache(Closing):
     """Reader of a features artifact.
 
     Args:
@@ -146,12 +147,6 @@ class FeatureCache:
 
     def close(self) -> None:
         self._reader.close()
-
-    def __enter__(self) -> "FeatureCache":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def image_ids(self) -> list[str]:
         return self._reader.ids()
@@ -293,8 +288,6 @@ def compute_maps(backbone: Backbone, image_rgb: np.ndarray, scales: tuple[int, .
                 raise DataError(f"the conv map at scale {scale} holds NaN or inf")
             arrays[map_name(scale, mirrored)] = fmap.cpu().numpy().astype(dtype)
     return arrays, centers
-
-
 
 
 class ComputedFeatures:

@@ -78,7 +78,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, what: str,
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
-        raise ModelError(f"{path}: cannot read the {what} ({type(exc).__name__}: {exc})"
+        raise ModelError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})"
                          f"{hint}") from exc
     if not isinstance(blob, dict):
         raise ModelError(f"{path} is not an sppdet {what} (it holds a "

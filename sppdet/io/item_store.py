@@ -23,6 +23,7 @@ import numpy as np
 
 from sppdet.errors import ArtifactError, ConfigError, StaleArtifactError
 from sppdet.io.atomic import atomic_path
+from sppdet.io.closing import Closing
 from sppdet.io.locks import LOCK_SUFFIX, ArtifactLock
 from sppdet.io.records import (
     PARTS_SUFFIX,
@@ -67,7 +68,7 @@ def shard_items(item_ids: list[str], shard: tuple[int, int] | None) -> list[str]
     return list(item_ids[index - 1 :: count])
 
 
-class ItemStore:
+class ItemStore(Closing):
     """Resumable per-item output of a stage, merged into one HDF5 artifact at the end.
 
     Layout while running: ``<path>.parts/record.json`` (the run's record; a rerun with other
@@ -120,12 +121,6 @@ class ItemStore:
 
     def close(self) -> None:
         self._lock.release()
-
-    def __enter__(self) -> "ItemStore":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def is_done(self, item_id: str) -> bool:
         return _part_name(item_id) in self._done
@@ -246,7 +241,7 @@ def _h5_attr(value: Any) -> Any:
     return value
 
 
-class ItemReader:
+class ItemReader(Closing):
     """Read a finished per-item HDF5 artifact written by :class:`ItemStore`.
 
     Args:
@@ -275,12 +270,6 @@ class ItemReader:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self) -> "ItemReader":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def ids(self) -> list[str]:
         """Item ids in the order they were merged."""

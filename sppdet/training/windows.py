@@ -10,7 +10,7 @@ What the ``train-svm`` and ``train-bbox-reg`` stages feed the learners (REFERENC
   :func:`sppdet.features.window_features.window_cells`);
   :class:`SharedNegativeStream` yields them image by image for all classes at once;
 - box-regression windows: proposals and ground-truth boxes whose best-matching ground truth
-  overlaps them by IoU > ``min_iou`` (:func:`sppdet.training.bbox_regression.select_training_windows`),
+  overlaps them by IoU > ``min_iou`` (:func:`sppdet.training.box_targets.select_training_windows`),
   collected class by class on disk (:class:`RegressionWindowStore`) so memory holds one class.
 
 Features come from :class:`sppdet.features.window_features.WindowFeaturizer` (SPP at the best scale,
@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from sppdet.io.item_store import ItemReader
-from sppdet.training.bbox_regression import select_training_windows
+from sppdet.training.box_targets import select_training_windows
 from sppdet.ops.boxes import box_iou
 from sppdet.errors import DataError
 from sppdet.progress import progress
@@ -365,7 +365,7 @@ def collect_regression_windows(featurizer: WindowFeaturizer, proposals: ItemRead
     Windows are the image's proposals (plus its ground-truth boxes with ``include_gt``, as
     R-CNN and SPP-net train on them too); each is matched to the ground-truth box it overlaps
     most (any class, difficult included) and kept if that IoU is ``> min_iou``
-    (:func:`sppdet.training.bbox_regression.select_training_windows`). Only kept windows are pooled.
+    (:func:`sppdet.training.box_targets.select_training_windows`). Only kept windows are pooled.
 
     Returns:
         image statistics: ``images``, ``proposals``, ``windows`` (kept).

@@ -39,5 +39,5 @@ def test_other_files_are_refused(tmp_path):
     with pytest.raises(ModelError, match="not an sppdet fc checkpoint"):
         FcHead.load(tmp_path / "no-config.pt")
     (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(ModelError, match="cannot read the fc checkpoint"):
+    with pytest.raises(ModelError, match="cut.pt: cannot read the checkpoint"):
         FcHead.load(tmp_path / "cut.pt")

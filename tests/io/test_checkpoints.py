@@ -102,7 +102,7 @@ def test_truncated_foreign_missing_and_non_dict_files_are_refused(tmp_path):
     save_checkpoint(path, _payload(), format=FORMAT, version=2)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelError, match="state.pt: cannot read the test checkpoint"):
+    with pytest.raises(ModelError, match="state.pt: cannot read the checkpoint"):
         _load(path)
     path.write_bytes(b"")
     with pytest.raises(ModelError, match="cannot read"):

@@ -112,3 +112,13 @@ def test_parse_shard():
     for bad in ("0/4", "5/4", "x", "1/0"):
         with pytest.raises(ConfigError):
             parse_shard(bad)
+
+
+def test_with_closes_the_store_even_on_an_error(tmp_path):
+    path = tmp_path / "props.h5"
+    with pytest.raises(RuntimeError, match="in the block"):
+        with ItemStore(path, Record("propose", {})) as store:
+            assert isinstance(store, ItemStore)
+            raise RuntimeError("in the block")
+    with ItemStore(path, Record("propose", {})):  # the lock was released: it opens again
+        pass

@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
-
 def plot_training_curve(history: Sequence[Mapping[str, float]],
                         val_history: Sequence[Mapping[str, float]],
                         path: str | os.PathLike[str], *, title: str = "fine-tuning",

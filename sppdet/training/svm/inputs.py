@@ -27,7 +27,6 @@ class ImageNegatives(NamedTuple):
     proposal_index: np.ndarray | None = None
 
 
-
 class SharedImageNegatives(NamedTuple):
     """One image's candidate negatives for several classes, with their features computed once.
 

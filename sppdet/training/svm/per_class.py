@@ -43,6 +43,16 @@ class ClassSVMs:
     stream_stats: list[dict[str, Any]] = field(default_factory=list)
     worker_seconds: list[float] = field(default_factory=list)
 
+    @classmethod
+    def in_class_order(cls, classes: Sequence[str], models: Mapping[str, HardNegativeSVM],
+                       skipped: Mapping[str, str], feature_scale: float,
+                       **worker_info: Any) -> ClassSVMs:
+        """The result of a trainer, its models and skipped classes put in ``classes``' order."""
+        return cls(classes=list(classes),
+                   models={name: models[name] for name in classes if name in models},
+                   skipped={name: skipped[name] for name in classes if name in skipped},
+                   feature_scale=float(feature_scale), **worker_info)
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Stack the models for saving (``numpy.savez``) and for scoring all classes at once.
 
@@ -93,6 +103,29 @@ def _fit_class_svm(
     return class_name, model, None
 
 
+def split_trainable(classes: Sequence[str], positives_by_class: Mapping[str, np.ndarray]
+                    ) -> tuple[list[str], dict[str, str]]:
+    """The classes that have positives (in order), and why each other class gets no SVM.
+
+    A class missing from ``positives_by_class`` or with 0 rows is skipped with a warning.
+
+    Raises:
+        ConfigError: class names repeat.
+    """
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"class names must be unique, got {list(classes)}")
+    trainable: list[str] = []
+    skipped: dict[str, str] = {}
+    for name in classes:
+        positives = positives_by_class.get(name)
+        if positives is None or np.asarray(positives).shape[0] == 0:
+            skipped[name] = "no positive examples"
+            logger.warning("class %r has no positive examples: no SVM, no detections", name)
+        else:
+            trainable.append(name)
+    return trainable, skipped
+
+
 def log_class_result(name: str, model: "HardNegativeSVM") -> None:
     """One log line of a trained class: retrainings, positives, cache, objective."""
     last = model.history_[-1]
@@ -134,23 +167,16 @@ def train_class_svms(
     Returns:
         :class:`ClassSVMs`.
     """
-    if len(set(classes)) != len(classes):
-        raise ConfigError(f"class names must be unique, got {list(classes)}")
+    trainable, skipped = split_trainable(classes, positives_by_class)
     estimator = HardNegativeSVM() if estimator is None else estimator
-    skipped: dict[str, str] = {}
-    jobs = []
-    for name in classes:
-        positives = positives_by_class.get(name)
-        if positives is None or np.asarray(positives).shape[0] == 0:
-            skipped[name] = "no positive examples"
-            logger.warning("class %r has no positive examples: no SVM, no detections", name)
-            continue
-        difficult = None if difficult_by_class is None else difficult_by_class.get(name)
-        jobs.append(
-            delayed(_fit_class_svm)(
-                name, estimator, positives, difficult, negatives_factory, feature_scale
-            )
+    jobs = [
+        delayed(_fit_class_svm)(
+            name, estimator, positives_by_class[name],
+            None if difficult_by_class is None else difficult_by_class.get(name),
+            negatives_factory, feature_scale,
         )
+        for name in trainable
+    ]
     models: dict[str, HardNegativeSVM] = {}
     if jobs:
         results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs)
@@ -161,9 +187,4 @@ def train_class_svms(
                 continue
             models[name] = model
             log_class_result(name, model)
-    return ClassSVMs(
-        classes=list(classes),
-        models={name: models[name] for name in classes if name in models},
-        skipped={name: skipped[name] for name in classes if name in skipped},
-        feature_scale=float(feature_scale),
-    )
+    return ClassSVMs.in_class_order(classes, models, skipped, feature_scale)

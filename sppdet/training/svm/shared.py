@@ -17,7 +17,7 @@ from sppdet.errors import ConfigError, DataError
 from sppdet.training.svm.estimator import HardNegativeSVM
 from sppdet.training.svm.inputs import SharedImageNegatives, unpack_negatives
 from sppdet.training.svm.miner import HardNegativeMiner
-from sppdet.training.svm.per_class import ClassSVMs, log_class_result
+from sppdet.training.svm.per_class import ClassSVMs, log_class_result, split_trainable
 from sppdet.training.svm.solver import EmptyClassError
 
 logger = logging.getLogger(__name__)
@@ -163,18 +163,8 @@ def train_class_svms_shared(
     Returns:
         :class:`ClassSVMs`, with ``stream_stats`` (one dict per worker) and ``worker_seconds``.
     """
-    if len(set(classes)) != len(classes):
-        raise ConfigError(f"class names must be unique, got {list(classes)}")
+    trainable, skipped = split_trainable(classes, positives_by_class)
     estimator = HardNegativeSVM() if estimator is None else estimator
-    skipped: dict[str, str] = {}
-    trainable = []
-    for name in classes:
-        positives = positives_by_class.get(name)
-        if positives is None or np.asarray(positives).shape[0] == 0:
-            skipped[name] = "no positive examples"
-            logger.warning("class %r has no positive examples: no SVM, no detections", name)
-        else:
-            trainable.append(name)
     workers = max(1, min(int(n_jobs or 1), len(trainable)))
     groups = [trainable[i::workers] for i in range(workers)] if trainable else []
     arguments = [
@@ -200,11 +190,6 @@ def train_class_svms_shared(
             logger.warning("class %r skipped: %s", name, reason)
     for name, model in models.items():
         log_class_result(name, model)
-    return ClassSVMs(
-        classes=list(classes),
-        models={name: models[name] for name in classes if name in models},
-        skipped={name: skipped[name] for name in classes if name in skipped},
-        feature_scale=float(feature_scale),
-        stream_stats=[r.stream_stats for r in results],
-        worker_seconds=[r.seconds for r in results],
-    )
+    return ClassSVMs.in_class_order(classes, models, skipped, feature_scale,
+                                    stream_stats=[r.stream_stats for r in results],
+                                    worker_seconds=[r.seconds for r in results])

@@ -29,7 +29,6 @@ class EmptyClassError(DataError):
     """A class has no positive or no negative training example, so no SVM can be trained."""
 
 
-
 @dataclass(frozen=True)
 class Objective:
     """The SVM primal objective split into its parts (R-CNN ``rcnn_train.m`` logs the same)."""

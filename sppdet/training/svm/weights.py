@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sppdet.errors import ModelError
+from sppdet.io.npz import save_npz
 from sppdet.training.svm.inputs import check_features
 
 if TYPE_CHECKING:
@@ -68,11 +69,7 @@ class SVMWeights:
             layer=np.str_(self.layer),
             classes=np.asarray(self.classes, dtype=np.str_),
         )
-        if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__"):
-            with open(path, "wb") as handle:
-                np.savez(handle, **arrays)
-        else:
-            np.savez(path, **arrays)
+        save_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | Any) -> SVMWeights:
