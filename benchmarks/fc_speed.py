@@ -6,7 +6,8 @@ The three heads are timed in turn (float32, svd, int8, float32, ...) so a change
 load hits them alike; the medians are reported with each head's difference from float32.
 
 The head is a trained ``fc.pt`` (``--model DIR``) or, without one, a paper-size head
-(12,800 -> 4,096 -> 4,096, or ``--in-dim``/``--hidden``) with random He-initialised weights (whose flat singular spectrum is the worst case
+(12,800 -> 4,096 -> 4,096, or ``--in-dim``/``--hidden``) with random He-initialised
+weights (whose flat singular spectrum is the worst case
 for the SVD: report a trained head's ranks for real figures).
 
 Usage:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sppdet.features.fast_fc import DEFAULT_SVD_ENERGY, FC_MODES, fast_fc_head  # noqa: F401
+from sppdet.features.fast_fc import (DEFAULT_SVD_ENERGY, FC_MODES,  # noqa: F401 (the CLI)
+                                     fast_fc_head)
 from sppdet.data.voc import VOCDataset
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import DetectionsReader, detection_item, detections_params
