@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from sppdet.stages import combine, evaluate
+from sppdet.stages.params import METRICS
 
 from .context import Settings, pass_settings
-from .options import classes_option, dataset_argument, parse_classes, split_option
+from .options import Option, classes_option, dataset_argument, parse_classes, split_option
 
 
 @click.command("eval")
@@ -19,15 +19,16 @@ from .options import classes_option, dataset_argument, parse_classes, split_opti
 @classes_option
 @click.option("--voc2007", is_flag=True,
               help="The official VOC2007 protocol: 11-point interpolated AP (the default metric).")
-@click.option("--metric", type=click.Choice(["11point", "area"]), default=None,
+@click.option("--metric", type=click.Choice(METRICS), default=None, cls=Option,
+              show_default=METRICS[0],
               help="AP metric: 11point (VOC2007) or area (VOC2010 and later, area under the "
-                   "interpolated PR curve).  [default: 11point]")
+                   "interpolated PR curve).")
 @click.option("--iou-threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
               help="Overlap that counts as a match (inclusive, as in the devkit).")
 @click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Report folder.  [default: <work-dir>/eval/<model>/"
-                                 "<dataset-tag>/<split>/; for comp4 input the folder's name "
-                                 "is the model]")
+              default=None, help="Report folder.", cls=Option,
+              show_default="<work-dir>/eval/<model>/<dataset-tag>/<split>/; for comp4 input "
+                           "the folder's name is the model")
 @click.option("--write-comp4", type=click.Path(file_okay=False, path_type=Path), default=None,
               metavar="DIR", help="Also write the detections as comp4_det_<split>_<class>.txt "
                                   "files to DIR, for the official devkit.")
@@ -52,6 +53,8 @@ def eval_command(settings: Settings, dataset: str, detections: Path, split: str,
     if voc2007 and metric not in (None, "11point"):
         raise click.UsageError("--voc2007 is the 11-point metric; it cannot be combined with "
                                f"--metric {metric}")
+    from sppdet.stages import evaluate
+
     if out_dir is None:
         out_dir = evaluate.default_out_dir(settings.work_dir, dataset, split, detections)
     summary = evaluate.run(dataset, split, detections, out_dir, metric=metric or "11point",
@@ -68,13 +71,15 @@ def eval_command(settings: Settings, dataset: str, detections: Path, split: str,
                    "<dataset-tag>/<split>.h5.")
 @click.option("--iou-threshold", type=click.FloatRange(0.0, 1.0), default=None,
               help="NMS on the pooled windows suppresses a window whose IoU with a kept, more "
-                   "confident window of its class is greater.  [default: the inputs' setting]")
+                   "confident window of its class is greater.",
+              cls=Option, show_default="the inputs' setting")
 @click.option("--score-threshold", type=float, default=None,
               help="Keep pooled windows scoring above this (windows under the inputs' own "
-                   "threshold were never stored).  [default: the inputs' setting]")
+                   "threshold were never stored).",
+              cls=Option, show_default="the inputs' setting")
 @click.option("--max-per-image", type=click.IntRange(min=0), default=None,
-              help="At most this many detections per image, 0 for no limit.  [default: the "
-                   "inputs' setting]")
+              help="At most this many detections per image, 0 for no limit.",
+              cls=Option, show_default="the inputs' setting")
 @click.option("--force", is_flag=True, default=False,
               help="Rebuild even if up to date (and discard a partial run), and accept inputs "
                    "whose own inputs changed since they were made.")
@@ -92,6 +97,8 @@ def combine_command(settings: Settings, detections: tuple[Path, ...], name: str,
     """
     if len(detections) < 2:
         raise click.UsageError("give at least two detections files to combine")
+    from sppdet.stages import combine
+
     out = combine.output_path(settings.work_dir, name, detections)
     summary = combine.run(detections, out, name=name, iou_threshold=iou_threshold,
                           score_threshold=score_threshold,

@@ -34,12 +34,11 @@ from sppdet.ops.scales import resized_size
 
 from .common import dataset_params, format_seconds, path_size
 from .layout import feature_variant, features_path
+from .params import COMPRESSIONS, PAPER_SCALES, CacheOptions  # re-exported
 from .runner import StageOutput, item_summary_lines
 
 log = get_logger("cache-features")
 STAGE_VERSION = 1
-PAPER_SCALES = (480, 576, 688, 864, 1200)
-COMPRESSIONS = ("none", "lzf", "gzip", "zstd")
 
 
 @dataclass
@@ -141,7 +140,8 @@ def check_disk_space(folder: Path, needed_bytes: int) -> None:
 
 
 def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
-        weights: str | None = None, scales: tuple[int, ...] = PAPER_SCALES, flip: bool = False,
+        weights: str | None = None, scales: tuple[int, ...] = PAPER_SCALES,
+        flip: bool = CacheOptions.flip,
         dtype: str = "float16", compression: str = "lzf", device: str = "auto",
         classes: tuple[str, ...] | None = None, shard: tuple[int, int] | None = None,
         on_error: str = "fail", force: bool = False, seed: int = 0) -> CacheSummary:

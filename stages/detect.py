@@ -36,6 +36,7 @@ from sppdet.io.records import Record, input_ref
 from sppdet.progress import get_logger, progress
 
 from .common import dataset_params, format_seconds
+from .params import DEFAULT_DRAW_THRESHOLDS
 from .runner import StageOutput, item_summary_lines
 from .training_inputs import backbone_name
 
@@ -255,14 +256,14 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
     torch_device = resolve_device(device)
     chosen = tuple(scales or model.scales)
     if not chosen:
-        raise ConfigError("the model records no scales; pass --scales")
+        raise ConfigError("the model records no scales; give the scales to compute conv5 at")
     backbone = build_model_backbone(model, torch_device)
     model.head, _ = fast_fc_head(model.head.to(torch_device).eval(), fc, energy=svd_energy)
     loaded: dict[str, Any] = {}
     source = ComputedFeatures(backbone, chosen, torch_device, lambda key: loaded[key])
     params = params_from_dict(method, {"max_boxes": max_boxes})
-    threshold = draw_threshold if draw_threshold is not None else (
-        0.0 if scorer == "svm" else 0.5)
+    threshold = draw_threshold if draw_threshold is not None else \
+        DEFAULT_DRAW_THRESHOLDS[scorer]
     results = []
     times = DetectTimes()
     for path in progress(images, total=len(images), desc="detect"):

@@ -135,7 +135,8 @@ def test_cli_cache_features(tiny_voc, tmp_path):
     result = CliRunner().invoke(cli, ["cache-features", str(tiny_voc), "--scales", "4x"])
     assert result.exit_code == 2
     result = CliRunner().invoke(cli, ["cache-features", str(tiny_voc), "--device", "cuda:7"])
-    assert result.exit_code == 1 and "Error: --device cuda:7" in result.output
+    assert result.exit_code == 2  # a usage error, raised by the library as a ParameterError
+    assert "Invalid value for '--device': cuda:7: CUDA is not available" in result.output
 
 
 def test_estimate_bytes_matches_uncompressed_size(tiny_voc):

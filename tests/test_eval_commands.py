@@ -203,7 +203,7 @@ def test_help_shows_defaults():
     assert "[default: test]" in text and "[default: 11point]" in text
     assert "[default: 0.5" in text and "--write-comp4" in text and "--voc2007" in text
     text = " ".join(invoke("combine", "--help").output.split())
-    assert text.count("[default: the inputs' setting]") == 3 and "--name" in text
+    assert text.count("[default: the inputs' setting") == 3 and "--name" in text
 
 
 # Model combination (paper section 4.4): model B's confident circle on img1 (IoU 0.9 with A's)

@@ -134,13 +134,13 @@ def test_cli_propose_and_eval_proposals(demo, tmp_path):
     assert result.exit_code == 0, result.output
     assert "boxes per image" in result.output
     path = next(work.rglob("test.ss-fast.h5"))
-    result = CliRunner().invoke(cli, ["eval-proposals", str(path), str(demo), "--split", "test",
+    result = CliRunner().invoke(cli, ["eval-proposals", str(demo), str(path), "--split", "test",
                                       "--num-boxes", "10,all"])
     assert result.exit_code == 0, result.output
     assert "recall@0.5" in result.output
     assert path.with_name("test.ss-fast.recall.json").exists()
     assert path.with_name("test.ss-fast.recall.png").exists()
-    result = CliRunner().invoke(cli, ["eval-proposals", str(path), str(demo), "--split",
+    result = CliRunner().invoke(cli, ["eval-proposals", str(demo), str(path), "--split",
                                       "trainval"])
     assert result.exit_code == 1 and "not 'trainval'" in result.output
     result = CliRunner().invoke(cli, ["propose", str(demo), "--edge-model", "x.yml.gz"])

@@ -37,16 +37,13 @@ from torch import Tensor, nn
 
 from sppdet.io.checkpoints import load_checkpoint, save_checkpoint
 from sppdet.backbones import Backbone, build_backbone
+from sppdet.classification.config import (  # re-exported
+    REPRESENTATIONS, VIEW_MAPPINGS, VIEW_SETS)
 from sppdet.errors import ConfigError, DataError, ModelError
 from sppdet.ops.scales import resize_image
 from sppdet.ops.spp import DEFAULT_LEVELS, spp_output_dim, spp_pool
 from sppdet.ops.window_mapping import map_windows_to_cells
 
-#: Representations :meth:`SPPClassifier.representation` gives (paper 3.2).
-REPRESENTATIONS = ("spp", "fc6", "fc7")
-#: View sets of :func:`view_windows` (paper 3.1.5).
-VIEW_SETS = ("1", "10", "18")
-VIEW_MAPPINGS = ("crop", "paper")
 CHECKPOINT_FORMAT = "sppdet-spp-classifier"
 CHECKPOINT_VERSION = 1
 

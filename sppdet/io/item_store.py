@@ -53,10 +53,10 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
         return None
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not match:
-        raise ConfigError(f"--shard must look like i/n (e.g. 2/4), got {text!r}")
+        raise ConfigError(f"{text!r} is not a shard: expected i/n (e.g. 2/4)")
     index, count = int(match.group(1)), int(match.group(2))
     if count < 1 or not 1 <= index <= count:
-        raise ConfigError(f"--shard {text}: need 1 <= i <= n")
+        raise ConfigError(f"shard {text} does not exist: need 1 <= i <= n")
     return index, count
 
 

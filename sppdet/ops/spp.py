@@ -43,10 +43,9 @@ from torchvision.ops import roi_pool
 
 from sppdet.errors import ConfigError, DataError
 from sppdet.ops.scales import resized_size, scale_boxes, select_scales
+from sppdet.ops.spp_levels import DEFAULT_LEVELS  # re-exported
 from sppdet.ops.window_mapping import RELEASED_OFFSET, map_windows_to_cells
 
-#: The paper's 4-level pyramid {6x6, 3x3, 2x2, 1x1} = 50 bins.
-DEFAULT_LEVELS: tuple[int, ...] = (6, 3, 2, 1)
 
 # Window sizes (cells) up to which a level's roi_pool partition is checked at least.
 _EXACTNESS_CHECK_CELLS = 4096

@@ -1,12 +1,14 @@
-"""Parameters of the synthetic dataset and the shape classes it draws."""
+"""Parameters of the synthetic dataset and the shape classes it draws.
+
+Free of numpy and OpenCV: the command line's options take their defaults from here.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import numpy as np
 
 from sppdet.errors import ConfigError
 
@@ -81,7 +83,7 @@ class DemoDataConfig:
     def __post_init__(self) -> None:
         def check_int(name: str, low: int, high: int | None = None) -> None:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise ConfigError(f"demo data: {name} must be an integer, got {value!r}")
             if value < low or (high is not None and value > high):
                 bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
@@ -89,7 +91,7 @@ class DemoDataConfig:
 
         def check_float(name: str, low: float, high: float) -> None:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ConfigError(f"demo data: {name} must be a number, got {value!r}")
             if not (low <= float(value) <= high):
                 raise ConfigError(f"demo data: {name} must be in [{low}, {high}], got {value}")

@@ -1,4 +1,9 @@
-"""Hyper-parameters of fc fine-tuning and the learning-rate schedule (REFERENCE section 5)."""
+"""Hyper-parameters of fc fine-tuning, the window labelling bands and the learning-rate
+schedule (REFERENCE section 5).
+
+Free of torch and numpy: the pipeline config and the command line's options (whose defaults
+come from here) load in an instant.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,26 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sppdet.errors import ConfigError
-from sppdet.ops.spp import DEFAULT_LEVELS
-from sppdet.training.finetune_windows import BG_IOU_HIGH, BG_IOU_LOW, FG_IOU, check_thresholds
+from sppdet.ops.spp_levels import DEFAULT_LEVELS
+
+#: Paper 4.1: positives have IoU >= 0.5 with a ground-truth box.
+FG_IOU = 0.5
+#: Paper 4.1: negatives have IoU in [0.1, 0.5).
+BG_IOU_LOW = 0.1
+BG_IOU_HIGH = 0.5
+
+
+def check_thresholds(fg_iou: float, bg_iou_low: float, bg_iou_high: float) -> None:
+    """Refuse IoU bands that are out of [0, 1] or let a window be positive and negative."""
+    if not 0.0 < fg_iou <= 1.0:
+        raise ConfigError(f"fg_iou must be in (0, 1], got {fg_iou}")
+    if not 0.0 <= bg_iou_low < bg_iou_high <= 1.0:
+        raise ConfigError(f"the negative band [bg_iou_low, bg_iou_high) must satisfy "
+                          f"0 <= low < high <= 1, got [{bg_iou_low}, {bg_iou_high})")
+    if bg_iou_high > fg_iou:
+        raise ConfigError(f"bg_iou_high ({bg_iou_high}) must not exceed fg_iou ({fg_iou}): a "
+                          "window would be both positive and negative")
+
 
 SELECT_BY = ("loss", "accuracy", "last")
 INITS = ("he", "gaussian", "pretrained")
