@@ -99,3 +99,12 @@ def test_fast_fc_head_modes():
     assert "int8" in text
     with pytest.raises(ConfigError, match="fc mode"):
         fast_fc_head(head, "fp16")
+
+
+def test_the_cli_declares_the_library_modes_and_default_energy():
+    from sppdet.features.fast_fc import DEFAULT_SVD_ENERGY, FC_MODES
+    from sppdet.stages import params
+
+    assert params.DETECT_FC_MODES == FC_MODES
+    assert params.DEFAULT_SVD_ENERGY == DEFAULT_SVD_ENERGY
+    assert params.DEFAULT_DETECT_FC in FC_MODES
