@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from sppdet.stages.params import (DEFAULT_DRAW_THRESHOLDS, DEFAULT_SCORE_THRESHOLDS,
+from sppdet.stages.params import (DEFAULT_DETECT_FC, DEFAULT_SVD_ENERGY, DETECT_FC_MODES,
+                                  DEFAULT_DRAW_THRESHOLDS, DEFAULT_SCORE_THRESHOLDS,
                                   IMPORT_METHOD, TEST_SPLIT, DetectOptions, ProposeOptions)
 
 from .context import Settings, pass_settings
@@ -60,6 +61,14 @@ def _per_scorer(values: dict[str, float]) -> str:
 @option("--draw-threshold", type=float, default=None,
         show_default=_per_scorer(DEFAULT_DRAW_THRESHOLDS),
         help="Image mode: draw detections scoring above this.")
+@option("--fc", "fc_mode", type=click.Choice(list(DETECT_FC_MODES)), default=DEFAULT_DETECT_FC,
+        show_default=True,
+        help="fc layers to score windows with: the trained float32 ones, their truncated SVD "
+             "(faster, approximate) or int8 weights (CPU only, faster, approximate).")
+@option("--svd-energy", type=click.FloatRange(0, 1, min_open=True),
+        default=DEFAULT_SVD_ENERGY, show_default=True,
+        help="With --fc svd: keep the smallest rank retaining this fraction of the squared "
+             "singular values of fc6 and fc7.")
 @classes_option
 @device_option
 @jobs_option
@@ -73,9 +82,10 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                    score_threshold: float | None, max_per_image: int, method: str | None,
                    proposals: Path | None, features: Path | None,
                    feature_variant: str | None, scales: tuple[int, ...] | None,
-                   out: Path | None, draw_threshold: float | None, classes: str | None,
-                   device: str, jobs: int, dask: str | None,
-                   shard: tuple[int, int] | None, on_error: str, force: bool) -> None:
+                   out: Path | None, draw_threshold: float | None, fc_mode: str,
+                   svd_energy: float, classes: str | None, device: str, jobs: int,
+                   dask: str | None, shard: tuple[int, int] | None, on_error: str,
+                   force: bool) -> None:
     """Detect objects with a trained model.
 
     INPUTS is either one VOC-layout DATASET folder (every image of --split is detected; the
@@ -104,7 +114,7 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                 use_bbox_reg=bbox_reg, iou_threshold=iou_threshold,
                 score_threshold=score_threshold, max_per_image=cap, scales=scales,
                 classes=parse_classes(classes), on_error=on_error, force=force, jobs=jobs,
-                executor=executor)
+                executor=executor, fc=fc_mode, svd_energy=svd_energy)
             summary = run_maybe_ranked(run, shard=shard, device=device,
                                        sums=("computed", "resumed"))
         if summary is not None:
@@ -128,7 +138,8 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                                 scorer=scorer, use_bbox_reg=bbox_reg,
                                 iou_threshold=iou_threshold, score_threshold=score_threshold,
                                 max_per_image=cap, scales=scales, device=device,
-                                draw_threshold=draw_threshold)
+                                draw_threshold=draw_threshold, fc=fc_mode,
+                                svd_energy=svd_energy)
     for result in results:
         click.echo(f"{result.path}: {len(result.detections)} detections -> {result.drawn}")
     click.echo(f"Detections listed in {out / 'detections.json'}")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sppdet.features.fast_fc import (DEFAULT_SVD_ENERGY, FC_MODES,  # noqa: F401 (the CLI)
+                                     fast_fc_head)
 from sppdet.data.voc import VOCDataset
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import (DetectionsReader, NMSSettings, detection_item,
@@ -46,6 +48,8 @@ from .training_inputs import backbone_name
 log = get_logger("detect")
 STAGE = "detect"
 STAGE_VERSION = 1
+#: fc layers detect scores windows with by default (see sppdet.features.fast_fc).
+DEFAULT_FC = "float"
 
 
 @dataclass
@@ -60,6 +64,7 @@ class DetectSummary:
     seconds: float = 0.0
     times_per_image: dict[str, float] = field(default_factory=dict)
     features: str = ""
+    fc: str = ""
     resumed: int = 0
     comp4_dir: Path | None = None
     failures: dict[str, str] = field(default_factory=dict)
@@ -82,6 +87,8 @@ class DetectSummary:
                               if v > 0)
             lines.append(f"  time: {format_seconds(self.seconds)}; per image: {parts} "
                          f"(features: {self.features})")
+        if self.fc:
+            lines.append(f"  scored with {self.fc}")
         if self.engine:
             lines.append(engine_line(self.engine, self.reruns))
         if self.comp4_dir is not None:
@@ -96,7 +103,9 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         max_per_image: int | None = 100, scales: tuple[int, ...] | None = None,
         device: str = "auto", classes: tuple[str, ...] | None = None,
         shard: tuple[int, int] | None = None, on_error: str = "fail", force: bool = False,
-        write_comp4: bool = True, jobs: int = 1, executor: Executor | None = None,
+        write_comp4: bool = True, fc: str = DEFAULT_FC,
+        svd_energy: float = DEFAULT_SVD_ENERGY, jobs: int = 1,
+        executor: Executor | None = None,
         merge_gate: Callable[[], bool] | None = None) -> DetectSummary:
     """Detect objects in every image of ``split`` and write the detections artifact ``out``.
 
@@ -120,6 +129,10 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         on_error: ``fail`` or ``skip`` for per-image failures.
         force: rerun even if up to date.
         write_comp4: write ``comp4_det_<split>_<class>.txt`` beside the artifact.
+        fc: ``float`` (the trained fc layers), ``svd`` (truncated SVD of fc6/fc7 keeping
+            ``svd_energy`` of the squared singular values) or ``int8`` (CPU), see
+            :mod:`sppdet.features.fast_fc`.
+        svd_energy: for ``fc="svd"``.
         jobs: worker processes (each loads the model once).
         executor: where the images are processed (e.g. a Dask cluster); default: ``jobs``.
         merge_gate: called once this process's images are committed; the parts are merged
@@ -160,6 +173,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
     params.update({"scorer": scorer, "bbox_reg": use_bbox_reg,
                    "features": "cache" if use_cache else {"on_the_fly_scales": list(
                        source.scales)}})
+    if fc != "float":  # recorded only when approximate, so float artifacts stay up to date
+        params["fc"] = {"mode": fc, **({"svd_energy": svd_energy} if fc == "svd" else {})}
     record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
     out = Path(out)
     summary = DetectSummary(path=out, model=model.name, scorer=scorer, images=len(data),
@@ -170,7 +185,7 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
             summary.up_to_date = True
             return summary
         head = model.head.to(torch_device).eval()
-        model.head = head
+        model.head, summary.fc = fast_fc_head(head, fc, energy=svd_energy)
         ids = data.image_ids
         mine = shard_items(ids, shard)
         times = DetectTimes()
@@ -178,7 +193,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
                          split=split, classes=classes, model_dir=str(model_dir),
                          scorer=scorer, use_bbox_reg=use_bbox_reg, proposals=str(proposals),
                          features=str(features) if use_cache else None,
-                         scales=tuple(source.scales), device=str(torch_device), nms=nms)
+                         scales=tuple(source.scales), device=str(torch_device), nms=nms,
+                         fc=fc, svd_energy=svd_energy)
         given, executor = executor is not None, executor or local_executor(jobs)
         with output.logging(), output.item_store(shard=shard) as store, \
                 ItemReader(proposals, made_by="propose") as proposal_reader:
@@ -242,6 +258,8 @@ class _DetectJob:
     scales: tuple[int, ...]
     device: str
     nms: NMSSettings
+    fc: str = DEFAULT_FC
+    svd_energy: float = DEFAULT_SVD_ENERGY
 
     @property
     def cache_key(self) -> tuple:
@@ -263,7 +281,8 @@ class _DetectState:
         device = torch.device(job.device)
         model = load_model(Path(job.model_dir), scorer=job.scorer,
                            use_bbox_reg=job.use_bbox_reg)
-        model.head = model.head.to(device).eval()
+        model.head, _ = fast_fc_head(model.head.to(device).eval(), job.fc,
+                                     energy=job.svd_energy)
         source: FeatureCache | ComputedFeatures
         if job.features is not None:
             source = FeatureCache(job.features, device=device)
@@ -316,7 +335,8 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
                use_bbox_reg: bool = True, iou_threshold: float = 0.3,
                score_threshold: float | None = None, max_per_image: int | None = 100,
                scales: tuple[int, ...] | None = None, device: str = "auto",
-               draw_threshold: float | None = None) -> list[ImageFileResult]:
+               draw_threshold: float | None = None, fc: str = DEFAULT_FC,
+               svd_energy: float = DEFAULT_SVD_ENERGY) -> list[ImageFileResult]:
     """Detect objects in plain image files: proposals and conv5 computed on the fly.
 
     Args:
@@ -341,7 +361,7 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
     if not chosen:
         raise ConfigError("the model records no scales; give the scales to compute conv5 at")
     backbone = build_model_backbone(model, torch_device)
-    model.head = model.head.to(torch_device).eval()
+    model.head, _ = fast_fc_head(model.head.to(torch_device).eval(), fc, energy=svd_energy)
     loaded: dict[str, Any] = {}
     source = ComputedFeatures(backbone, chosen, torch_device, lambda key: loaded[key])
     params = params_from_dict(method, {"max_boxes": max_boxes})
