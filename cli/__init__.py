@@ -1,7 +1,14 @@
 """The ``sppdet`` command line: a Click group whose commands call ``sppdet.stages``.
 
-Library errors (:class:`~sppdet.errors.SppdetError`) print as ``Error: ...`` and exit 1; usage
-errors exit 2 (Click's rule); a traceback is printed only with ``--debug``.
+Exit codes: usage errors (an unknown option, a bad value, options that do not go together)
+exit 2, Click's rule; so does a library :class:`~sppdet.errors.ParameterError`, which names
+the parameter that the command line shows as its option. Other library errors
+(:class:`~sppdet.errors.SppdetError`: data, artifacts, config files) print as ``Error: ...``
+and exit 1. A traceback is printed only with ``--debug``.
+
+Importing this package is instant: the command modules import only Click and the torch-free
+parameter declarations (:mod:`sppdet.stages.params`); the stages and the library load inside
+the command that runs. ``tests/cli/test_lazy_imports.py`` holds them to it.
 """
 
 from __future__ import annotations
@@ -12,8 +19,7 @@ from pathlib import Path
 import click
 
 from sppdet import __version__
-from sppdet.errors import SppdetError
-from sppdet.progress import configure_logging
+from sppdet.errors import ParameterError, SppdetError
 
 from .context import Settings
 
@@ -29,6 +35,13 @@ class SppdetGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except ParameterError as exc:
+            option = _option_of(ctx, exc.param)
+            if _debug(ctx):
+                traceback.print_exc()
+            if option is None:
+                raise click.ClickException(str(exc)) from exc
+            raise click.BadParameter(str(exc), param=option) from exc
         except SppdetError as exc:
             if _debug(ctx):
                 traceback.print_exc()
@@ -47,6 +60,16 @@ class SppdetGroup(click.Group):
                 f"internal error ({type(exc).__name__}: {exc}). This is a bug in sppdet; rerun "
                 "with --debug for the traceback and report it."
             ) from exc
+
+
+def _option_of(ctx: click.Context, name: str) -> click.Parameter | None:
+    """The running command's parameter called ``name`` (a library parameter's name), if any."""
+    command = ctx.command.get_command(ctx, ctx.invoked_subcommand or "") \
+        if isinstance(ctx.command, click.Group) else None
+    for param in (command.params if command else []):
+        if param.name == name:
+            return param
+    return None
 
 
 def _debug(ctx: click.Context) -> bool:
@@ -72,6 +95,8 @@ def cli(ctx: click.Context, work_dir: Path, quiet: bool, verbose: int, debug: bo
     """
     if quiet and verbose:
         raise click.UsageError("--quiet and --verbose cannot be used together")
+    from sppdet.progress import configure_logging
+
     ctx.obj = Settings(work_dir=work_dir, quiet=quiet, verbose=verbose, debug=debug)
     configure_logging(verbosity=verbose, quiet=quiet)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from sppdet.stages import combine, evaluate
+from sppdet.stages.params import METRICS
 
 from .context import Settings, pass_settings
-from .options import classes_option, dataset_argument, parse_classes, split_option
+from .options import Option, classes_option, dataset_argument, parse_classes, split_option
 
 
 @click.command("eval")
@@ -20,15 +20,16 @@ from .options import classes_option, dataset_argument, parse_classes, split_opti
 @classes_option
 @click.option("--voc2007", is_flag=True,
               help="The official VOC2007 protocol: 11-point interpolated AP (the default metric).")
-@click.option("--metric", type=click.Choice(["11point", "area"]), default=None,
+@click.option("--metric", type=click.Choice(METRICS), default=None, cls=Option,
+              show_default=METRICS[0],
               help="AP metric: 11point (VOC2007) or area (VOC2010 and later, area under the "
-                   "interpolated PR curve).  [default: 11point]")
+                   "interpolated PR curve).")
 @click.option("--iou-threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
               help="Overlap that counts as a match (inclusive, as in the devkit).")
 @click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Report folder.  [default: <work-dir>/eval/<model>/"
-                                 "<dataset-tag>/<split>/; for comp4 input the folder's name "
-                                 "is the model]")
+              default=None, help="Report folder.", cls=Option,
+              show_default="<work-dir>/eval/<model>/<dataset-tag>/<split>/; for comp4 input "
+                           "the folder's name is the model")
 @click.option("--write-comp4", type=click.Path(file_okay=False, path_type=Path), default=None,
               metavar="DIR", help="Also write the detections as comp4_det_<split>_<class>.txt "
                                   "files to DIR, for the official devkit.")
@@ -66,6 +67,8 @@ def eval_command(settings: Settings, dataset: str, detections: Path, split: str,
     if voc2007 and metric not in (None, "11point"):
         raise click.UsageError("--voc2007 is the 11-point metric; it cannot be combined with "
                                f"--metric {metric}")
+    from sppdet.stages import evaluate
+
     if out_dir is None:
         out_dir = evaluate.default_out_dir(settings.work_dir, dataset, split, detections)
     summary = evaluate.run(dataset, split, detections, out_dir, metric=metric or "11point",
@@ -82,7 +85,8 @@ def eval_command(settings: Settings, dataset: str, detections: Path, split: str,
 @split_option("test", help_text="The split exported.")
 @classes_option
 @click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Output folder.  [default: <work-dir>/coco/<dataset-tag>/]")
+              default=None, help="Output folder.", cls=Option,
+              show_default="<work-dir>/coco/<dataset-tag>/")
 @click.option("--force", is_flag=True, default=False,
               help="Export even detections made on another dataset, split or class list.")
 @pass_settings
@@ -96,9 +100,10 @@ def export_coco_command(settings: Settings, dataset: str, detections: Path | Non
     COCO results list). Boxes: VOC's 1-based inclusive xmin..xmax become COCO's 0-based
     [x, y, w, h] with x = xmin - 1 and w = xmax - xmin + 1.
     """
-    if out_dir is None:
-        from sppdet.stages.layout import dataset_tag
+    from sppdet.stages import evaluate
+    from sppdet.stages.layout import dataset_tag
 
+    if out_dir is None:
         out_dir = settings.work_dir / "coco" / dataset_tag(dataset)
     summary = evaluate.export_coco(dataset, split, out_dir, detections=detections,
                                    classes=parse_classes(classes), force=force)
@@ -113,13 +118,15 @@ def export_coco_command(settings: Settings, dataset: str, detections: Path | Non
                    "<dataset-tag>/<split>.h5.")
 @click.option("--iou-threshold", type=click.FloatRange(0.0, 1.0), default=None,
               help="NMS on the pooled windows suppresses a window whose IoU with a kept, more "
-                   "confident window of its class is greater.  [default: the inputs' setting]")
+                   "confident window of its class is greater.",
+              cls=Option, show_default="the inputs' setting")
 @click.option("--score-threshold", type=float, default=None,
               help="Keep pooled windows scoring above this (windows under the inputs' own "
-                   "threshold were never stored).  [default: the inputs' setting]")
+                   "threshold were never stored).",
+              cls=Option, show_default="the inputs' setting")
 @click.option("--max-per-image", type=click.IntRange(min=0), default=None,
-              help="At most this many detections per image, 0 for no limit.  [default: the "
-                   "inputs' setting]")
+              help="At most this many detections per image, 0 for no limit.",
+              cls=Option, show_default="the inputs' setting")
 @click.option("--force", is_flag=True, default=False,
               help="Rebuild even if up to date (and discard a partial run), and accept inputs "
                    "whose own inputs changed since they were made.")
@@ -137,6 +144,8 @@ def combine_command(settings: Settings, detections: tuple[Path, ...], name: str,
     """
     if len(detections) < 2:
         raise click.UsageError("give at least two detections files to combine")
+    from sppdet.stages import combine
+
     out = combine.output_path(settings.work_dir, name, detections)
     summary = combine.run(detections, out, name=name, iou_threshold=iou_threshold,
                           score_threshold=score_threshold,

@@ -15,8 +15,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from tqdm.auto import tqdm
-
 T = TypeVar("T")
 
 LOGGER_NAME = "sppdet"
@@ -58,6 +56,8 @@ def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
              unit: str = "img") -> Iterator[T]:
     """Wrap a loop in a progress bar on stderr (off with ``-q`` or when not a terminal)."""
     disable = is_quiet() or not sys.stderr.isatty()
+    from tqdm.auto import tqdm  # here: the CLI configures logging before any --help
+
     yield from tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable,
                     dynamic_ncols=True, leave=False)
 

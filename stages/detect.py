@@ -1,213 +1,55 @@
 """Stage ``detect``: score every proposal, regress boxes, suppress duplicates.
 
-Per image (REFERENCE.md sections 1 and 8): SPP features of all proposals at their best scale
-(from the feature cache, or computed on the fly when the split has none), scores from the
-per-class SVMs on fc7 (``scorer="svm"``, the paper's) or from the fine-tuned fc8 softmax
-(``scorer="softmax"``), each class's box regressor applied to the windows that pass the score
-threshold, boxes clipped to the image, then per-class NMS (IoU 0.3) and at most 100 detections
-per image. The artifact keeps, per image, the final detections and every candidate window above
-the threshold (what ``combine`` pools), and the VOC result files ``comp4_det_<split>_<class>.txt``
-are written beside it.
+Per image: SPP features of all proposals at their best scale (from the feature cache, or
+computed on the fly when the split has none), then the detector of
+:mod:`sppdet.detector.model` (scores, box regression, per-class NMS). The artifact keeps, per
+image, the final detections and every candidate window above the threshold (what ``combine``
+pools), and the VOC result files ``comp4_det_<split>_<class>.txt`` are written beside it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from sppdet.io.artifacts import (ItemReader, ItemStore, Record, input_ref, is_up_to_date,
-                              read_record, shard_items)
-from sppdet.backbones import build_backbone
-from sppdet.training.bbox_regression import BBoxRegressor
-from sppdet.ops.boxes import clip_boxes, is_degenerate
+from sppdet.features.fast_fc import (DEFAULT_SVD_ENERGY, FC_MODES,  # noqa: F401 (the CLI)
+                                     fast_fc_head)
 from sppdet.data.voc import VOCDataset
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import (DetectionsReader, NMSSettings, detection_item,
-                                  detections_params)
+                                           detections_params)
+from sppdet.detector.model import SCORERS  # noqa: F401  (re-exported: the CLI's choices)
+from sppdet.detector.model import (
+    DetectModel,
+    DetectTimes,
+    build_model_backbone,
+    detect_windows,
+    load_model,
+    nms_settings,
+)
 from sppdet.devices import resolve_device
-from sppdet.errors import ArtifactMissingError, ConfigError, DataError
+from sppdet.errors import ConfigError, DataError
 from sppdet.evaluation.comp4 import write_comp4_files
-from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import ComputedFeatures, FeatureCache
-from sppdet.ops.nms import class_nms_indices
-from sppdet.progress import get_logger, log_to_file, progress
-from sppdet.training.svm import SVMWeights
+from sppdet.io.item_store import ItemReader, shard_items
+from sppdet.io.records import Record, input_ref
+from sppdet.parallel.executors import (Executor, forget_process_cache, local_executor,
+                                       process_cache, seed_process_cache)
+from sppdet.progress import get_logger, progress
 
-from .common import dataset_params, format_seconds
-from .layout import log_path
+from .common import dataset_params, engine_line, format_seconds
+from .params import DEFAULT_DRAW_THRESHOLDS
+from .runner import StageOutput, item_summary_lines
 from .training_inputs import backbone_name
 
 log = get_logger("detect")
 STAGE = "detect"
 STAGE_VERSION = 1
-SCORERS = ("svm", "softmax")
-# Scores below these never become candidates (released code: SVM scores > -1.5); softmax
-# probabilities below 1e-3 would only bloat the candidate lists.
-DEFAULT_SCORE_THRESHOLDS = {"svm": -1.5, "softmax": 1e-3}
-
-
-@dataclass
-class DetectTimes:
-    """Seconds spent in each part of detection, summed over images."""
-
-    conv: float = 0.0
-    pool: float = 0.0
-    fc: float = 0.0
-    bbox: float = 0.0
-    nms: float = 0.0
-
-    def per_image(self, images: int) -> dict[str, float]:
-        return {k: v / max(images, 1) for k, v in vars(self).items()}
-
-
-@dataclass
-class DetectModel:
-    """Everything that scores windows: the fc head, the SVMs and the box regressors."""
-
-    name: str
-    classes: list[str]
-    head: FcHead
-    svm: SVMWeights | None
-    regressor: BBoxRegressor | None
-    backbone: dict[str, Any]
-    inputs: dict[str, Any]
-    scales: list[int]
-
-
-def load_model(model_dir: Path, *, scorer: str, use_bbox_reg: bool) -> DetectModel:
-    """Load ``fc.pt``, ``svm.npz`` (for the SVM scorer) and ``bbox_reg.npz`` of a model.
-
-    Raises:
-        ArtifactMissingError: a needed file is missing (names the command that makes it).
-        DataError: the parts were trained on different backbones or class lists.
-    """
-    fc_path = model_dir / "fc.pt"
-    fc_record = read_record(fc_path, made_by="finetune")
-    head, meta = FcHead.load(fc_path)
-    backbone = fc_record.params.get("backbone", meta.get("backbone"))
-    classes = list(fc_record.params.get("classes", meta.get("classes", [])))
-    inputs = {"fc": input_ref(fc_path, made_by="finetune")}
-    svm = None
-    if scorer == "svm":
-        svm_path = model_dir / "svm.npz"
-        inputs["svm"] = input_ref(svm_path, made_by="train-svm")
-        svm = SVMWeights.load(svm_path)
-        if svm.classes != classes:
-            raise DataError(f"{svm_path} was trained for classes {svm.classes}, the fc layers "
-                            f"for {classes}; rerun `sppdet train-svm`")
-        svm_fc = read_record(svm_path).inputs.get("fc")
-        if svm_fc is not None and svm_fc.digest != inputs["fc"].digest and svm.layer != "pool5":
-            raise DataError(f"{svm_path} was trained on other fc layers than {fc_path}; rerun "
-                            "`sppdet train-svm`")
-    regressor = None
-    reg_path = model_dir / "bbox_reg.npz"
-    if use_bbox_reg:
-        if not reg_path.exists():
-            raise ArtifactMissingError(f"{reg_path} does not exist; run `sppdet train-bbox-reg` "
-                                       "or detect with --no-bbox-reg")
-        inputs["bbox_reg"] = input_ref(reg_path, made_by="train-bbox-reg")
-        regressor, reg_classes = BBoxRegressor.load(reg_path)
-        if list(reg_classes) != classes:
-            raise DataError(f"{reg_path} was trained for classes {list(reg_classes)}, the fc "
-                            f"layers for {classes}; rerun `sppdet train-bbox-reg`")
-    scales = fc_record.params.get("scales") or []
-    return DetectModel(name=model_dir.name, classes=classes, head=head, svm=svm,
-                       regressor=regressor, backbone=backbone, inputs=inputs,
-                       scales=[int(s) for s in scales])
-
-
-def _nms_settings(scorer: str, iou_threshold: float, score_threshold: float | None,
-                  max_per_image: int | None) -> NMSSettings:
-    """NMS settings, with the scorer's default score threshold when none is given."""
-    if scorer not in SCORERS:
-        raise ConfigError(f"--scorer must be one of {SCORERS}, got {scorer!r}")
-    threshold = DEFAULT_SCORE_THRESHOLDS[scorer] if score_threshold is None else score_threshold
-    return NMSSettings(iou_threshold=iou_threshold, score_threshold=threshold,
-                       max_per_image=max_per_image)
-
-
-def _model_backbone(model: DetectModel, device: torch.device) -> torch.nn.Module:
-    """The conv trunk the model's fc layers were trained on (for on-the-fly conv5)."""
-    spec = model.backbone if isinstance(model.backbone, dict) else {"name": model.backbone}
-    return build_backbone(spec["name"], spec.get("weights_path")).eval().to(device)
-
-
-@torch.inference_mode()
-def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxes: np.ndarray,
-                   image_size: tuple[int, int], *, scorer: str, nms: NMSSettings,
-                   times: DetectTimes, batch_size: int = 1024
-                   ) -> tuple[ImageDetections, ImageDetections]:
-    """Score pooled windows of one image and return ``(final, candidates)`` detections.
-
-    Args:
-        model: the loaded model.
-        image_id: the image (names the detections).
-        pooled: ``[N, C * 50]`` SPP vectors of the windows.
-        boxes: ``[N, 4]`` the windows (original pixels).
-        image_size: ``(height, width)``.
-        scorer: ``svm`` or ``softmax``.
-        nms: NMS settings (score threshold, IoU threshold, per-image cap).
-        times: accumulates the seconds of fc, box regression and NMS.
-    """
-    height, width = image_size
-    start = time.perf_counter()
-    head = model.head
-    scores_parts = []
-    for first in range(0, pooled.shape[0], batch_size):
-        batch = pooled[first:first + batch_size]
-        if scorer == "svm":
-            assert model.svm is not None
-            features = head.features(batch, model.svm.layer).cpu().numpy()
-            scores_parts.append(model.svm.scores(features))
-        else:
-            probs = torch.softmax(head.eval()(batch), dim=1)[:, 1:]
-            scores_parts.append(probs.cpu().numpy())
-    num_classes = len(model.classes)
-    scores = (np.concatenate(scores_parts) if scores_parts
-              else np.zeros((0, num_classes), np.float32)).astype(np.float32)
-    if scorer == "svm":
-        assert model.svm is not None
-        scores[:, ~model.svm.trained] = -np.inf  # an untrained class gives no detections
-    times.fc += time.perf_counter() - start
-    start = time.perf_counter()
-    threshold = nms.score_threshold
-    cand_boxes, cand_scores, cand_labels = [], [], []
-    pooled_np: np.ndarray | None = None
-    for label, class_name in enumerate(model.classes):
-        keep = np.flatnonzero(scores[:, label] > threshold) if threshold is not None \
-            else np.flatnonzero(np.isfinite(scores[:, label]))
-        if keep.size == 0:
-            continue
-        class_boxes = boxes[keep]
-        if model.regressor is not None:
-            if pooled_np is None:
-                pooled_np = pooled.cpu().numpy()
-            class_boxes = model.regressor.predict(class_name, pooled_np[keep], class_boxes,
-                                                  image_size=(width, height))
-        class_boxes = clip_boxes(np.asarray(class_boxes, np.float32), width, height)
-        # a window regressed out of the image collapses when clipped: it is no detection
-        inside = ~is_degenerate(class_boxes)
-        cand_boxes.append(class_boxes[inside])
-        cand_scores.append(scores[keep[inside], label])
-        cand_labels.append(np.full(int(inside.sum()), label, np.int64))
-    times.bbox += time.perf_counter() - start
-    start = time.perf_counter()
-    if cand_boxes:
-        candidates = ImageDetections(image_id, np.concatenate(cand_boxes), np.concatenate(cand_scores),
-                                     np.concatenate(cand_labels))
-    else:
-        candidates = ImageDetections.empty(image_id)
-    keep = class_nms_indices(candidates.boxes, candidates.scores, candidates.labels,
-                             iou_threshold=nms.iou_threshold, score_threshold=None,
-                             max_per_image=nms.max_per_image)
-    final = candidates.select(keep)
-    times.nms += time.perf_counter() - start
-    return final, candidates
+#: fc layers detect scores windows with by default (see sppdet.features.fast_fc).
+DEFAULT_FC = "float"
 
 
 @dataclass
@@ -222,11 +64,15 @@ class DetectSummary:
     seconds: float = 0.0
     times_per_image: dict[str, float] = field(default_factory=dict)
     features: str = ""
+    fc: str = ""
     resumed: int = 0
     comp4_dir: Path | None = None
     failures: dict[str, str] = field(default_factory=dict)
     up_to_date: bool = False
     finished: bool = True
+    computed: int = 0
+    engine: str = ""
+    reruns: int = 0
 
     def to_text(self) -> str:
         if self.up_to_date:
@@ -241,13 +87,13 @@ class DetectSummary:
                               if v > 0)
             lines.append(f"  time: {format_seconds(self.seconds)}; per image: {parts} "
                          f"(features: {self.features})")
+        if self.fc:
+            lines.append(f"  scored with {self.fc}")
+        if self.engine:
+            lines.append(engine_line(self.engine, self.reruns))
         if self.comp4_dir is not None:
             lines.append(f"  VOC result files: {self.comp4_dir}")
-        if self.failures:
-            lines.append(f"  failures: {len(self.failures)}")
-            lines.extend(f"    {i}: {r}" for i, r in self.failures.items())
-        if not self.finished:
-            lines.append("  this shard is done; the artifact is merged when every shard is")
+        lines.extend(item_summary_lines(self.failures, self.finished))
         return "\n".join(lines)
 
 
@@ -257,7 +103,10 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         max_per_image: int | None = 100, scales: tuple[int, ...] | None = None,
         device: str = "auto", classes: tuple[str, ...] | None = None,
         shard: tuple[int, int] | None = None, on_error: str = "fail", force: bool = False,
-        write_comp4: bool = True) -> DetectSummary:
+        write_comp4: bool = True, fc: str = DEFAULT_FC,
+        svd_energy: float = DEFAULT_SVD_ENERGY, jobs: int = 1,
+        executor: Executor | None = None,
+        merge_gate: Callable[[], bool] | None = None) -> DetectSummary:
     """Detect objects in every image of ``split`` and write the detections artifact ``out``.
 
     Args:
@@ -280,8 +129,16 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         on_error: ``fail`` or ``skip`` for per-image failures.
         force: rerun even if up to date.
         write_comp4: write ``comp4_det_<split>_<class>.txt`` beside the artifact.
+        fc: ``float`` (the trained fc layers), ``svd`` (truncated SVD of fc6/fc7 keeping
+            ``svd_energy`` of the squared singular values) or ``int8`` (CPU), see
+            :mod:`sppdet.features.fast_fc`.
+        svd_energy: for ``fc="svd"``.
+        jobs: worker processes (each loads the model once).
+        executor: where the images are processed (e.g. a Dask cluster); default: ``jobs``.
+        merge_gate: called once this process's images are committed; the parts are merged
+            only if it returns True (torchrun: a barrier, then rank 0 merges).
     """
-    nms = _nms_settings(scorer, iou_threshold, score_threshold, max_per_image)
+    nms = nms_settings(scorer, iou_threshold, score_threshold, max_per_image)
     data = VOCDataset(dataset, split, classes)
     model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg)
     if list(data.classes) != model.classes:
@@ -308,7 +165,7 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         if not chosen:
             raise ConfigError("no feature cache and no scales known for on-the-fly conv5; "
                               "pass --scales")
-        source = ComputedFeatures(_model_backbone(model, torch_device), chosen, torch_device,
+        source = ComputedFeatures(build_model_backbone(model, torch_device), chosen, torch_device,
                                   data.load_image)
         feature_desc = f"computed on the fly at scales {list(chosen)}"
     params = detections_params(model=model.name, data=dataset_params(data),
@@ -316,52 +173,60 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
     params.update({"scorer": scorer, "bbox_reg": use_bbox_reg,
                    "features": "cache" if use_cache else {"on_the_fly_scales": list(
                        source.scales)}})
+    if fc != "float":  # recorded only when approximate, so float artifacts stay up to date
+        params["fc"] = {"mode": fc, **({"svd_energy": svd_energy} if fc == "svd" else {})}
     record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
     out = Path(out)
     summary = DetectSummary(path=out, model=model.name, scorer=scorer, images=len(data),
                             features=feature_desc)
     try:
-        if not force and is_up_to_date(out, record):
+        output = StageOutput(out, record, force=force)
+        if output.is_current():
             summary.up_to_date = True
             return summary
         head = model.head.to(torch_device).eval()
-        model.head = head
+        model.head, summary.fc = fast_fc_head(head, fc, energy=svd_energy)
         ids = data.image_ids
         mine = shard_items(ids, shard)
         times = DetectTimes()
-        with log_to_file(log_path(out)), ItemStore(out, record, force=force,
-                                                   shard=shard) as store, \
+        job = _DetectJob(key=(record.digest, str(torch_device)), dataset=str(dataset),
+                         split=split, classes=classes, model_dir=str(model_dir),
+                         scorer=scorer, use_bbox_reg=use_bbox_reg, proposals=str(proposals),
+                         features=str(features) if use_cache else None,
+                         scales=tuple(source.scales), device=str(torch_device), nms=nms,
+                         fc=fc, svd_energy=svd_energy)
+        given, executor = executor is not None, executor or local_executor(jobs)
+        with output.logging(), output.item_store(shard=shard) as store, \
                 ItemReader(proposals, made_by="propose") as proposal_reader:
             pending = store.pending(mine)
             start = time.perf_counter()
-            for image_id in progress(pending, total=len(pending), desc=f"detect {model.name}"):
-                try:
-                    if image_id not in proposal_reader:
-                        raise DataError(f"{proposals} has no proposals for image {image_id}")
-                    boxes = proposal_reader.group(image_id)["boxes"][()]
-                    t0 = time.perf_counter()
-                    if isinstance(source, ComputedFeatures):
-                        source.maps(image_id)
-                        times.conv += time.perf_counter() - t0
-                        t0 = time.perf_counter()
-                    pooled = source.pool(image_id, boxes, scale="best")
-                    times.pool += time.perf_counter() - t0
-                    ann = data[image_id]
-                    final, candidates = detect_windows(model, image_id, pooled, boxes,
-                                                       (ann.height, ann.width), scorer=scorer,
-                                                       nms=nms, times=times)
-                except DataError as exc:
-                    store.write_failure(image_id, str(exc))
-                    summary.failures[image_id] = str(exc)
-                    log.warning("%s: %s", image_id, exc)
-                    continue
-                arrays, attrs = detection_item(final, candidates, ann.width, ann.height)
-                store.write(image_id, arrays, attrs)
+            # tasks in this process reuse what is loaded here; workers load their own
+            seed_process_cache(job.cache_key, _DetectState(model, source, proposal_reader))
+            sizes = {i: (data[i].height, data[i].width) for i in pending}
+            try:
+                results = executor.imap_unordered(
+                    _detect_task, ((job, i, sizes[i]) for i in pending))
+                for image_id, arrays, attrs, image_times in progress(
+                        results, total=len(pending), desc=f"detect {model.name}"):
+                    times.add(image_times)
+                    if arrays is None:
+                        store.write_failure(image_id, attrs)
+                        summary.failures[image_id] = attrs
+                        log.warning("%s: %s", image_id, attrs)
+                        continue
+                    store.write(image_id, arrays, attrs)
+                    summary.computed += 1
+            finally:
+                forget_process_cache(job.cache_key)
+            summary.reruns = executor.last_run.reruns
+            summary.engine = executor.description if given or jobs > 1 else ""
             summary.seconds = time.perf_counter() - start
             summary.resumed = len(mine) - len(pending)
             summary.times_per_image = times.per_image(len(pending))
             record.summary["seconds_per_image"] = summary.times_per_image
-            final_path = store.finalize(ids, allow_failures=on_error == "skip")
+            merge = merge_gate() if merge_gate is not None else True
+            final_path = store.finalize(ids, allow_failures=on_error == "skip") if merge \
+                else None
             summary.finished = final_path is not None
         if summary.finished:
             with DetectionsReader(out) as reader:
@@ -377,6 +242,87 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
     return summary
 
 
+@dataclass(frozen=True)
+class _DetectJob:
+    """What a worker needs to detect objects in images of a split (small and picklable)."""
+
+    key: tuple
+    dataset: str
+    split: str
+    classes: tuple[str, ...] | None
+    model_dir: str
+    scorer: str
+    use_bbox_reg: bool
+    proposals: str
+    features: str | None
+    scales: tuple[int, ...]
+    device: str
+    nms: NMSSettings
+    fc: str = DEFAULT_FC
+    svd_energy: float = DEFAULT_SVD_ENERGY
+
+    @property
+    def cache_key(self) -> tuple:
+        return ("detect", *self.key)
+
+
+@dataclass
+class _DetectState:
+    """A process's loaded model, feature source and proposals reader for a :class:`_DetectJob`."""
+
+    model: DetectModel
+    source: FeatureCache | ComputedFeatures
+    proposals: ItemReader
+
+    @classmethod
+    def open(cls, job: _DetectJob) -> "_DetectState":
+        import torch
+
+        device = torch.device(job.device)
+        model = load_model(Path(job.model_dir), scorer=job.scorer,
+                           use_bbox_reg=job.use_bbox_reg)
+        model.head, _ = fast_fc_head(model.head.to(device).eval(), job.fc,
+                                     energy=job.svd_energy)
+        source: FeatureCache | ComputedFeatures
+        if job.features is not None:
+            source = FeatureCache(job.features, device=device)
+        else:
+            data = VOCDataset(job.dataset, job.split, job.classes)
+            source = ComputedFeatures(build_model_backbone(model, device), job.scales, device,
+                                      data.load_image)
+        return cls(model, source, ItemReader(job.proposals, made_by="propose"))
+
+    def close(self) -> None:
+        if isinstance(self.source, FeatureCache):
+            self.source.close()
+        self.proposals.close()
+
+
+def _detect_task(job: _DetectJob, image_id: str, size: tuple[int, int]
+                 ) -> tuple[str, dict | None, Any, DetectTimes]:
+    """Worker: the detections artifact's ``(arrays, attrs)`` of one image, or ``None`` and
+    the reason of a per-image failure; and the image's times."""
+    state = process_cache(job.cache_key, lambda: _DetectState.open(job))
+    times = DetectTimes()
+    try:
+        if image_id not in state.proposals:
+            raise DataError(f"{job.proposals} has no proposals for image {image_id}")
+        boxes = state.proposals.group(image_id)["boxes"][()]
+        t0 = time.perf_counter()
+        if isinstance(state.source, ComputedFeatures):
+            state.source.maps(image_id)
+            times.conv += time.perf_counter() - t0
+            t0 = time.perf_counter()
+        pooled = state.source.pool(image_id, boxes, scale="best")
+        times.pool += time.perf_counter() - t0
+        final, candidates = detect_windows(state.model, image_id, pooled, boxes, size,
+                                           scorer=job.scorer, nms=job.nms, times=times)
+    except DataError as exc:
+        return image_id, None, str(exc), times
+    arrays, attrs = detection_item(final, candidates, size[1], size[0])
+    return image_id, arrays, attrs, times
+
+
 @dataclass
 class ImageFileResult:
     path: Path
@@ -389,7 +335,8 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
                use_bbox_reg: bool = True, iou_threshold: float = 0.3,
                score_threshold: float | None = None, max_per_image: int | None = 100,
                scales: tuple[int, ...] | None = None, device: str = "auto",
-               draw_threshold: float | None = None) -> list[ImageFileResult]:
+               draw_threshold: float | None = None, fc: str = DEFAULT_FC,
+               svd_energy: float = DEFAULT_SVD_ENERGY) -> list[ImageFileResult]:
     """Detect objects in plain image files: proposals and conv5 computed on the fly.
 
     Args:
@@ -407,19 +354,19 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
     from sppdet.proposals import params_from_dict, propose_image
     from sppdet.detector.drawing import draw_detections, save_image
 
-    nms = _nms_settings(scorer, iou_threshold, score_threshold, max_per_image)
+    nms = nms_settings(scorer, iou_threshold, score_threshold, max_per_image)
     model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg)
     torch_device = resolve_device(device)
     chosen = tuple(scales or model.scales)
     if not chosen:
-        raise ConfigError("the model records no scales; pass --scales")
-    backbone = _model_backbone(model, torch_device)
-    model.head = model.head.to(torch_device).eval()
+        raise ConfigError("the model records no scales; give the scales to compute conv5 at")
+    backbone = build_model_backbone(model, torch_device)
+    model.head, _ = fast_fc_head(model.head.to(torch_device).eval(), fc, energy=svd_energy)
     loaded: dict[str, Any] = {}
     source = ComputedFeatures(backbone, chosen, torch_device, lambda key: loaded[key])
     params = params_from_dict(method, {"max_boxes": max_boxes})
-    threshold = draw_threshold if draw_threshold is not None else (
-        0.0 if scorer == "svm" else 0.5)
+    threshold = draw_threshold if draw_threshold is not None else \
+        DEFAULT_DRAW_THRESHOLDS[scorer]
     results = []
     times = DetectTimes()
     for path in progress(images, total=len(images), desc="detect"):

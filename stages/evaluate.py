@@ -29,12 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import (
-    ArtifactLock,
+from sppdet.io.hashing import file_sha256
+from sppdet.io.records import (
     Record,
     check_inputs_current,
     input_ref,
-    is_up_to_date,
     read_record,
     record_path,
     write_record,
@@ -52,7 +51,7 @@ from sppdet.evaluation import (
     write_comp4_files,
     write_report,
 )
-from sppdet.progress import get_logger, log_to_file
+from sppdet.progress import get_logger
 
 from .common import dataset_params
 from .evaluate_outputs import (
@@ -62,7 +61,8 @@ from .evaluate_outputs import (
     coco_outputs,
     image_info,
 )
-from .layout import eval_dir, log_path
+from .layout import eval_dir
+from .runner import StageOutput
 
 log = get_logger("eval")
 STAGE = "eval"
@@ -176,14 +176,6 @@ def default_out_dir(work_dir: Path, dataset: str | Path, split: str,
     return eval_dir(work_dir, _model_name(Path(detections)), dataset, split)
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _ground_truth(data: VOCDataset) -> list[ImageGroundTruth]:
     # boxes_voc: the XML's own numbers, unclipped, as the devkit evaluates them
     return [ImageGroundTruth(a.image_id, a.boxes, a.labels, a.difficult, a.boxes_voc)
@@ -264,7 +256,7 @@ def _load_comp4(dataset: str | Path, split: str, folder: Path,
                         f"'{split}' were left out (--force)")
     # comp4 files have no record: their content identifies them
     params = {"comp4": {"folder": str(folder.resolve()),
-                        "files": {n: _file_digest(p) for n, p in comp4.paths.items()}}}
+                        "files": {n: file_sha256(p) for n, p in comp4.paths.items()}}}
     return _Loaded(data=data, data_identity=_data_identity(data), by_class=comp4.detections,
                    model=folder.resolve().name, artifact=None, params=params,
                    warnings=warnings)
@@ -370,13 +362,14 @@ def run(dataset: str | Path, split: str, detections: str | Path, out_dir: str | 
                               **loaded.params}
     record = Record(STAGE, params, inputs=loaded.inputs, stage_version=STAGE_VERSION)
     report_path = out_dir / REPORT_NAME
+    output = StageOutput(report_path, record, force=force)
 
     comp4_dir = None
     if write_comp4 is not None and artifact is not None:
         comp4_dir = Path(write_comp4)
         write_comp4_files(comp4_dir, split, artifact.classes, artifact.detections)
 
-    if not force and is_up_to_date(report_path, record):
+    if output.is_current():
         report = json.loads(report_path.read_text())
         figures = sorted(out_dir.glob("*.png")) + sorted(out_dir.glob("gallery_*.jpg")) \
             if plots else []
@@ -391,8 +384,7 @@ def run(dataset: str | Path, split: str, detections: str | Path, out_dir: str | 
                              "split": split, "detections": str(detections.resolve()),
                              "input": "comp4 files" if artifact is None
                              else "detections artifact"}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with ArtifactLock(report_path), log_to_file(log_path(report_path)):
+    with output.writing():
         log.debug("eval %s on %s split %s -> %s (%s)", detections, dataset, split, out_dir,
                   metric)
         for warning in warnings:  # the summary shows them; the log file keeps them

@@ -10,7 +10,7 @@ from typing import Any
 
 from sppdet.data.voc import VOCDataset
 from sppdet.evaluation import ClassDetections, ImageGroundTruth, VOCEvaluation
-from sppdet.io.artifacts import write_text_atomic
+from sppdet.io.atomic import write_text_atomic
 
 
 def _percent(value: float | None, decimals: int = 1) -> str:

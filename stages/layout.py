@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from sppdet.io.artifacts import record_path
+from sppdet.io.records import record_path
 from sppdet.errors import ArtifactMissingError, ConfigError
 
 FEATURES_FILE_SUFFIX = ".h5"
@@ -159,3 +159,8 @@ def eval_dir(work_dir: Path, model: str, dataset: str | Path, split: str) -> Pat
 def log_path(artifact: Path) -> Path:
     """The log file written next to an artifact while its stage runs."""
     return artifact.with_name(artifact.name + ".log")
+
+
+def detection_images_dir(work_dir: Path, model: str) -> Path:
+    """Where ``detect`` on image files draws its pictures: ``<work>/detections/<model>/images``."""
+    return Path(work_dir) / "detections" / model / "images"

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from tests.conftest import make_voc_dataset
 
-from sppdet.io.artifacts import Record, read_record
+from sppdet.io.records import Record, read_record
 from sppdet.cli import cli
 from sppdet.data.voc import VOCDataset
 from sppdet.detector.detections import ImageDetections
@@ -204,7 +204,7 @@ def test_help_shows_defaults():
     assert "[default: test]" in text and "[default: 11point]" in text
     assert "[default: 0.5" in text and "--write-comp4" in text and "--voc2007" in text
     text = " ".join(invoke("combine", "--help").output.split())
-    assert text.count("[default: the inputs' setting]") == 3 and "--name" in text
+    assert text.count("[default: the inputs' setting") == 3 and "--name" in text
 
 
 # Model combination (paper section 4.4): model B's confident circle on img1 (IoU 0.9 with A's)

@@ -5,11 +5,12 @@ import dataclasses
 import pytest
 from click.testing import CliRunner
 
-from sppdet.io.artifacts import read_record
+from sppdet.io.records import read_record
 from sppdet.cli import cli
-from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import make_demo_data
 from sppdet.detector.detections_io import DetectionsReader
-from sppdet.training.finetune import FinetuneConfig
+from sppdet.training.finetune.config import FinetuneConfig
 from sppdet.stages import pipeline
 from sppdet.stages.layout import dataset_tag
 from sppdet.stages.pipeline import CacheOptions, PipelineConfig, ProposeOptions

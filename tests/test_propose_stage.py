@@ -9,9 +9,11 @@ import pytest
 import scipy.io
 from click.testing import CliRunner
 
-from sppdet.io.artifacts import ItemReader, read_record
+from sppdet.io.item_store import ItemReader
+from sppdet.io.records import read_record
 from sppdet.cli import cli
-from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import make_demo_data
 from sppdet.errors import ArtifactError, ConfigError
 from sppdet.stages import propose
 
@@ -50,7 +52,7 @@ def test_killed_run_resumes_to_the_same_artifact(demo, tmp_path):
     out = tmp_path / "killed.h5"
     script = textwrap.dedent(f"""
         import os, signal
-        import sppdet.io.artifacts as art
+        import sppdet.io.item_store as art
         from sppdet.stages import propose
         real_write = art.ItemStore.write
         def write_then_die(self, *args, **kwargs):
@@ -132,13 +134,13 @@ def test_cli_propose_and_eval_proposals(demo, tmp_path):
     assert result.exit_code == 0, result.output
     assert "boxes per image" in result.output
     path = next(work.rglob("test.ss-fast.h5"))
-    result = CliRunner().invoke(cli, ["eval-proposals", str(path), str(demo), "--split", "test",
+    result = CliRunner().invoke(cli, ["eval-proposals", str(demo), str(path), "--split", "test",
                                       "--num-boxes", "10,all"])
     assert result.exit_code == 0, result.output
     assert "recall@0.5" in result.output
     assert path.with_name("test.ss-fast.recall.json").exists()
     assert path.with_name("test.ss-fast.recall.png").exists()
-    result = CliRunner().invoke(cli, ["eval-proposals", str(path), str(demo), "--split",
+    result = CliRunner().invoke(cli, ["eval-proposals", str(demo), str(path), "--split",
                                       "trainval"])
     assert result.exit_code == 1 and "not 'trainval'" in result.output
     result = CliRunner().invoke(cli, ["propose", str(demo), "--edge-model", "x.yml.gz"])

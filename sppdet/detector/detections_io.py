@@ -1,6 +1,6 @@
 """The detections artifact: what ``detect`` and ``combine`` write and ``combine``/``eval`` read.
 
-A per-image HDF5 written through :class:`sppdet.io.artifacts.ItemStore`, one item per image:
+A per-image HDF5 written through :class:`sppdet.io.item_store.ItemStore`, one item per image:
 
 - ``boxes`` float32 ``[K, 4]`` (0-based continuous xyxy), ``scores`` float32 ``[K]``, ``labels``
   int64 ``[K]``: the final detections, after per-class NMS and the per-image cap;
@@ -25,10 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import ItemReader, ItemStore, Record
+from sppdet.io.item_store import ItemReader, ItemStore
+from sppdet.io.records import Record
 from sppdet.detector.detections import ImageDetections
 from sppdet.errors import ArtifactError, ConfigError, DataError
 from sppdet.ops.nms import DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_PER_IMAGE, DEFAULT_SCORE_THRESHOLD
+from sppdet.io.closing import Closing
 
 DETECTIONS_STAGES = ("detect", "combine")
 CANDIDATES_GROUP = "candidates"
@@ -122,7 +124,7 @@ def write_detections_artifact(path: str | os.PathLike[str], record: Record,
     return final
 
 
-class DetectionsReader:
+class DetectionsReader(Closing):
     """Open a finished detections artifact; images are read on demand.
 
     Attributes:
@@ -159,12 +161,6 @@ class DetectionsReader:
 
     def close(self) -> None:
         self._reader.close()
-
-    def __enter__(self) -> DetectionsReader:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     @property
     def failures(self) -> dict[str, str]:

@@ -6,6 +6,8 @@
 - :func:`plot_ap_impact`: each class's AP and its AP with each error type removed;
 - :func:`plot_top_false_positives`: a class's highest-scoring false positives cut out of their
   images, each box drawn in its type's colour beside the object that decided the type.
+
+(matplotlib comes through :mod:`sppdet.plotting`, which imports it only when a figure is drawn.)
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from sppdet.evaluation.analysis import FP_TYPES, ClassAnalysis, ErrorAnalysis
+from sppdet.plotting import pyplot, save_png
 
 # Hoiem et al.'s colours, roughly: correct white, localization blue, similar purple, other
 # yellow, background red.
@@ -27,15 +29,6 @@ TYPE_COLORS: dict[str, str] = {
     "other": "#f1c40f", "background": "#d62728",
 }
 TYPE_SHORT = {"localization": "Loc", "similar": "Sim", "other": "Oth", "background": "BG"}
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -50,7 +43,7 @@ def plot_fp_types(analysis: ErrorAnalysis, path: str | os.PathLike, *, dpi: int 
     not counted), the fraction of each outcome, stacked bottom-up in the order correct,
     localization, similar, other, background; the black line is the recall at ``k``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     # classes without objects have no recall to reach: left out, as in the paper
@@ -87,16 +80,13 @@ def plot_fp_types(analysis: ErrorAnalysis, path: str | os.PathLike, *, dpi: int 
                frameon=False)
     fig.suptitle("Detections by type, best first (Hoiem et al. 2012)", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    path = Path(path)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=dpi)
 
 
 def plot_ap_impact(analysis: ErrorAnalysis, path: str | os.PathLike, *,
                    dpi: int = 100) -> Path:
     """Per class: its AP (dark bar) and its AP with each error type removed (lighter bars)."""
-    plt = _pyplot()
+    plt = pyplot()
     classes = [c for c in analysis.per_class if c.ap is not None]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(classes) + 1.5), 3.6))
     width = 0.16
@@ -114,10 +104,7 @@ def plot_ap_impact(analysis: ErrorAnalysis, path: str | os.PathLike, *,
     ax.legend(fontsize=7, ncol=5, loc="lower center", bbox_to_anchor=(0.5, 1.0),
               frameon=False)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=dpi)
 
 
 def _crop_window(boxes: list[tuple[float, ...]], width: int, height: int) -> tuple[int, ...]:
@@ -140,7 +127,7 @@ def plot_top_false_positives(result: ClassAnalysis, load_image: Callable[[str], 
     """
     if not result.top:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     rows, cols = _grid(len(result.top))
@@ -170,7 +157,4 @@ def plot_top_false_positives(result: ClassAnalysis, load_image: Callable[[str], 
     fig.suptitle(f"{result.class_name}: top false positives (solid: detection, dashed: the "
                  "object that set its type)", fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
-    path = Path(path)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=dpi)

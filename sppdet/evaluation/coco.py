@@ -183,7 +183,7 @@ def write_json(path: str | os.PathLike, value: Any) -> Path:
     """Write ``value`` as compact JSON (atomically)."""
     import json
 
-    from sppdet.io.artifacts import write_text_atomic
+    from sppdet.io.atomic import write_text_atomic
 
     path = Path(path)
     write_text_atomic(path, json.dumps(value, separators=(",", ":"), allow_nan=False) + "\n")

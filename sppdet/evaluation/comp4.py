@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sppdet.io.artifacts import write_text_atomic
+from sppdet.io.atomic import write_text_atomic
 from sppdet.ops.boxes import xyxy_to_voc
 from sppdet.detector.detections import ImageDetections
 from sppdet.errors import ConfigError, DataError

@@ -140,7 +140,7 @@ def report_html(
 
 def write_report_html(path: str | os.PathLike, report: Mapping[str, Any], **kwargs: Any) -> Path:
     """Write :func:`report_html` to ``path`` (atomically); keyword arguments as there."""
-    from sppdet.io.artifacts import write_text_atomic
+    from sppdet.io.atomic import write_text_atomic
 
     path = Path(path)
     write_text_atomic(path, report_html(report, **kwargs))

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import write_text_atomic
+from sppdet.io.atomic import write_text_atomic
 from sppdet.errors import ConfigError
 from sppdet.evaluation.voc_ap import (
     FLAG_ALL_IGNORED,
@@ -266,10 +266,9 @@ def plot_pr_curves(
         the paths written. Points where precision is undefined (only ignored detections so
         far) are not drawn.
     """
-    import matplotlib
+    from sppdet.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,8 +296,7 @@ def plot_pr_curves(
         if plotted:
             ax.legend(fontsize=7, loc="lower left", ncol=2)
         path = out / "pr_all.png"
-        fig.savefig(path, dpi=dpi)
-        plt.close(fig)
+        save_png(fig, path, dpi=dpi)
         written.append(path)
     if per_class:
         for r in plotted:
@@ -306,8 +304,7 @@ def plot_pr_curves(
             draw(ax, r, r.class_name)
             finish(ax, f"{r.class_name}: AP {100 * r.ap:.1f} %\n{evaluation.protocol}")
             path = out / f"pr_{safe_file_name(r.class_name)}.png"
-            fig.savefig(path, dpi=dpi)
-            plt.close(fig)
+            save_png(fig, path, dpi=dpi)
             written.append(path)
     return written
 

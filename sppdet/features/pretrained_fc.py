@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from sppdet.backbones import build_backbone
-from sppdet.backbones.base import file_sha256
+from sppdet.io.hashing import file_sha256
 from sppdet.errors import ConfigError, ModelError, StaleArtifactError
 
 NEEDS_FC = ("`--init pretrained` needs features cached with a weights file that holds fc6/fc7, "

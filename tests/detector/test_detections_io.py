@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sppdet.io.artifacts import ItemStore, Record
+from sppdet.io.item_store import ItemStore
+from sppdet.io.records import Record
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import (
     DetectionsItem,

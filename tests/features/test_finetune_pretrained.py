@@ -8,14 +8,16 @@ from click.testing import CliRunner
 from torch import nn
 
 from tests.fake_artifacts import make_fake_pipeline_inputs
-from sppdet.io.artifacts import read_record
+from sppdet.io.records import read_record
 from sppdet.backbones import build_backbone
-from sppdet.backbones.base import file_sha256
+from sppdet.io.hashing import file_sha256
 from sppdet.backbones.paper_nets import ZF5
 from sppdet.cli import cli
 from sppdet.errors import ConfigError, ModelError, StaleArtifactError
 from sppdet.features.fc_head import FcHead
-from sppdet.training.finetune import FcFinetuner, FinetuneConfig, init_head
+from sppdet.training.finetune.config import FinetuneConfig
+from sppdet.training.finetune.head_init import init_head
+from sppdet.training.finetune.trainer import FcFinetuner
 from sppdet.features.pretrained_fc import load_pretrained_fc, pretrained_weights_file
 from sppdet.ops.spp import spp_output_dim
 from sppdet.stages import finetune
@@ -179,7 +181,7 @@ def test_stage_refuses_a_changed_weights_file_and_a_wrong_width(fake, tmp_path):
 
 
 def test_trainer_loads_the_layers_from_the_training_cache(fake):
-    from tests.training.test_finetune import split_inputs
+    from tests.training.finetune.finetune_inputs import split_inputs
 
     train, cache = split_inputs(fake, "train")
     seen = {}
