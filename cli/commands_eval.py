@@ -35,12 +35,12 @@ from .options import Option, classes_option, dataset_argument, parse_classes, sp
                                   "files to DIR, for the official devkit.")
 @click.option("--plots/--no-plots", default=True, show_default=True,
               help="Write precision/recall curves, analysis figures and the gallery (PNG).")
-@click.option("--analysis", is_flag=True, default=False,
+@click.option("--analysis/--no-analysis", default=False, show_default=True,
               help="Type every false positive (Hoiem et al. 2012: localization, similar class, "
                    "other class, background): analysis.json, the types against the number of "
                    "detections, AP without each type, and each class's top false positives "
                    "drawn on their images.")
-@click.option("--coco", is_flag=True, default=False,
+@click.option("--coco/--no-coco", default=False, show_default=True,
               help="Also COCO metrics (AP@[.5:.95], AP50, AP75, APs/m/l) with pycocotools "
                    "(the 'coco' extra), and coco_gt.json, coco_detections.json.")
 @click.option("--gallery", type=click.IntRange(min=0), default=8, show_default=True,
