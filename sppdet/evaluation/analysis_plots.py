@@ -149,7 +149,7 @@ def plot_top_false_positives(result: ClassAnalysis, load_image: Callable[[str], 
             ax.add_patch(Rectangle((box[0] - 1, box[1] - 1), box[2] - box[0] + 1,
                                    box[3] - box[1] + 1, fill=False, linestyle=style,
                                    edgecolor=color, linewidth=1.6))
-        overlap = "" if not np.isfinite(fp.overlap) else f" ov {fp.overlap:.2f}"
+        overlap = "" if not np.isfinite(fp.overlap) else f" ov {fp.overlap:.3f}"
         near = " (dup)" if fp.duplicate else "" if fp.object_class is None or \
             fp.fp_type == "localization" else f" ({fp.object_class})"
         ax.set_title(f"#{fp.rank} {TYPE_SHORT[fp.fp_type]}{near} {fp.score:.2f}{overlap}",
