@@ -148,9 +148,8 @@ class PaperTrunk(SequentialBackbone):
         """
         if path is None:
             raise ModelError(
-                f"backbone {self.name!r} has no published weights: pass a checkpoint file "
-                f"(for example one written by pretraining) with --weights, or use the "
-                f"random init"
+                f"backbone {self.name!r} has no published weights: give it a weights file "
+                f"(for example one written by pretraining), or use the random init"
             )
         state = read_state_dict(path, self.name)
         fc_keys = [f"{fc}.{part}" for fc in FC_NAMES for part in ("weight", "bias")]

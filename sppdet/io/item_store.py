@@ -26,7 +26,7 @@ from sppdet.errors import ArtifactError, ArtifactLockedError, ConfigError, Stale
 from sppdet.io.atomic import atomic_path, check_free_space, remove_temporaries
 from sppdet.io.closing import Closing
 from sppdet.io.faults import fault_point
-from sppdet.io.locks import (MERGE_LOCK_SUFFIX, ArtifactLock, all_writer_locks,
+from sppdet.io.locks import (LOCK_SUFFIX, MERGE_LOCK_SUFFIX, ArtifactLock, all_writer_locks,
                              shard_lock_suffix)
 from sppdet.io.records import (
     PARTS_SUFFIX,
@@ -107,10 +107,13 @@ class ItemStore(Closing):
         self._lock = ArtifactLock(self.path, suffix=shard_lock_suffix(shard))
         self._lock.acquire()
         try:
-            with contextlib.suppress(ArtifactLockedError):  # another writer is at work
-                with all_writer_locks(self.path, held=self._lock):
-                    clean_orphans(self.path)
-            self._open_parts(force)
+            # shards starting together (torchrun ranks, job arrays) open one at a time; what
+            # killed runs left is cleaned only when no other writer is at work
+            with ArtifactLock(self.path, suffix=".open" + LOCK_SUFFIX, blocking=True):
+                with contextlib.suppress(ArtifactLockedError):
+                    with all_writer_locks(self.path, held=self._lock):
+                        clean_orphans(self.path)
+                self._open_parts(force)
         except BaseException:
             self._lock.release()
             raise

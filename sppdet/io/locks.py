@@ -30,7 +30,10 @@ def shard_lock_suffix(shard: tuple[int, int] | None) -> str:
 
 
 class ArtifactLock:
-    """An exclusive, non-blocking ``flock`` on ``<path>.lock`` (released when the process dies).
+    """An exclusive ``flock`` on ``<path>.lock`` (released when the process dies).
+
+    Non-blocking by default (a second writer is refused); ``blocking=True`` waits for the
+    holder instead.
 
     Use as a context manager around everything that writes the artifact.
 
@@ -42,9 +45,10 @@ class ArtifactLock:
     """
 
     def __init__(self, path: str | os.PathLike[str], suffix: str = LOCK_SUFFIX, *,
-                 clean: bool = False) -> None:
+                 blocking: bool = False, clean: bool = False) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + suffix)
+        self.blocking = blocking  # wait for the holder instead of refusing
         self.clean = clean
         self._fd: int | None = None
 
@@ -58,7 +62,7 @@ class ArtifactLock:
                 raise
             raise error from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
         except OSError as exc:
             holder = ""
             with contextlib.suppress(OSError):
