@@ -135,6 +135,8 @@ def write_outputs(out: Path, split: str, classes: list[str]) -> Path:
             image_dets = [reader.detections(i) for i in reader.image_ids()]
         # no record while the files are rewritten: a crash leaves them marked incomplete
         record_path(comp4_dir).unlink(missing_ok=True)
+        for stale in comp4_dir.glob(".*.tmp"):  # a killed writer's (only we write here)
+            stale.unlink(missing_ok=True)
         write_comp4_files(comp4_dir, split, classes, image_dets)
         write_record(comp4_dir, Record("detect", {"comp4": split, "classes": classes},
                                        inputs={"detections": input_ref(out)}))

@@ -26,10 +26,11 @@ CLASSES = ("circle", "square", "triangle")
 HIDDEN = 32
 
 
-def write_model(folder: Path, *, backbone: str = "fake", channels: int = 8) -> Path:
+def write_model(folder: Path, *, backbone: str = "fake", channels: int = 8,
+                seed: int = 0) -> Path:
     """fc.pt (random fc layers) and svm.npz (random SVMs) of a model named by ``folder``."""
     write_fc(folder / "fc.pt", CLASSES, channels, backbone=backbone, hidden=HIDDEN)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     svm = SVMWeights(classes=list(CLASSES), weights=rng.normal(size=(3, HIDDEN)).astype(
         np.float32), bias=np.zeros(3, np.float32), trained=np.ones(3, bool), feature_scale=1.0,
         layer="fc7")
@@ -79,6 +80,26 @@ def test_killed_detect_resumes_bit_for_bit(fake, tmp_path):
     resumed = _run(inputs, out, model)
     assert resumed.resumed == 2 and resumed.finished
     _run(inputs, tmp_path / "ref" / "test.h5", model)
+    assert_same_items(out, tmp_path / "ref" / "test.h5")
+    assert leftovers(out.parent) == []
+
+
+def test_killed_combine_resumes_bit_for_bit(fake, tmp_path):
+    """Kill/resume equality of combine (the other per-image stage)."""
+    from sppdet.stages import combine
+
+    inputs, _, model = fake
+    other = write_model(tmp_path / "models" / "m2", seed=1)
+    first = _run(inputs, tmp_path / "m" / "test.h5", model).path
+    second = _run(inputs, tmp_path / "m2" / "test.h5", other).path
+    out = tmp_path / "killed" / "test.h5"
+    kill_at("combine:item-committed:2", f"""
+        from sppdet.stages import combine
+        combine.run([{str(first)!r}, {str(second)!r}], {str(out)!r}, name="c")
+    """)
+    resumed = combine.run([first, second], out, name="c")
+    assert resumed.resumed == 2
+    combine.run([first, second], tmp_path / "ref" / "test.h5", name="c")
     assert_same_items(out, tmp_path / "ref" / "test.h5")
     assert leftovers(out.parent) == []
 

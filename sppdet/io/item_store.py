@@ -112,7 +112,9 @@ class ItemStore(Closing):
             with ArtifactLock(self.path, suffix=".open" + LOCK_SUFFIX, blocking=True):
                 with contextlib.suppress(ArtifactLockedError):
                     with all_writer_locks(self.path, held=self._lock):
-                        clean_orphans(self.path)
+                        # a shard leaves temporaries in the parts: another shard, perhaps on
+                        # a machine whose locks this one cannot see, may be writing them
+                        clean_orphans(self.path, part_temporaries=shard is None)
                 self._open_parts(force)
         except BaseException:
             self._lock.release()
@@ -300,14 +302,15 @@ def merged_run(path: Path, record: Record) -> str | None:
     return str(existing.summary.get("run", ""))
 
 
-def clean_orphans(path: str | os.PathLike[str]) -> list[Path]:
+def clean_orphans(path: str | os.PathLike[str], *, part_temporaries: bool = True
+                  ) -> list[Path]:
     """Delete what killed writers of the per-image artifact ``path`` left behind.
 
     That is: temporaries of the merged file and of its record (a kill during a merge),
-    temporaries inside the parts folder (a kill while writing a part), and the parts folder
-    itself when its run was merged into ``path`` already (a kill before its removal).
-    Unfinished runs are kept (they resume). The caller must hold every writer lock of ``path``
-    (:func:`sppdet.io.locks.all_writer_locks`).
+    temporaries inside the parts folder (a kill while writing a part; only with
+    ``part_temporaries``), and the parts folder itself when its run was merged into ``path``
+    already (a kill before its removal). Unfinished runs are kept (they resume). The caller
+    must hold every writer lock of ``path`` (:func:`sppdet.io.locks.all_writer_locks`).
 
     Returns:
         What was removed.
@@ -327,7 +330,7 @@ def clean_orphans(path: str | os.PathLike[str]) -> list[Path]:
                 and finished.summary.get("run") == run["run"]:
             shutil.rmtree(parts_dir)
             return [*removed, parts_dir]
-    for stale in parts_dir.glob("*.tmp"):
+    for stale in parts_dir.glob("*.tmp") if part_temporaries else ():
         # temporaries of a killed run: never renamed, so never counted as done
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
@@ -405,13 +408,14 @@ class ItemReader(Closing):
 
 
 def clean_orphans_if_idle(path: str | os.PathLike[str]) -> list[Path]:
-    """:func:`clean_orphans` when no run is writing ``path`` now (else nothing is touched).
+    """:func:`clean_orphans` when no run is writing ``path`` now (else nothing is touched);
+    temporaries inside an unfinished run's parts are left to the run that resumes it.
 
     Stages call it before their up-to-date check, so that a finished artifact's leftovers go
     even when nothing needs rebuilding.
     """
     try:
         with all_writer_locks(path):
-            return clean_orphans(path)
+            return clean_orphans(path, part_temporaries=False)
     except ArtifactLockedError:
         return []
