@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
 
-from sppdet.stages.params import (DEFAULT_DRAW_THRESHOLDS, DEFAULT_SCORE_THRESHOLDS,
+from sppdet.stages.params import (DEFAULT_DETECT_FC, DEFAULT_SVD_ENERGY, DETECT_FC_MODES,
+                                  DEFAULT_DRAW_THRESHOLDS, DEFAULT_SCORE_THRESHOLDS,
                                   IMPORT_METHOD, TEST_SPLIT, DetectOptions, ProposeOptions)
 
 from .context import Settings, pass_settings
-from .options import (IntListType, classes_option, device_option, exclusive, feature_variant_option,
-                      force_option, method_choice, on_error_option, option, param_option,
-                      parse_classes, shard_option)
+from .options import (IntListType, classes_option, dask_option, device_option, exclusive,
+                      feature_variant_option, force_option, jobs_option, method_choice,
+                      on_error_option, option, param_option, parse_classes, shard_option)
+from .scaleout import run_maybe_ranked
 
 
 def _per_scorer(values: dict[str, float]) -> str:
@@ -58,8 +61,18 @@ def _per_scorer(values: dict[str, float]) -> str:
 @option("--draw-threshold", type=float, default=None,
         show_default=_per_scorer(DEFAULT_DRAW_THRESHOLDS),
         help="Image mode: draw detections scoring above this.")
+@option("--fc", "fc_mode", type=click.Choice(list(DETECT_FC_MODES)), default=DEFAULT_DETECT_FC,
+        show_default=True,
+        help="fc layers to score windows with: the trained float32 ones, their truncated SVD "
+             "(faster, approximate) or int8 weights (CPU only, faster, approximate).")
+@option("--svd-energy", type=click.FloatRange(0, 1, min_open=True),
+        default=DEFAULT_SVD_ENERGY, show_default=True,
+        help="With --fc svd: keep the smallest rank retaining this fraction of the squared "
+             "singular values of fc6 and fc7.")
 @classes_option
 @device_option
+@jobs_option
+@dask_option
 @shard_option
 @on_error_option
 @force_option
@@ -69,8 +82,9 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                    score_threshold: float | None, max_per_image: int, method: str | None,
                    proposals: Path | None, features: Path | None,
                    feature_variant: str | None, scales: tuple[int, ...] | None,
-                   out: Path | None, draw_threshold: float | None, classes: str | None,
-                   device: str, shard: tuple[int, int] | None, on_error: str,
+                   out: Path | None, draw_threshold: float | None, fc_mode: str,
+                   svd_energy: float, classes: str | None, device: str, jobs: int,
+                   dask: str | None, shard: tuple[int, int] | None, on_error: str,
                    force: bool) -> None:
     """Detect objects with a trained model.
 
@@ -91,14 +105,23 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                                             method=method, proposals=proposals,
                                             features=features, variant=feature_variant)
         out = out or detections_path(settings.work_dir, name, dataset, split)
-        summary = detect.run(dataset, split, out, model_dir=model_dir(settings.work_dir, name),
-                             proposals=proposals, features=features, scorer=scorer,
-                             use_bbox_reg=bbox_reg, iou_threshold=iou_threshold,
-                             score_threshold=score_threshold, max_per_image=cap, scales=scales,
-                             device=device, classes=parse_classes(classes), shard=shard,
-                             on_error=on_error, force=force)
-        click.echo(summary.to_text())
+        from sppdet.parallel.dask_cluster import open_executor
+
+        with open_executor(dask, jobs=jobs) as executor:
+            run = functools.partial(
+                detect.run, dataset, split, out, model_dir=model_dir(settings.work_dir, name),
+                proposals=proposals, features=features, scorer=scorer,
+                use_bbox_reg=bbox_reg, iou_threshold=iou_threshold,
+                score_threshold=score_threshold, max_per_image=cap, scales=scales,
+                classes=parse_classes(classes), on_error=on_error, force=force, jobs=jobs,
+                executor=executor, fc=fc_mode, svd_energy=svd_energy)
+            summary = run_maybe_ranked(run, shard=shard, device=device,
+                                       sums=("computed", "resumed"))
+        if summary is not None:
+            click.echo(summary.to_text())
         return
+    if dask is not None or jobs > 1:
+        raise click.UsageError("--dask and --jobs apply to a dataset, not to image files")
     folders = [p for p in inputs if p.is_dir()]
     if folders:
         raise click.UsageError(f"give one dataset folder or image files, not a mix "
@@ -115,7 +138,8 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                                 scorer=scorer, use_bbox_reg=bbox_reg,
                                 iou_threshold=iou_threshold, score_threshold=score_threshold,
                                 max_per_image=cap, scales=scales, device=device,
-                                draw_threshold=draw_threshold)
+                                draw_threshold=draw_threshold, fc=fc_mode,
+                                svd_energy=svd_energy)
     for result in results:
         click.echo(f"{result.path}: {len(result.detections)} detections -> {result.drawn}")
     click.echo(f"Detections listed in {out / 'detections.json'}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -9,9 +10,10 @@ import click
 from sppdet.stages.params import DEFAULT_BACKBONE, TRAIN_SPLIT, CacheOptions
 
 from .context import Settings, pass_settings
-from .options import (IntListType, backbone_choice, classes_option, dataset_argument, device_option,
-                      force_option, on_error_option, option, param_option, parse_classes,
-                      seed_option, shard_option, split_option)
+from .options import (IntListType, backbone_choice, classes_option, dataset_argument,
+                      device_option, force_option, on_error_option, option, param_option,
+                      parse_classes, seed_option, shard_option, split_option)
+from .scaleout import run_maybe_ranked
 
 
 @click.command("cache-features")
@@ -60,12 +62,15 @@ def cache_features_command(settings: Settings, dataset: str, split: str, backbon
     out = out or cache_features.default_out(settings.work_dir, dataset, split,
                                             backbone_name=backbone, weights=weights,
                                             scales=scales, flip=flip)
-    summary = cache_features.run(
-        dataset, split, out, backbone_name=backbone, weights=weights,
+    run = functools.partial(
+        cache_features.run, dataset, split, out, backbone_name=backbone, weights=weights,
         scales=scales, flip=flip, dtype=dtype, compression=compression,
-        device=device, classes=parse_classes(classes), shard=shard,
-        on_error=on_error, force=force, seed=seed)
-    click.echo(summary.to_text())
+        classes=parse_classes(classes), on_error=on_error, force=force, seed=seed)
+    summary = run_maybe_ranked(run, shard=shard, device=device,
+                               sums=("computed", "resumed"),
+                               unions=("failures", "cpu_fallbacks"))
+    if summary is not None:
+        click.echo(summary.to_text())
 
 
 COMMANDS = [cache_features_command]

@@ -64,6 +64,11 @@ def _config_default(value: object) -> str:
         show_default=_config_default(_DEFAULTS.jobs), help="Worker processes.")
 @option("--seed", type=int, default=None, show_default=_config_default(_DEFAULTS.seed),
         help="Seed.")
+@option("--dask", default=None, metavar="ADDRESS",
+        show_default="the config file's dask key, else no Dask",
+        help="Run proposals, SVM mining and detection on Dask: 'local' (a LocalCluster of "
+             "--jobs worker processes), a scheduler address (tcp://host:8786) or a scheduler "
+             "file. Needs the dask extra (pip install 'sppdet[dask]').")
 @option("--device", type=DeviceType(), default=None,
         show_default=_config_default(_DEFAULTS.device),
         help="auto, cpu, cuda or cuda:N (auto takes a GPU when there is one).")
@@ -73,7 +78,7 @@ def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
                      name: str | None, train_split: str | None, test_split: str | None,
                      backbone: str | None, scales: tuple[int, ...] | None, method: str | None,
                      iterations: int | None, scorer: str | None, metric: str | None,
-                     jobs: int | None, seed: int | None, device: str | None,
+                     jobs: int | None, seed: int | None, dask: str | None, device: str | None,
                      force: bool) -> None:
     """Run every stage on DATASET: propose, cache-features, finetune, train-svm,
     train-bbox-reg, detect, eval; first pretrain when the config has a pretrain section
@@ -88,7 +93,8 @@ def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
     config = load_config(config_file) if config_file else PipelineConfig()
     config = _override(config, name=name, train_split=train_split, test_split=test_split,
                        backbone=backbone, scales=scales, method=method, iterations=iterations,
-                       scorer=scorer, metric=metric, jobs=jobs, seed=seed, device=device)
+                       scorer=scorer, metric=metric, jobs=jobs, seed=seed, device=device,
+                       dask=dask)
     summary = pipeline.run(dataset, settings.work_dir, config, force=force,
                            on_stage=_echo_stage)
     click.echo(summary.to_text())
@@ -98,7 +104,8 @@ def _override(config: PipelineConfig, **options: Any) -> PipelineConfig:
     """``config`` with the options that were given (not None) in place of its values."""
     given = {key: value for key, value in options.items() if value is not None}
     top = {key: given.pop(key) for key in list(given)
-           if key in ("name", "train_split", "test_split", "metric", "jobs", "seed", "device")}
+           if key in ("name", "train_split", "test_split", "metric", "jobs", "seed", "device",
+                      "dask")}
     config = dataclasses.replace(config, **top)
     # the other options are fields of one section each, under the same name
     sections = {"backbone": "cache_features", "scales": "cache_features", "method": "propose",

@@ -9,9 +9,9 @@ import click
 from sppdet.stages.params import IMPORT_METHOD, TRAIN_SPLIT, ProposeOptions
 
 from .context import Settings, pass_settings
-from .options import (classes_option, dataset_argument, force_option, jobs_option, method_choice,
-                      on_error_option, option, param_option, parse_classes, shard_option,
-                      split_option)
+from .options import (classes_option, dask_option, dataset_argument, force_option, jobs_option,
+                      method_choice, on_error_option, option, param_option, parse_classes,
+                      shard_option, split_option)
 
 
 @click.command("propose")
@@ -45,6 +45,7 @@ from .options import (classes_option, dataset_argument, force_option, jobs_optio
         help="Output file.")
 @classes_option
 @jobs_option
+@dask_option
 @shard_option
 @on_error_option
 @force_option
@@ -52,7 +53,7 @@ from .options import (classes_option, dataset_argument, force_option, jobs_optio
 def propose_command(settings: Settings, dataset: str, split: str, method: str, max_boxes: int,
                     max_size: int, min_size: float, edge_model: str | None,
                     max_aspect_ratio: float, min_box_area: float, import_file: str | None,
-                    out: Path | None, classes: str | None, jobs: int,
+                    out: Path | None, classes: str | None, jobs: int, dask: str | None,
                     shard: tuple[int, int] | None, on_error: str, force: bool) -> None:
     """Object proposals for every image of a split (about 2,000 windows per image).
 
@@ -63,6 +64,7 @@ def propose_command(settings: Settings, dataset: str, split: str, method: str, m
         raise click.UsageError("--import-file is needed with --method import, and only then")
     if edge_model and method != "edgeboxes":
         raise click.UsageError("--edge-model applies to --method edgeboxes only")
+    from sppdet.parallel.dask_cluster import open_executor
     from sppdet.stages import propose
     from sppdet.stages.layout import proposals_path
 
@@ -71,9 +73,11 @@ def propose_command(settings: Settings, dataset: str, split: str, method: str, m
         max_aspect_ratio=max_aspect_ratio, min_box_area=min_box_area,
         edge_model=edge_model).method_options()
     out = out or proposals_path(settings.work_dir, dataset, split, method)
-    summary = propose.run(dataset, split, out, method=method, method_options=options,
-                          import_path=import_file, classes=parse_classes(classes), jobs=jobs,
-                          shard=shard, on_error=on_error, force=force)
+    with open_executor(dask, jobs=jobs) as executor:
+        summary = propose.run(dataset, split, out, method=method, method_options=options,
+                              import_path=import_file, classes=parse_classes(classes),
+                              jobs=jobs, shard=shard, on_error=on_error, force=force,
+                              executor=executor)
     click.echo(summary.to_text())
 
 
@@ -108,19 +112,26 @@ class BudgetsType(click.ParamType):
 @option("--include-difficult/--no-include-difficult", default=False, show_default=True,
         help="Count difficult objects too.")
 @classes_option
+@jobs_option
+@dask_option
 def eval_proposals_command(dataset: str, proposals: Path, split: str,
                            num_boxes: tuple[int | None, ...], include_difficult: bool,
-                           classes: str | None) -> None:
+                           classes: str | None, jobs: int, dask: str | None) -> None:
     """Recall of PROPOSALS at IoU 0.5 and 0.7 and average recall (0.5:0.95) vs. top boxes.
 
     DATASET gives the ground truth of --split; PROPOSALS is an artifact of `sppdet propose`.
     Writes <proposals>.recall.json and a recall-versus-boxes plot beside the artifact.
     """
+    from sppdet.parallel.dask_cluster import open_executor
+    from sppdet.parallel.executors import local_executor
     from sppdet.stages import eval_proposals
 
-    summary = eval_proposals.run(proposals, dataset, split, num_boxes=num_boxes,
-                                 include_difficult=include_difficult,
-                                 classes=parse_classes(classes))
+    with open_executor(dask, jobs=jobs) as executor:
+        summary = eval_proposals.run(proposals, dataset, split, num_boxes=num_boxes,
+                                     include_difficult=include_difficult,
+                                     classes=parse_classes(classes),
+                                     executor=executor or (local_executor(jobs) if jobs > 1
+                                                           else None))
     click.echo(summary.to_text())
 
 

@@ -11,7 +11,7 @@ import click
 from sppdet.stages.params import TRAIN_SPLIT, BBoxRegOptions, ProposeOptions, SvmOptions
 
 from .context import Settings, pass_settings
-from .options import (backbone_choice, dataset_argument, device_option, exclusive,
+from .options import (backbone_choice, dask_option, dataset_argument, device_option, exclusive,
                       feature_variant_option, force_option, jobs_option, method_choice, option,
                       param_option, seed_option, split_option)
 
@@ -63,6 +63,7 @@ def _check_inputs(proposals: Path | None, method: str | None, features: Path | N
         show_default="<work-dir>/models/<name>/fc.pt",
         help="Fine-tuned fc checkpoint (fc6/fc7 only).")
 @jobs_option
+@dask_option
 @seed_option
 @param_option(SvmOptions, "C", "--C", help="SVM cost of each negative's hinge loss "
                                            "(liblinear -c).")
@@ -83,7 +84,7 @@ def _check_inputs(proposals: Path | None, method: str | None, features: Path | N
 def train_svm_command(settings: Settings, dataset: str, split: str, name: str, layer: str,
                       proposals: Path | None, method: str | None, features: Path | None,
                       backbone: str | None, feature_variant: str | None,
-                      fc_path: Path | None, jobs: int, seed: int,
+                      fc_path: Path | None, jobs: int, dask: str | None, seed: int,
                       C: float, positive_weight: float, bias_feature: float,
                       include_difficult: bool, max_cached_negatives: int, device: str,
                       force: bool) -> None:
@@ -96,6 +97,7 @@ def train_svm_command(settings: Settings, dataset: str, split: str, name: str, l
     mean norm of 20. A class without positives gets no SVM (and no detections).
     """
     _check_inputs(proposals, method, features, backbone, feature_variant)
+    from sppdet.parallel.dask_cluster import open_executor
     from sppdet.stages import train_svm
     from sppdet.stages.layout import model_dir
     from sppdet.stages.training_inputs import resolve_paths
@@ -104,12 +106,13 @@ def train_svm_command(settings: Settings, dataset: str, split: str, name: str, l
                           proposals=proposals, features=features, backbone=backbone,
                           variant=feature_variant, fc=fc_path, needs_fc=layer != "pool5")
     out = model_dir(settings.work_dir, name) / train_svm.OUTPUT_NAME
-    summary = train_svm.run(dataset, split, out, proposals=paths.proposals,
-                            features=paths.features, fc=paths.fc, layer=layer, jobs=jobs,
-                            seed=seed, C=C, positive_weight=positive_weight,
-                            bias_feature=bias_feature, include_difficult=include_difficult,
-                            max_cached_negatives=max_cached_negatives, device=device,
-                            force=force)
+    with open_executor(dask, jobs=jobs) as executor:
+        summary = train_svm.run(dataset, split, out, proposals=paths.proposals,
+                                features=paths.features, fc=paths.fc, layer=layer, jobs=jobs,
+                                seed=seed, C=C, positive_weight=positive_weight,
+                                bias_feature=bias_feature, include_difficult=include_difficult,
+                                max_cached_negatives=max_cached_negatives, device=device,
+                                force=force, executor=executor)
     click.echo(summary.to_text())
 
 

@@ -218,6 +218,15 @@ def shard_option(func: F) -> F:
                        "merges them.")(func)
 
 
+def dask_option(func: F) -> F:
+    return option("--dask", default=None, metavar="ADDRESS",
+                  show_default="no Dask; --jobs processes on this machine",
+                  help="Run the per-image (or per-class) work on Dask: 'local' (a LocalCluster "
+                       "of --jobs worker processes), a scheduler address (tcp://host:8786) or "
+                       "a scheduler file. Needs the dask extra (pip install "
+                       "'sppdet[dask]').")(func)
+
+
 def seed_option(func: F) -> F:
     return option("--seed", type=int, default=0, show_default=True,
                   help="Random seed; same inputs and seed give the same output.")(func)

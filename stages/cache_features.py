@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ class CacheSummary:
     cpu_fallbacks: list[str] = field(default_factory=list)
     up_to_date: bool = False
     finished: bool = True
+    engine: str = ""
 
     def to_text(self) -> str:
         if self.up_to_date:
@@ -72,6 +74,8 @@ class CacheSummary:
         if self.bytes_total:
             lines.append(f"  size: {self.bytes_total / 1e9:.3f} GB, "
                          f"{self.bytes_total / 1e6 / max(self.images, 1):.2f} MB per image")
+        if self.engine:
+            lines.append(f"  ran on {self.engine}")
         if self.cpu_fallbacks:
             lines.append(f"  GPU out of memory on {len(self.cpu_fallbacks)} image(s); computed "
                          f"on the CPU: {', '.join(self.cpu_fallbacks[:10])}")
@@ -144,7 +148,8 @@ def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
         flip: bool = CacheOptions.flip,
         dtype: str = "float16", compression: str = "lzf", device: str = "auto",
         classes: tuple[str, ...] | None = None, shard: tuple[int, int] | None = None,
-        on_error: str = "fail", force: bool = False, seed: int = 0) -> CacheSummary:
+        on_error: str = "fail", force: bool = False, seed: int = 0,
+        merge_gate: Callable[[], bool] | None = None) -> CacheSummary:
     """Compute and cache conv5 maps of every image of ``split``.
 
     Args:
@@ -164,6 +169,8 @@ def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
         on_error: ``fail`` or ``skip`` for per-image failures.
         force: rebuild; discard a partial run made with other options.
         seed: seed of a random-init backbone.
+        merge_gate: called once this process's images are committed; the parts are merged
+            only if it returns True (torchrun: a barrier, then rank 0 merges).
     """
     scales = tuple(sorted({int(s) for s in scales}))
     if not scales or min(scales) < 16:
@@ -234,7 +241,8 @@ def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
             summary.computed += 1
         summary.seconds = time.perf_counter() - start
         summary.resumed = len(mine) - len(pending)
-        final = store.finalize(ids, allow_failures=on_error == "skip")
+        merge = merge_gate() if merge_gate is not None else True
+        final = store.finalize(ids, allow_failures=on_error == "skip") if merge else None
         summary.finished = final is not None
         summary.failures = store.failures() if final is None else summary.failures
     if summary.finished:

@@ -10,15 +10,20 @@ pools), and the VOC result files ``comp4_det_<split>_<class>.txt`` are written b
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sppdet.features.fast_fc import (DEFAULT_SVD_ENERGY, FC_MODES,  # noqa: F401 (the CLI)
+                                     fast_fc_head)
 from sppdet.data.voc import VOCDataset
 from sppdet.detector.detections import ImageDetections
-from sppdet.detector.detections_io import DetectionsReader, detection_item, detections_params
+from sppdet.detector.detections_io import (DetectionsReader, NMSSettings, detection_item,
+                                           detections_params)
 from sppdet.detector.model import SCORERS  # noqa: F401  (re-exported: the CLI's choices)
 from sppdet.detector.model import (
+    DetectModel,
     DetectTimes,
     build_model_backbone,
     detect_windows,
@@ -31,9 +36,11 @@ from sppdet.evaluation.comp4 import write_comp4_files
 from sppdet.features.cache import ComputedFeatures, FeatureCache
 from sppdet.io.item_store import ItemReader, shard_items
 from sppdet.io.records import Record, input_ref
+from sppdet.parallel.executors import (Executor, forget_process_cache, local_executor,
+                                       process_cache, seed_process_cache)
 from sppdet.progress import get_logger, progress
 
-from .common import dataset_params, format_seconds
+from .common import dataset_params, engine_line, format_seconds
 from .params import DEFAULT_DRAW_THRESHOLDS
 from .runner import StageOutput, item_summary_lines
 from .training_inputs import backbone_name
@@ -41,6 +48,8 @@ from .training_inputs import backbone_name
 log = get_logger("detect")
 STAGE = "detect"
 STAGE_VERSION = 1
+#: fc layers detect scores windows with by default (see sppdet.features.fast_fc).
+DEFAULT_FC = "float"
 
 
 @dataclass
@@ -55,11 +64,15 @@ class DetectSummary:
     seconds: float = 0.0
     times_per_image: dict[str, float] = field(default_factory=dict)
     features: str = ""
+    fc: str = ""
     resumed: int = 0
     comp4_dir: Path | None = None
     failures: dict[str, str] = field(default_factory=dict)
     up_to_date: bool = False
     finished: bool = True
+    computed: int = 0
+    engine: str = ""
+    reruns: int = 0
 
     def to_text(self) -> str:
         if self.up_to_date:
@@ -74,6 +87,10 @@ class DetectSummary:
                               if v > 0)
             lines.append(f"  time: {format_seconds(self.seconds)}; per image: {parts} "
                          f"(features: {self.features})")
+        if self.fc:
+            lines.append(f"  scored with {self.fc}")
+        if self.engine:
+            lines.append(engine_line(self.engine, self.reruns))
         if self.comp4_dir is not None:
             lines.append(f"  VOC result files: {self.comp4_dir}")
         lines.extend(item_summary_lines(self.failures, self.finished))
@@ -86,7 +103,10 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         max_per_image: int | None = 100, scales: tuple[int, ...] | None = None,
         device: str = "auto", classes: tuple[str, ...] | None = None,
         shard: tuple[int, int] | None = None, on_error: str = "fail", force: bool = False,
-        write_comp4: bool = True) -> DetectSummary:
+        write_comp4: bool = True, fc: str = DEFAULT_FC,
+        svd_energy: float = DEFAULT_SVD_ENERGY, jobs: int = 1,
+        executor: Executor | None = None,
+        merge_gate: Callable[[], bool] | None = None) -> DetectSummary:
     """Detect objects in every image of ``split`` and write the detections artifact ``out``.
 
     Args:
@@ -109,6 +129,14 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         on_error: ``fail`` or ``skip`` for per-image failures.
         force: rerun even if up to date.
         write_comp4: write ``comp4_det_<split>_<class>.txt`` beside the artifact.
+        fc: ``float`` (the trained fc layers), ``svd`` (truncated SVD of fc6/fc7 keeping
+            ``svd_energy`` of the squared singular values) or ``int8`` (CPU), see
+            :mod:`sppdet.features.fast_fc`.
+        svd_energy: for ``fc="svd"``.
+        jobs: worker processes (each loads the model once).
+        executor: where the images are processed (e.g. a Dask cluster); default: ``jobs``.
+        merge_gate: called once this process's images are committed; the parts are merged
+            only if it returns True (torchrun: a barrier, then rank 0 merges).
     """
     nms = nms_settings(scorer, iou_threshold, score_threshold, max_per_image)
     data = VOCDataset(dataset, split, classes)
@@ -145,6 +173,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
     params.update({"scorer": scorer, "bbox_reg": use_bbox_reg,
                    "features": "cache" if use_cache else {"on_the_fly_scales": list(
                        source.scales)}})
+    if fc != "float":  # recorded only when approximate, so float artifacts stay up to date
+        params["fc"] = {"mode": fc, **({"svd_energy": svd_energy} if fc == "svd" else {})}
     record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
     out = Path(out)
     summary = DetectSummary(path=out, model=model.name, scorer=scorer, images=len(data),
@@ -155,42 +185,48 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
             summary.up_to_date = True
             return summary
         head = model.head.to(torch_device).eval()
-        model.head = head
+        model.head, summary.fc = fast_fc_head(head, fc, energy=svd_energy)
         ids = data.image_ids
         mine = shard_items(ids, shard)
         times = DetectTimes()
+        job = _DetectJob(key=(record.digest, str(torch_device)), dataset=str(dataset),
+                         split=split, classes=classes, model_dir=str(model_dir),
+                         scorer=scorer, use_bbox_reg=use_bbox_reg, proposals=str(proposals),
+                         features=str(features) if use_cache else None,
+                         scales=tuple(source.scales), device=str(torch_device), nms=nms,
+                         fc=fc, svd_energy=svd_energy)
+        given, executor = executor is not None, executor or local_executor(jobs)
         with output.logging(), output.item_store(shard=shard) as store, \
                 ItemReader(proposals, made_by="propose") as proposal_reader:
             pending = store.pending(mine)
             start = time.perf_counter()
-            for image_id in progress(pending, total=len(pending), desc=f"detect {model.name}"):
-                try:
-                    if image_id not in proposal_reader:
-                        raise DataError(f"{proposals} has no proposals for image {image_id}")
-                    boxes = proposal_reader.group(image_id)["boxes"][()]
-                    t0 = time.perf_counter()
-                    if isinstance(source, ComputedFeatures):
-                        source.maps(image_id)
-                        times.conv += time.perf_counter() - t0
-                        t0 = time.perf_counter()
-                    pooled = source.pool(image_id, boxes, scale="best")
-                    times.pool += time.perf_counter() - t0
-                    ann = data[image_id]
-                    final, candidates = detect_windows(model, image_id, pooled, boxes,
-                                                       (ann.height, ann.width), scorer=scorer,
-                                                       nms=nms, times=times)
-                except DataError as exc:
-                    store.write_failure(image_id, str(exc))
-                    summary.failures[image_id] = str(exc)
-                    log.warning("%s: %s", image_id, exc)
-                    continue
-                arrays, attrs = detection_item(final, candidates, ann.width, ann.height)
-                store.write(image_id, arrays, attrs)
+            # tasks in this process reuse what is loaded here; workers load their own
+            seed_process_cache(job.cache_key, _DetectState(model, source, proposal_reader))
+            sizes = {i: (data[i].height, data[i].width) for i in pending}
+            try:
+                results = executor.imap_unordered(
+                    _detect_task, ((job, i, sizes[i]) for i in pending))
+                for image_id, arrays, attrs, image_times in progress(
+                        results, total=len(pending), desc=f"detect {model.name}"):
+                    times.add(image_times)
+                    if arrays is None:
+                        store.write_failure(image_id, attrs)
+                        summary.failures[image_id] = attrs
+                        log.warning("%s: %s", image_id, attrs)
+                        continue
+                    store.write(image_id, arrays, attrs)
+                    summary.computed += 1
+            finally:
+                forget_process_cache(job.cache_key)
+            summary.reruns = executor.last_run.reruns
+            summary.engine = executor.description if given or jobs > 1 else ""
             summary.seconds = time.perf_counter() - start
             summary.resumed = len(mine) - len(pending)
             summary.times_per_image = times.per_image(len(pending))
             record.summary["seconds_per_image"] = summary.times_per_image
-            final_path = store.finalize(ids, allow_failures=on_error == "skip")
+            merge = merge_gate() if merge_gate is not None else True
+            final_path = store.finalize(ids, allow_failures=on_error == "skip") if merge \
+                else None
             summary.finished = final_path is not None
         if summary.finished:
             with DetectionsReader(out) as reader:
@@ -206,6 +242,87 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
     return summary
 
 
+@dataclass(frozen=True)
+class _DetectJob:
+    """What a worker needs to detect objects in images of a split (small and picklable)."""
+
+    key: tuple
+    dataset: str
+    split: str
+    classes: tuple[str, ...] | None
+    model_dir: str
+    scorer: str
+    use_bbox_reg: bool
+    proposals: str
+    features: str | None
+    scales: tuple[int, ...]
+    device: str
+    nms: NMSSettings
+    fc: str = DEFAULT_FC
+    svd_energy: float = DEFAULT_SVD_ENERGY
+
+    @property
+    def cache_key(self) -> tuple:
+        return ("detect", *self.key)
+
+
+@dataclass
+class _DetectState:
+    """A process's loaded model, feature source and proposals reader for a :class:`_DetectJob`."""
+
+    model: DetectModel
+    source: FeatureCache | ComputedFeatures
+    proposals: ItemReader
+
+    @classmethod
+    def open(cls, job: _DetectJob) -> "_DetectState":
+        import torch
+
+        device = torch.device(job.device)
+        model = load_model(Path(job.model_dir), scorer=job.scorer,
+                           use_bbox_reg=job.use_bbox_reg)
+        model.head, _ = fast_fc_head(model.head.to(device).eval(), job.fc,
+                                     energy=job.svd_energy)
+        source: FeatureCache | ComputedFeatures
+        if job.features is not None:
+            source = FeatureCache(job.features, device=device)
+        else:
+            data = VOCDataset(job.dataset, job.split, job.classes)
+            source = ComputedFeatures(build_model_backbone(model, device), job.scales, device,
+                                      data.load_image)
+        return cls(model, source, ItemReader(job.proposals, made_by="propose"))
+
+    def close(self) -> None:
+        if isinstance(self.source, FeatureCache):
+            self.source.close()
+        self.proposals.close()
+
+
+def _detect_task(job: _DetectJob, image_id: str, size: tuple[int, int]
+                 ) -> tuple[str, dict | None, Any, DetectTimes]:
+    """Worker: the detections artifact's ``(arrays, attrs)`` of one image, or ``None`` and
+    the reason of a per-image failure; and the image's times."""
+    state = process_cache(job.cache_key, lambda: _DetectState.open(job))
+    times = DetectTimes()
+    try:
+        if image_id not in state.proposals:
+            raise DataError(f"{job.proposals} has no proposals for image {image_id}")
+        boxes = state.proposals.group(image_id)["boxes"][()]
+        t0 = time.perf_counter()
+        if isinstance(state.source, ComputedFeatures):
+            state.source.maps(image_id)
+            times.conv += time.perf_counter() - t0
+            t0 = time.perf_counter()
+        pooled = state.source.pool(image_id, boxes, scale="best")
+        times.pool += time.perf_counter() - t0
+        final, candidates = detect_windows(state.model, image_id, pooled, boxes, size,
+                                           scorer=job.scorer, nms=job.nms, times=times)
+    except DataError as exc:
+        return image_id, None, str(exc), times
+    arrays, attrs = detection_item(final, candidates, size[1], size[0])
+    return image_id, arrays, attrs, times
+
+
 @dataclass
 class ImageFileResult:
     path: Path
@@ -218,7 +335,8 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
                use_bbox_reg: bool = True, iou_threshold: float = 0.3,
                score_threshold: float | None = None, max_per_image: int | None = 100,
                scales: tuple[int, ...] | None = None, device: str = "auto",
-               draw_threshold: float | None = None) -> list[ImageFileResult]:
+               draw_threshold: float | None = None, fc: str = DEFAULT_FC,
+               svd_energy: float = DEFAULT_SVD_ENERGY) -> list[ImageFileResult]:
     """Detect objects in plain image files: proposals and conv5 computed on the fly.
 
     Args:
@@ -243,7 +361,7 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
     if not chosen:
         raise ConfigError("the model records no scales; give the scales to compute conv5 at")
     backbone = build_model_backbone(model, torch_device)
-    model.head = model.head.to(torch_device).eval()
+    model.head, _ = fast_fc_head(model.head.to(torch_device).eval(), fc, energy=svd_energy)
     loaded: dict[str, Any] = {}
     source = ComputedFeatures(backbone, chosen, torch_device, lambda key: loaded[key])
     params = params_from_dict(method, {"max_boxes": max_boxes})

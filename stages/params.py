@@ -62,6 +62,10 @@ SCORERS = ("svm", "softmax")
 DEFAULT_SCORE_THRESHOLDS = {"svm": -1.5, "softmax": 1e-3}
 #: Detections drawn on pictures score above these.
 DEFAULT_DRAW_THRESHOLDS = {"svm": 0.0, "softmax": 0.5}
+#: fc layers detection scores with (sppdet.features.fast_fc: FC_MODES, DEFAULT_SVD_ENERGY).
+DETECT_FC_MODES = ("float", "svd", "int8")
+DEFAULT_DETECT_FC = "float"
+DEFAULT_SVD_ENERGY = 0.99
 #: The paper's five scales (shorter image sides, pixels); 688 alone is its single scale.
 PAPER_SCALES = (480, 576, 688, 864, 1200)
 #: Storage types of the cached maps.

@@ -80,8 +80,21 @@ def run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: b
         config: the run's configuration.
         force: rebuild every artifact.
         on_stage: called after each stage with its :class:`StageResult`.
+
+    Raises:
+        ClusterError: ``config.dask`` names a scheduler that cannot be reached (before any
+            stage runs).
     """
+    from sppdet.parallel.dask_cluster import open_executor
+
     check_config(config)
+    with open_executor(config.dask, jobs=config.jobs) as executor:
+        return _run(dataset, work_dir, config, force=force, on_stage=on_stage,
+                    executor=executor)
+
+
+def _run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: bool,
+         on_stage: Callable[[StageResult], None] | None, executor: Any) -> PipelineSummary:
     work_dir = Path(work_dir)
     summary = PipelineSummary()
     start = time.perf_counter()
@@ -115,7 +128,7 @@ def run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: b
         props[split] = proposals_path(work_dir, dataset, split, p.method)
         step(f"propose {split}", lambda split=split: propose.run(
             dataset, split, props[split], method=p.method, method_options=method_options,
-            jobs=config.jobs, force=force))
+            jobs=config.jobs, force=force, executor=executor))
     for split in dict.fromkeys([config.train_split, config.test_split]):
         flip = c.flip and split == config.train_split
         feats[split] = cache_features.default_out(
@@ -141,7 +154,7 @@ def run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: b
         features=train_feats, fc=fc_path, layer=s.layer, jobs=config.jobs, seed=config.seed,
         C=s.C, positive_weight=s.positive_weight, bias_feature=s.bias_feature,
         include_difficult=s.include_difficult, max_cached_negatives=s.max_cached_negatives,
-        device=config.device, force=force))
+        device=config.device, force=force, executor=executor))
     b = config.train_bbox_reg
     if b.enabled:
         step("train-bbox-reg", lambda: train_bbox_reg.run(
@@ -155,7 +168,7 @@ def run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: b
         proposals=props[config.test_split], features=feats[config.test_split],
         scorer=d.scorer, use_bbox_reg=b.enabled, iou_threshold=d.iou_threshold,
         score_threshold=d.score_threshold, max_per_image=d.max_per_image,
-        device=config.device, force=force))
+        device=config.device, force=force, jobs=config.jobs, executor=executor))
     summary.detections = detections
     out_dir = eval_dir(work_dir, config.name, dataset, config.test_split)
     summary.eval_summary = step("eval", lambda: evaluate.run(

@@ -51,7 +51,10 @@ class PipelineConfig:
             that ``val`` stays held out for checkpoint selection; else ``train_split``).
         val_split: held-out split for fine-tuning (``None``: no validation).
         metric: ``11point`` (VOC2007) or ``area``.
-        jobs: worker processes for proposals and SVMs.
+        jobs: worker processes for proposals and SVMs (with ``dask: local``, the workers of
+            the local cluster).
+        dask: run proposals, SVM mining and detection on Dask: ``local``, a scheduler address
+            (``tcp://host:8786``) or a scheduler file; ``None`` runs them on this machine.
         device: ``auto``, ``cpu``, ``cuda[:N]``.
         seed: seed of every sampling stage (and of pretraining unless its section sets one).
         pretrain: the optional pretraining step (``None``: none; the features come from
@@ -65,6 +68,7 @@ class PipelineConfig:
     val_split: str | None = VAL_SPLIT
     metric: str = param(METRICS[0], choices=METRICS)
     jobs: int = param(1, min=1)
+    dask: str | None = None
     device: str = param("auto", check=_device_name)
     seed: int = 0
     propose: ProposeOptions = field(default_factory=ProposeOptions)

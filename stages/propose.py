@@ -20,11 +20,12 @@ from sppdet.io.records import Record, read_record
 from sppdet.data.images import read_image
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
+from sppdet.parallel.executors import Executor
 from sppdet.progress import get_logger
 from sppdet.proposals import (METHODS, ProposalError, load_npz, load_rcnn_mat,
                               params_from_dict, propose_image, validate_proposals)
 
-from .common import LoopStats, dataset_params, format_seconds, run_per_item
+from .common import LoopStats, dataset_params, engine_line, format_seconds, run_per_item
 from .runner import StageOutput, item_summary_lines
 
 log = get_logger("propose")
@@ -49,6 +50,8 @@ class ProposeSummary:
     up_to_date: bool = False
     finished: bool = True
     problems: list[str] = field(default_factory=list)
+    engine: str = ""
+    reruns: int = 0
 
     def to_text(self) -> str:
         if self.up_to_date:
@@ -59,6 +62,8 @@ class ProposeSummary:
         if self.seconds_per_image:
             lines.append(f"  time: {format_seconds(self.seconds)} ({self.seconds_per_image:.2f} "
                          f"s per image per worker; {self.resumed} already done)")
+        if self.engine:
+            lines.append(engine_line(self.engine, self.reruns))
         if self.problems:
             lines.append(f"  import problems: {len(self.problems)}")
             lines.extend(f"    {p}" for p in self.problems[:20])
@@ -80,7 +85,7 @@ def run(dataset: str | Path, split: str, out: Path, *, method: str = "ss-fast",
         method_options: dict[str, Any] | None = None, import_path: str | Path | None = None,
         classes: tuple[str, ...] | None = None, jobs: int = 1,
         shard: tuple[int, int] | None = None, on_error: str = "fail",
-        force: bool = False) -> ProposeSummary:
+        force: bool = False, executor: Executor | None = None) -> ProposeSummary:
     """Compute (or import) proposals for every image of ``split`` and write ``out``.
 
     Args:
@@ -96,6 +101,7 @@ def run(dataset: str | Path, split: str, out: Path, *, method: str = "ss-fast",
         shard: ``(i, n)`` to process one shard.
         on_error: ``fail`` or ``skip`` for per-image failures (always listed).
         force: rebuild even if up to date; discard a partial run with other options.
+        executor: where the images are processed (e.g. a Dask cluster); default: ``jobs``.
 
     Raises:
         ConfigError: bad options. DataError: the dataset cannot be read.
@@ -130,14 +136,17 @@ def run(dataset: str | Path, split: str, out: Path, *, method: str = "ss-fast",
             stats: LoopStats = run_per_item(
                 store, shard_items(ids, shard), _propose_one,
                 lambda i: (str(data[i].image_path), method, params_obj),
-                jobs=jobs, desc=f"propose {method}", errors=(DataError, ProposalError))
+                jobs=jobs, desc=f"propose {method}", errors=(DataError, ProposalError),
+                executor=executor)
             final = store.finalize(ids, allow_failures=on_error == "skip")
         summary = ProposeSummary(path=out, method=method, images=len(ids),
                                  seconds=stats.seconds,
                                  seconds_per_image=stats.seconds_per_item,
                                  resumed=stats.skipped_done, failures=store.failures()
                                  if final is None else read_record(out).summary.get("failures", {}),
-                                 finished=final is not None)
+                                 finished=final is not None,
+                                 engine=stats.engine if executor is not None else "",
+                                 reruns=stats.reruns)
         if final is not None:
             _fill_counts(summary, out)
         return summary

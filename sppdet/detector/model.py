@@ -44,6 +44,11 @@ class DetectTimes:
     bbox: float = 0.0
     nms: float = 0.0
 
+    def add(self, other: "DetectTimes") -> None:
+        """Add ``other``'s seconds to these (one image's times, summed over images)."""
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
     def per_image(self, images: int) -> dict[str, float]:
         return {k: v / max(images, 1) for k, v in vars(self).items()}
 

@@ -72,10 +72,12 @@ class FcHead(nn.Module):
             raise ConfigError(f"layer must be one of {LAYERS}, got {layer!r}")
         if layer == "pool5":
             return pooled
-        x = torch.relu(torch.nn.functional.linear(pooled, self.fc6.weight, self.fc6.bias))
+        # The modules, not their weights: fc6/fc7 may be replaced by their SVD or int8 forms
+        # (sppdet.features.fast_fc).
+        x = torch.relu(self.fc6(pooled))
         if layer == "fc6":
             return x
-        return torch.relu(torch.nn.functional.linear(x, self.fc7.weight, self.fc7.bias))
+        return torch.relu(self.fc7(x))
 
     def config(self) -> dict[str, Any]:
         return {"in_dim": self.in_dim, "num_classes": self.num_classes, "hidden": self.hidden,

@@ -93,13 +93,16 @@ class ItemStore(Closing):
         self._lock = ArtifactLock(self.path, suffix=suffix)
         self._lock.acquire()
         try:
-            self._open_parts(force)
+            # shards starting together (torchrun ranks, job arrays) must not both clear the
+            # stale parts of an older run: one of them does it, the other finds it done
+            with ArtifactLock(self.path, suffix=".open" + LOCK_SUFFIX, blocking=True):
+                self._open_parts(force, clean=shard is None)
         except BaseException:
             self._lock.release()
             raise
         self._done = {p.stem for p in self.parts_dir.glob("*.h5")}
 
-    def _open_parts(self, force: bool) -> None:
+    def _open_parts(self, force: bool, clean: bool) -> None:
         run_record = self.parts_dir / "record.json"
         if self.parts_dir.exists() and run_record.exists():
             existing = json.loads(run_record.read_text()).get("digest")
@@ -112,8 +115,9 @@ class ItemStore(Closing):
                     )
                 shutil.rmtree(self.parts_dir)
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.parts_dir.glob("*.tmp"):
-            # temporaries of a killed run: never renamed, so never counted as done
+        for stale in self.parts_dir.glob("*.tmp") if clean else ():
+            # temporaries of a killed run: never renamed, so never counted as done (a shard
+            # leaves them: another shard may be writing them; the merge removes the folder)
             stale.unlink()
         if not run_record.exists():
             with atomic_path(run_record) as tmp:

@@ -19,21 +19,26 @@ LOCK_SUFFIX = ".lock"
 
 
 class ArtifactLock:
-    """An exclusive, non-blocking ``flock`` on ``<path>.lock`` (released when the process dies).
+    """An exclusive ``flock`` on ``<path>.lock`` (released when the process dies).
+
+    Non-blocking by default (a second writer is refused); ``blocking=True`` waits for the
+    holder instead.
 
     Use as a context manager around everything that writes the artifact.
     """
 
-    def __init__(self, path: str | os.PathLike[str], suffix: str = LOCK_SUFFIX) -> None:
+    def __init__(self, path: str | os.PathLike[str], suffix: str = LOCK_SUFFIX, *,
+                 blocking: bool = False) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + suffix)
+        self.blocking = blocking  # wait for the holder instead of refusing
         self._fd: int | None = None
 
     def acquire(self) -> "ArtifactLock":
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
         except OSError as exc:
             holder = ""
             with contextlib.suppress(OSError):

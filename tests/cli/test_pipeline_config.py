@@ -29,6 +29,7 @@ def _load(tmp_path, text: str, name: str = "run.yaml") -> PipelineConfig:
     ("metric: voc\n", r"key 'metric': expected one of 11point, area, got 'voc'"),
     ("device: gpu\n", r"key 'device': expected auto, cpu, cuda or cuda:N, got 'gpu'"),
     ("name: 7\n", r"key 'name': expected a string, got 7"),
+    ("dask: 8786\n", r"key 'dask': expected a string \(or null\), got 8786"),
     ("val_split: 3\n", r"key 'val_split': expected a string \(or null\), got 3"),
     ("propose:\n  max_boxes: many\n", r"section 'propose': key 'max_boxes': expected an "
                                        r"integer, got 'many'"),
@@ -58,7 +59,7 @@ def test_a_bad_value_names_the_file_the_section_and_the_key(tmp_path, text, mess
 
 
 @pytest.mark.parametrize("text, message", [
-    ("jobz: 2\n", r"unknown key 'jobz'; known: cache_features, detect, device, finetune, "),
+    ("jobz: 2\n", r"unknown key 'jobz'; known: cache_features, dask, detect, device, "),
     ("propose:\n  max_box: 10\n", r"unknown key\(s\) \['max_box'\] in section 'propose'; "
                                    r"known: edge_model, max_aspect_ratio, max_boxes"),
     ("detect:\n  nms: 0.3\n  cap: 5\n", r"unknown key\(s\) \['cap', 'nms'\] in section "
@@ -70,6 +71,11 @@ def test_an_unknown_key_names_the_file_and_the_known_keys(tmp_path, text, messag
     with pytest.raises(ConfigError, match=message) as caught:
         _load(tmp_path, text)
     assert str(caught.value).startswith(f"{tmp_path / 'run.yaml'}: ")
+
+
+def test_the_dask_key_is_read(tmp_path) -> None:
+    assert _load(tmp_path, "dask: tcp://host:8786\n").dask == "tcp://host:8786"
+    assert _load(tmp_path, "jobs: 2\n").dask is None
 
 
 def test_json_files_are_checked_the_same(tmp_path) -> None:

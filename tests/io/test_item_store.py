@@ -107,6 +107,21 @@ def test_shards_share_parts_and_last_one_merges(tmp_path):
         assert reader.ids() == ids
 
 
+def test_a_shard_leaves_temporaries_another_shard_may_be_writing(tmp_path):
+    """Shards of one run share the parts folder: opening a shard must not delete a ``.tmp``
+    file (another shard may be writing it); an unsharded run removes those of a killed run."""
+    path = tmp_path / "props.h5"
+    record = Record("propose", {})
+    parts = path.with_name("props.h5.parts")
+    with ItemStore(path, record, shard=(1, 2)):
+        in_flight = parts / ".i1.h5.k3x9q.tmp"  # what shard 2 is writing right now
+        in_flight.write_bytes(b"partial")
+    with ItemStore(path, record, shard=(2, 2)) as store:
+        assert in_flight.exists() and store.pending(["i1"]) == ["i1"]
+    with ItemStore(path, record):
+        assert not in_flight.exists()
+
+
 def test_parse_shard():
     assert parse_shard("2/4") == (2, 4) and parse_shard(None) is None
     for bad in ("0/4", "5/4", "x", "1/0"):

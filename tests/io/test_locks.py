@@ -34,3 +34,24 @@ def test_lock_in_same_process(tmp_path):
     with ArtifactLock(tmp_path / "a"):
         with pytest.raises(ArtifactLockedError):
             ArtifactLock(tmp_path / "a").acquire()
+
+
+def test_blocking_lock_waits_for_the_holder(tmp_path):
+    """blocking=True waits until the holder releases, instead of refusing."""
+    import threading
+    import time
+
+    holder = ArtifactLock(tmp_path / "a", blocking=True).acquire()
+    acquired = threading.Event()
+
+    def wait_for_it() -> None:
+        with ArtifactLock(tmp_path / "a", blocking=True):
+            acquired.set()
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    time.sleep(0.3)
+    assert not acquired.is_set()  # still waiting: the holder has it
+    holder.release()
+    waiter.join(timeout=30)
+    assert acquired.is_set()

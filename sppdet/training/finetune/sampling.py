@@ -139,7 +139,7 @@ class ChunkSampler:
 
 def pool_plan(cache: FeatureCache, windows: SplitWindows, plan_windows: np.ndarray,
               flip: np.ndarray, scales: np.ndarray | None, *,
-              levels: Sequence[int] = DEFAULT_LEVELS) -> Tensor:
+              levels: Sequence[int] = DEFAULT_LEVELS, out: Tensor | None = None) -> Tensor:
     """SPP features of planned windows, pooled image by image (each image decoded once).
 
     Args:
@@ -150,16 +150,28 @@ def pool_plan(cache: FeatureCache, windows: SplitWindows, plan_windows: np.ndarr
         scales: int, same shape: the scale of each slot; ``None`` for the paper's best scale
             per window (test-time rule).
         levels: pyramid levels.
+        out: a float32 buffer of at least ``plan_windows.size`` rows on the cache's device to
+            pool into (every row used is overwritten). Fine-tuning reuses one buffer for all
+            chunks: allocating a new one per chunk while the previous is alive fragmented the
+            heap and grew the process by about a buffer per chunk.
 
     Returns:
         float32 ``[plan_windows.size, C * sum(n * n)]`` on the cache's device, rows in the
-        flattened order of ``plan_windows``.
+        flattened order of ``plan_windows`` (the first rows of ``out`` when given).
     """
     flat = np.asarray(plan_windows, dtype=np.int64).reshape(-1)
     flip_flat = np.asarray(flip, dtype=bool).reshape(-1)
     scale_flat = None if scales is None else np.asarray(scales, dtype=np.int64).reshape(-1)
-    out = torch.empty((len(flat), spp_output_dim(cache.channels, levels)), dtype=torch.float32,
-                      device=cache.device)
+    shape = (len(flat), spp_output_dim(cache.channels, levels))
+    if out is None:
+        out = torch.empty(shape, dtype=torch.float32, device=cache.device)
+    else:
+        if (out.dim() != 2 or out.shape[0] < shape[0] or out.shape[1] != shape[1]
+                or out.dtype != torch.float32 or out.device != torch.device(cache.device)):
+            raise ConfigError(f"the pooling buffer must be float32 [>= {shape[0]}, {shape[1]}] "
+                              f"on {cache.device}, got {out.dtype} {tuple(out.shape)} on "
+                              f"{out.device}")
+        out = out[:shape[0]]
     if not len(flat):
         return out
     image_of = windows.image_index[flat]

@@ -256,14 +256,19 @@ class FcFinetuner:
         bar = progress(range(iteration, total), total=total - iteration, desc="finetune",
                        unit="it")
         bar_iter = iter(bar)
+        buffer: torch.Tensor | None = None
         while iteration < total:
             chunk = sampler.chunk_of(iteration)
             first = chunk * sampler.iterations_per_chunk
             count = min(sampler.iterations_per_chunk, total - first)
             started = time.perf_counter()
             plan = sampler.sample_chunk(chunk, count)
+            if buffer is None:  # one buffer for every chunk (pool_plan: bounded memory)
+                buffer = torch.empty((sampler.iterations_per_chunk * sampler.batch_size,
+                                      spp_output_dim(cache.channels, cfg.levels)),
+                                     dtype=torch.float32, device=cache.device)
             features = pool_plan(cache, windows, plan.windows, plan.flip, plan.scales,
-                                 levels=cfg.levels).to(self.device)
+                                 levels=cfg.levels, out=buffer).to(self.device)
             if self._input_scale != 1.0:
                 features.mul_(self._input_scale)
             labels = labels_all[torch.from_numpy(plan.windows.reshape(-1)).to(self.device)]

@@ -134,6 +134,7 @@ def train_class_svms_shared(
     difficult_by_class: Mapping[str, np.ndarray] | None = None,
     feature_scale: float = 1.0,
     n_jobs: int | None = 1,
+    executor: Any = None,
 ) -> ClassSVMs:
     """Train one :class:`HardNegativeSVM` per class, every class of a worker on one stream.
 
@@ -159,6 +160,8 @@ def train_class_svms_shared(
         difficult_by_class: class -> ``[P]`` bool difficult flags of its positives.
         feature_scale: factor applied to all features.
         n_jobs: worker processes (at most one per trainable class); 1 runs in this process.
+        executor: runs the groups (a :class:`sppdet.parallel.executors.Executor`, e.g. a Dask
+            cluster) instead of joblib's ``n_jobs`` processes.
 
     Returns:
         :class:`ClassSVMs`, with ``stream_stats`` (one dict per worker) and ``worker_seconds``.
@@ -178,6 +181,8 @@ def train_class_svms_shared(
     ]
     if len(arguments) <= 1:
         results = [_mine_class_group(*args) for args in arguments]
+    elif executor is not None:
+        results = list(executor.imap(_mine_class_group, arguments))
     else:
         results = Parallel(n_jobs=len(arguments))(
             delayed(_mine_class_group)(*args) for args in arguments

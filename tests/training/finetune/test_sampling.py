@@ -101,3 +101,19 @@ def test_pool_plan_equals_pooling_window_by_window(fake):
         one = cache.pool(image_id, windows.boxes[row][None], scale=int(s), flip=bool(f))
         torch.testing.assert_close(pooled[k], one[0], rtol=0, atol=0)
     assert pool_plan(cache, windows, np.zeros(0, int), np.zeros(0, bool), None).shape == (0, 400)
+
+
+def test_pool_plan_into_a_buffer_equals_a_fresh_result_and_checks_the_buffer(fake):
+    windows, cache = split_inputs(fake, "train")
+    rows = np.array([3, 9, 30, 1])
+    flip = np.array([False, True, True, False])
+    scales = np.array([64, 96, 64, 96])
+    fresh = pool_plan(cache, windows, rows, flip, scales)
+    buffer = torch.full((10, fresh.shape[1]), float("nan"))
+    into = pool_plan(cache, windows, rows, flip, scales, out=buffer)
+    assert into.data_ptr() == buffer.data_ptr() and into.shape == fresh.shape
+    assert torch.equal(into, fresh)  # every used row overwritten (no NaN left)
+    with pytest.raises(ConfigError, match="pooling buffer"):
+        pool_plan(cache, windows, rows, flip, scales, out=torch.empty(3, fresh.shape[1]))
+    with pytest.raises(ConfigError, match="pooling buffer"):
+        pool_plan(cache, windows, rows, flip, scales, out=torch.empty(10, 7))

@@ -111,3 +111,23 @@ def test_divergence_is_an_error_that_says_what_to_do(fake):
     config = FinetuneConfig(iterations=40, **{**SMALL, "lr": 1e6})
     with pytest.raises(ModelError, match="diverged at iteration .*lower the learning rate"):
         FcFinetuner(config).fit(train, cache)
+
+
+def test_every_chunk_is_pooled_into_one_buffer(fake, monkeypatch):
+    """Memory stays bounded: the trainer pools all chunks into one reused buffer."""
+    import sppdet.training.finetune.trainer as trainer_module
+
+    buffers = []
+    real = trainer_module.pool_plan
+
+    def spy(*args, **kwargs):
+        buffers.append(kwargs["out"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "pool_plan", spy)
+    train, cache = split_inputs(fake, "train")
+    config = FinetuneConfig(iterations=10, **{**SMALL, "iterations_per_chunk": 3})
+    FcFinetuner(config).fit(train, cache)
+    assert len(buffers) == 4  # chunks of 3, 3, 3 and 1 iterations
+    assert all(b is buffers[0] for b in buffers)
+    assert buffers[0].shape[0] == 3 * config.batch_size
