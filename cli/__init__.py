@@ -3,8 +3,9 @@
 Exit codes: usage errors (an unknown option, a bad value, options that do not go together)
 exit 2, Click's rule; so does a library :class:`~sppdet.errors.ParameterError`, which names
 the parameter that the command line shows as its option. Other library errors
-(:class:`~sppdet.errors.SppdetError`: data, artifacts, config files) print as ``Error: ...``
-and exit 1. A traceback is printed only with ``--debug``.
+(:class:`~sppdet.errors.SppdetError`: data, artifacts, config files) and errors of the user's
+environment (a read-only or full file system, a permission: the file and the errno are named)
+print as ``Error: ...`` and exit 1. A traceback is printed only with ``--debug``.
 
 Importing this package is instant: the command modules import only Click and the torch-free
 parameter declarations (:mod:`sppdet.stages.params`); the stages and the library load inside
@@ -48,6 +49,18 @@ class SppdetGroup(click.Group):
             raise click.ClickException(str(exc)) from exc
         except KeyboardInterrupt:
             raise click.Abort() from None
+        except OSError as exc:
+            # a read-only, full or forbidden file system is the user's environment, not a bug
+            from sppdet.io.atomic import environment_error
+
+            error = environment_error(exc)
+            if error is None:
+                if _debug(ctx):
+                    raise
+                raise _internal_error(exc) from exc
+            if _debug(ctx):
+                traceback.print_exc()
+            raise click.ClickException(str(error)) from exc
         except MemoryError as exc:
             if _debug(ctx):
                 traceback.print_exc()
@@ -56,10 +69,13 @@ class SppdetGroup(click.Group):
         except Exception as exc:
             if _debug(ctx):
                 raise
-            raise click.ClickException(
-                f"internal error ({type(exc).__name__}: {exc}). This is a bug in sppdet; rerun "
-                "with --debug for the traceback and report it."
-            ) from exc
+            raise _internal_error(exc) from exc
+
+
+def _internal_error(exc: BaseException) -> click.ClickException:
+    return click.ClickException(
+        f"internal error ({type(exc).__name__}: {exc}). This is a bug in sppdet; rerun "
+        "with --debug for the traceback and report it.")
 
 
 def _option_of(ctx: click.Context, name: str) -> click.Parameter | None:

@@ -133,16 +133,23 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
     from sppdet.stages.layout import detection_images_dir, model_dir
 
     out = out or detection_images_dir(settings.work_dir, name)
-    results = detect.run_images(list(inputs), model_dir=model_dir(settings.work_dir, name),
+    summary = detect.run_images(list(inputs), model_dir=model_dir(settings.work_dir, name),
                                 out_dir=out, method=method or ProposeOptions.method,
                                 scorer=scorer, use_bbox_reg=bbox_reg,
                                 iou_threshold=iou_threshold, score_threshold=score_threshold,
                                 max_per_image=cap, scales=scales, device=device,
                                 draw_threshold=draw_threshold, fc=fc_mode,
                                 svd_energy=svd_energy)
-    for result in results:
+    for result in summary.results:
         click.echo(f"{result.path}: {len(result.detections)} detections -> {result.drawn}")
-    click.echo(f"Detections listed in {out / 'detections.json'}")
+    click.echo(f"Detections listed in {summary.listing}")
+    if summary.failures:
+        click.echo(f"Not detected: {len(summary.failures)} of {len(inputs)} image(s):")
+        for reason in summary.failures.values():
+            click.echo(f"  {reason}")
+        if on_error == "fail":
+            raise click.ClickException(f"{len(summary.failures)} image(s) could not be "
+                                       "detected (listed above; --on-error skip accepts that)")
 
 
 COMMANDS = [detect_command]

@@ -49,3 +49,14 @@ class ParameterError(ConfigError):
     def __init__(self, param: str, message: str) -> None:
         super().__init__(message)
         self.param = param
+
+
+class StorageError(SppdetError):
+    """The file system refused a write: read-only, no permission, or full.
+
+    It is the user's environment, not a bug: the message names the path and the errno.
+    """
+
+
+class DiskFullError(StorageError):
+    """No space left on the device (or the quota is used up) while writing a file."""

@@ -35,6 +35,7 @@ from sppdet.ops.scales import resized_size
 
 from .common import dataset_params, format_seconds, path_size
 from .layout import feature_variant, features_path
+from .left_out import left_out_lines, log_left_out
 from .params import COMPRESSIONS, PAPER_SCALES, CacheOptions  # re-exported
 from .runner import StageOutput, item_summary_lines
 
@@ -59,11 +60,14 @@ class CacheSummary:
     cpu_fallbacks: list[str] = field(default_factory=list)
     up_to_date: bool = False
     finished: bool = True
+    left_out: dict[str, str] = field(default_factory=dict)
+    split: str = ""
     engine: str = ""
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"Features are up to date: {self.path} (use --force to rebuild)"
+            return "\n".join([f"Features are up to date: {self.path} (use --force to rebuild)",
+                              *left_out_lines(self.left_out, self.split)])
         lines = [f"conv5 features ({self.backbone}, scales {list(self.scales)}, on "
                  f"{self.device}) for {self.images} images -> {self.path}"]
         if self.computed:
@@ -79,6 +83,7 @@ class CacheSummary:
         if self.cpu_fallbacks:
             lines.append(f"  GPU out of memory on {len(self.cpu_fallbacks)} image(s); computed "
                          f"on the CPU: {', '.join(self.cpu_fallbacks[:10])}")
+        lines += left_out_lines(self.left_out, self.split)
         lines.extend(item_summary_lines(self.failures, self.finished))
         return "\n".join(lines)
 
@@ -190,7 +195,7 @@ def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
     }, stage_version=STAGE_VERSION)
     out = Path(out)
     summary = CacheSummary(path=out, backbone=backbone_name, device=str(torch_device),
-                           images=len(data), scales=scales)
+                           images=len(data), scales=scales, left_out=data.left_out, split=split)
     output = StageOutput(out, record, force=force)
     if output.is_current():
         summary.up_to_date = True
@@ -205,6 +210,7 @@ def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
     backbone = backbone.to(torch_device)
     cpu_backbone: Backbone | None = None
     with output.logging(), output.item_store(shard=shard) as store:
+        log_left_out(log, data)
         pending = store.pending(mine)
         needed = estimate_bytes(backbone, [(data[i].height, data[i].width) for i in pending],
                                 scales, flip=flip, bytes_per_value=np_dtype.itemsize)

@@ -31,19 +31,24 @@ from sppdet.detector.model import (
     nms_settings,
 )
 from sppdet.devices import resolve_device
-from sppdet.errors import ConfigError, DataError
-from sppdet.evaluation.comp4 import write_comp4_files
+from sppdet.errors import ArtifactError, ArtifactMissingError, ConfigError, DataError
+from sppdet.evaluation.comp4 import comp4_filename, write_comp4_files
 from sppdet.features.cache import ComputedFeatures, FeatureCache
+from sppdet.io.atomic import write_text_atomic
+from sppdet.io.faults import fault_point
 from sppdet.io.item_store import ItemReader, shard_items
-from sppdet.io.records import Record, input_ref
+from sppdet.io.locks import ArtifactLock
+from sppdet.io.records import (PARTS_SUFFIX, Record, input_ref, read_record, record_path,
+                               write_record)
 from sppdet.parallel.executors import (Executor, forget_process_cache, local_executor,
                                        process_cache, seed_process_cache)
 from sppdet.progress import get_logger, progress
 
 from .common import dataset_params, engine_line, format_seconds
+from .left_out import left_out_lines, log_left_out
 from .params import DEFAULT_DRAW_THRESHOLDS
 from .runner import StageOutput, item_summary_lines
-from .training_inputs import backbone_name
+from .training_inputs import backbone_name, check_made_on
 
 log = get_logger("detect")
 STAGE = "detect"
@@ -67,7 +72,10 @@ class DetectSummary:
     fc: str = ""
     resumed: int = 0
     comp4_dir: Path | None = None
+    comp4_rewritten: bool = False
     failures: dict[str, str] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
+    split: str = ""
     up_to_date: bool = False
     finished: bool = True
     computed: int = 0
@@ -76,7 +84,11 @@ class DetectSummary:
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"Detections are up to date: {self.path} (use --force to rerun)"
+            lines = [f"Detections are up to date: {self.path} (use --force to rerun)"]
+            if self.comp4_rewritten:
+                lines.append(f"  VOC result files were missing or stale; written: "
+                             f"{self.comp4_dir}")
+            return "\n".join(lines + left_out_lines(self.left_out, self.split))
         lines = [f"Detections of model {self.model} ({self.scorer} scores) for {self.images} "
                  f"images -> {self.path}"]
         if self.finished:
@@ -93,8 +105,40 @@ class DetectSummary:
             lines.append(engine_line(self.engine, self.reruns))
         if self.comp4_dir is not None:
             lines.append(f"  VOC result files: {self.comp4_dir}")
+        lines += left_out_lines(self.left_out, self.split)
         lines.extend(item_summary_lines(self.failures, self.finished))
         return "\n".join(lines)
+
+
+def comp4_dir_of(out: Path) -> Path:
+    """Where the VOC result files of the detections artifact ``out`` go."""
+    return out.with_name(out.stem + ".comp4")
+
+
+def _comp4_current(out: Path, comp4_dir: Path, split: str, classes: list[str]) -> bool:
+    """True when ``comp4_dir`` holds every class's file, written from ``out`` as it is now."""
+    try:
+        made_from = read_record(comp4_dir).inputs.get("detections")
+        current = read_record(out).digest
+    except ArtifactError:
+        return False
+    return (made_from is not None and made_from.digest == current
+            and all((comp4_dir / comp4_filename(split, c)).is_file() for c in classes))
+
+
+def write_outputs(out: Path, split: str, classes: list[str]) -> Path:
+    """Write the VOC result files of the detections artifact ``out`` (one per class) and a
+    record naming the artifact they come from, so a rerun knows whether they are complete."""
+    comp4_dir = comp4_dir_of(out)
+    with ArtifactLock(comp4_dir, clean=True):
+        with DetectionsReader(out) as reader:
+            image_dets = [reader.detections(i) for i in reader.image_ids()]
+        # no record while the files are rewritten: a crash leaves them marked incomplete
+        record_path(comp4_dir).unlink(missing_ok=True)
+        write_comp4_files(comp4_dir, split, classes, image_dets)
+        write_record(comp4_dir, Record("detect", {"comp4": split, "classes": classes},
+                                       inputs={"detections": input_ref(out)}))
+    return comp4_dir
 
 
 def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposals: Path,
@@ -115,8 +159,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         out: the detections artifact.
         model_dir: ``<work>/models/<name>`` holding fc.pt, svm.npz, bbox_reg.npz.
         proposals: the split's proposals artifact.
-        features: the split's feature cache; ``None`` (or a missing file) computes conv5 on
-            the fly with the backbone the fc layers were trained on.
+        features: the split's feature cache; ``None`` computes conv5 on the fly with the
+            backbone the fc layers were trained on.
         scorer: ``svm`` (default) or ``softmax``.
         use_bbox_reg: apply the box regressors.
         iou_threshold: per-class NMS threshold (suppress when IoU > it).
@@ -128,7 +172,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         shard: ``(i, n)`` to process one shard.
         on_error: ``fail`` or ``skip`` for per-image failures.
         force: rerun even if up to date.
-        write_comp4: write ``comp4_det_<split>_<class>.txt`` beside the artifact.
+        write_comp4: write ``comp4_det_<split>_<class>.txt`` beside the artifact (also when
+            the artifact is up to date but they are missing or were made from another one).
         fc: ``float`` (the trained fc layers), ``svd`` (truncated SVD of fc6/fc7 keeping
             ``svd_energy`` of the squared singular values) or ``int8`` (CPU), see
             :mod:`sppdet.features.fast_fc`.
@@ -137,8 +182,21 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         executor: where the images are processed (e.g. a Dask cluster); default: ``jobs``.
         merge_gate: called once this process's images are committed; the parts are merged
             only if it returns True (torchrun: a barrier, then rank 0 merges).
+
+    Raises:
+        ArtifactMissingError: the features file does not exist or is unfinished, or another
+            input is missing.
+        DataError: the proposals or features were made on another dataset or split.
     """
     nms = nms_settings(scorer, iou_threshold, score_threshold, max_per_image)
+    if features is not None and not Path(features).exists():
+        parts = Path(features).with_name(Path(features).name + PARTS_SUFFIX)
+        if parts.exists():
+            raise ArtifactMissingError(
+                f"the feature cache {features} is unfinished ({parts.name} holds a partial "
+                "run); rerun the `sppdet cache-features` command that started it to finish it")
+        raise ArtifactMissingError(f"the feature cache {features} does not exist; run `sppdet "
+                                   f"cache-features {dataset} --split {split}` to make it")
     data = VOCDataset(dataset, split, classes)
     model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg)
     if list(data.classes) != model.classes:
@@ -148,11 +206,18 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
     torch_device = resolve_device(device)
     inputs = dict(model.inputs)
     inputs["proposals"] = input_ref(proposals, made_by="propose")
-    use_cache = features is not None and Path(features).exists()
+    # detections of another dataset's images with the same ids would be silently wrong
+    check_made_on(read_record(proposals, made_by="propose"), Path(proposals), data, "propose")
+    use_cache = features is not None
     source: FeatureCache | ComputedFeatures
     if use_cache:
         inputs["features"] = input_ref(features, made_by="cache-features")
         source = FeatureCache(features, device=torch_device)
+        try:
+            check_made_on(source.record, Path(features), data, "cache-features")
+        except BaseException:
+            source.close()
+            raise
         if source.backbone != backbone_name(model.backbone):
             source.close()
             raise DataError(f"model {model.name} was trained on {backbone_name(model.backbone)} "
@@ -178,11 +243,15 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
     record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
     out = Path(out)
     summary = DetectSummary(path=out, model=model.name, scorer=scorer, images=len(data),
-                            features=feature_desc)
+                            features=feature_desc, left_out=data.left_out, split=split)
     try:
         output = StageOutput(out, record, force=force)
         if output.is_current():
             summary.up_to_date = True
+            if write_comp4 and not _comp4_current(out, comp4_dir_of(out), split,
+                                                  model.classes):
+                summary.comp4_dir = write_outputs(out, split, model.classes)
+                summary.comp4_rewritten = True
             return summary
         head = model.head.to(torch_device).eval()
         model.head, summary.fc = fast_fc_head(head, fc, energy=svd_energy)
@@ -198,6 +267,7 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         given, executor = executor is not None, executor or local_executor(jobs)
         with output.logging(), output.item_store(shard=shard) as store, \
                 ItemReader(proposals, made_by="propose") as proposal_reader:
+            log_left_out(log, data)
             pending = store.pending(mine)
             start = time.perf_counter()
             # tasks in this process reuse what is loaded here; workers load their own
@@ -230,12 +300,10 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
             summary.finished = final_path is not None
         if summary.finished:
             with DetectionsReader(out) as reader:
-                image_dets = [reader.detections(i) for i in reader.image_ids()]
-            summary.detections = sum(len(d) for d in image_dets)
+                summary.detections = sum(len(reader.detections(i)) for i in reader.image_ids())
+            fault_point("outputs-pending", STAGE, out)
             if write_comp4:
-                comp4_dir = out.with_name(out.stem + ".comp4")
-                write_comp4_files(comp4_dir, split, model.classes, image_dets)
-                summary.comp4_dir = comp4_dir
+                summary.comp4_dir = write_outputs(out, split, model.classes)
     finally:
         if isinstance(source, FeatureCache):
             source.close()
@@ -330,20 +398,55 @@ class ImageFileResult:
     drawn: Path | None
 
 
+@dataclass
+class ImageFilesSummary:
+    """What detect on image files did: results per readable file, failures per other file.
+
+    Attributes:
+        results: one per image detected, in input order.
+        failures: file -> why it could not be detected (unreadable, too small...).
+        listing: the ``detections.json`` written (``None`` when nothing is drawn).
+    """
+
+    results: list[ImageFileResult] = field(default_factory=list)
+    failures: dict[Path, str] = field(default_factory=dict)
+    listing: Path | None = None
+
+
+def drawing_names(images: list[Path]) -> list[str]:
+    """``<stem>.detections.png`` per image, made unique: inputs that share a stem (``a/x.jpg``,
+    ``b/x.jpg``, ``x.png``) get ``-2``, ``-3``... in input order, so no drawing replaces
+    another."""
+    names, used = [], set()
+    for path in images:
+        stem = Path(path).stem or "image"
+        name, k = f"{stem}.detections.png", 1
+        while name in used:
+            k += 1
+            name = f"{stem}-{k}.detections.png"
+        used.add(name)
+        names.append(name)
+    return names
+
+
 def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
                method: str = "ss-fast", max_boxes: int = 2000, scorer: str = "svm",
                use_bbox_reg: bool = True, iou_threshold: float = 0.3,
                score_threshold: float | None = None, max_per_image: int | None = 100,
                scales: tuple[int, ...] | None = None, device: str = "auto",
                draw_threshold: float | None = None, fc: str = DEFAULT_FC,
-               svd_energy: float = DEFAULT_SVD_ENERGY) -> list[ImageFileResult]:
+               svd_energy: float = DEFAULT_SVD_ENERGY) -> ImageFilesSummary:
     """Detect objects in plain image files: proposals and conv5 computed on the fly.
+
+    A file that cannot be detected (unreadable, too small) is listed in the summary's
+    ``failures`` and the run goes on with the next one.
 
     Args:
         images: image files.
         model_dir: ``<work>/models/<name>``.
-        out_dir: where the drawn images (``<stem>.detections.png``) and ``detections.json``
-            go; ``None`` draws nothing.
+        out_dir: where the drawn images (``<stem>.detections.png``, see
+            :func:`drawing_names`) and ``detections.json`` (input path -> detections, for the
+            files detected) go; ``None`` draws nothing.
         method: proposal method for the images.
         max_boxes: proposals per image.
         draw_threshold: draw detections scoring above this (default: 0 for SVM scores, 0.5
@@ -367,23 +470,30 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
     params = params_from_dict(method, {"max_boxes": max_boxes})
     threshold = draw_threshold if draw_threshold is not None else \
         DEFAULT_DRAW_THRESHOLDS[scorer]
-    results = []
+    summary = ImageFilesSummary()
     times = DetectTimes()
-    for path in progress(images, total=len(images), desc="detect"):
-        path = Path(path)
-        image = read_image(path)
+    paths = [Path(p) for p in images]
+    for path, drawing in progress(list(zip(paths, drawing_names(paths))), total=len(paths),
+                                  desc="detect"):
         key = path.stem.replace(" ", "_") or "image"
-        loaded.clear()
-        loaded[key] = image
-        boxes = propose_image(image, method, params).boxes
-        pooled = source.pool(key, boxes, scale="best")
+        try:
+            image = read_image(path)
+            loaded.clear()
+            loaded[key] = image
+            boxes = propose_image(image, method, params).boxes
+            pooled = source.pool(key, boxes, scale="best")
+        except DataError as exc:  # one bad file must not cost the others their detections
+            reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            summary.failures[path] = reason
+            log.warning("%s", reason)
+            continue
         final, _ = detect_windows(model, key, pooled, boxes, image.shape[:2], scorer=scorer,
                                   nms=nms, times=times)
         drawn = None
         if out_dir is not None:
             picture = draw_detections(image, final, model.classes, min_score=threshold)
-            drawn = save_image(Path(out_dir) / f"{path.stem}.detections.png", picture)
-        results.append(ImageFileResult(path=path, detections=final, drawn=drawn))
+            drawn = save_image(Path(out_dir) / drawing, picture)
+        summary.results.append(ImageFileResult(path=path, detections=final, drawn=drawn))
     if out_dir is not None:
         import json
 
@@ -391,6 +501,7 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
             {"class": model.classes[int(label)], "score": float(score),
              "box_xyxy": [float(v) for v in box]}
             for box, score, label in zip(r.detections.boxes, r.detections.scores,
-                                         r.detections.labels)] for r in results}
-        (Path(out_dir) / "detections.json").write_text(json.dumps(listing, indent=1) + "\n")
-    return results
+                                         r.detections.labels)] for r in summary.results}
+        summary.listing = write_text_atomic(Path(out_dir) / "detections.json",
+                                            json.dumps(listing, indent=1) + "\n")
+    return summary

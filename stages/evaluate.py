@@ -54,6 +54,7 @@ from sppdet.evaluation import (
 from sppdet.progress import get_logger
 
 from .common import dataset_params
+from .left_out import left_out_warnings
 from .evaluate_outputs import (
     analysis_markdown,
     analysis_outputs,
@@ -356,6 +357,7 @@ def run(dataset: str | Path, split: str, detections: str | Path, out_dir: str | 
     info = [] if data.images_present else [
         f"{sum(a.image_path is None for a in data)} of {len(data)} images are absent from "
         f"{data.root / 'JPEGImages'}: evaluated from the annotations alone, without pictures"]
+    warnings.extend(left_out_warnings(data))
     params: dict[str, Any] = {"metric": metric, "iou_threshold": iou_threshold, "plots": plots,
                               "analysis": analysis, "coco": coco, "gallery": gallery,
                               "data": loaded.data_identity, "classes": list(data.classes),

@@ -26,6 +26,7 @@ from sppdet.proposals import (METHODS, ProposalError, load_npz, load_rcnn_mat,
                               params_from_dict, propose_image, validate_proposals)
 
 from .common import LoopStats, dataset_params, engine_line, format_seconds, run_per_item
+from .left_out import left_out_lines, log_left_out
 from .runner import StageOutput, item_summary_lines
 
 log = get_logger("propose")
@@ -50,12 +51,15 @@ class ProposeSummary:
     up_to_date: bool = False
     finished: bool = True
     problems: list[str] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)
+    split: str = ""
     engine: str = ""
     reruns: int = 0
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"Proposals are up to date: {self.path} (use --force to rebuild)"
+            return "\n".join([f"Proposals are up to date: {self.path} (use --force to rebuild)",
+                              *left_out_lines(self.left_out, self.split)])
         lines = [f"Proposals ({self.method}) for {self.images} images -> {self.path}"]
         lines.append(f"  boxes per image: min {self.boxes_min}, median {self.boxes_median:g}, "
                      f"max {self.boxes_max}")
@@ -67,6 +71,7 @@ class ProposeSummary:
         if self.problems:
             lines.append(f"  import problems: {len(self.problems)}")
             lines.extend(f"    {p}" for p in self.problems[:20])
+        lines += left_out_lines(self.left_out, self.split)
         lines.extend(item_summary_lines(self.failures, self.finished))
         return "\n".join(lines)
 
@@ -126,12 +131,16 @@ def run(dataset: str | Path, split: str, out: Path, *, method: str = "ss-fast",
                             "data": dataset_params(data)}, stage_version=STAGE_VERSION)
     output = StageOutput(out, record, force=force)
     if output.is_current():
-        return ProposeSummary(path=out, method=method, images=len(data), up_to_date=True)
+        return ProposeSummary(path=out, method=method, images=len(data), up_to_date=True,
+                              left_out=data.left_out, split=split)
     ids = data.image_ids
     with output.logging():
         log.debug("propose %s %s -> %s with %s", dataset, split, out, method_params)
+        left_out = log_left_out(log, data)
         if method == "import":
-            return _run_import(data, output, Path(import_path))
+            summary = _run_import(data, output, Path(import_path))
+            summary.left_out, summary.split = left_out, split
+            return summary
         with output.item_store(shard=shard) as store:
             stats: LoopStats = run_per_item(
                 store, shard_items(ids, shard), _propose_one,
@@ -144,7 +153,7 @@ def run(dataset: str | Path, split: str, out: Path, *, method: str = "ss-fast",
                                  seconds_per_image=stats.seconds_per_item,
                                  resumed=stats.skipped_done, failures=store.failures()
                                  if final is None else read_record(out).summary.get("failures", {}),
-                                 finished=final is not None,
+                                 finished=final is not None, left_out=left_out, split=split,
                                  engine=stats.engine if executor is not None else "",
                                  reruns=stats.reruns)
         if final is not None:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from sppdet.io.item_store import ItemStore
+from sppdet.io.item_store import ItemStore, clean_orphans_if_idle
 from sppdet.io.locks import ArtifactLock
 from sppdet.io.records import Record, is_up_to_date, write_artifact
 from sppdet.progress import log_to_file
@@ -47,7 +47,9 @@ class StageOutput:
 
     def is_current(self) -> bool:
         """True when the work can be skipped: not forced, and ``path`` is finished with this
-        record's digest."""
+        record's digest. What killed runs left of ``path`` (temporaries, merged parts) is
+        deleted first, when no run is writing it."""
+        clean_orphans_if_idle(self.path)
         return not self.force and is_up_to_date(self.path, self.record)
 
     @contextlib.contextmanager
@@ -63,8 +65,7 @@ class StageOutput:
         Raises:
             ArtifactLockedError: another run is writing the artifact.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with ArtifactLock(self.path), self.logging():
+        with ArtifactLock(self.path, clean=True), self.logging():
             yield self
 
     def item_store(self, *, shard: tuple[int, int] | None = None) -> ItemStore:

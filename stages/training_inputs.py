@@ -165,7 +165,8 @@ def detect_inputs(work_dir: Path, dataset: str | Path, split: str, name: str, *,
 
     The features default to the split's cache made with the fc checkpoint's backbone (in
     ``variant`` when given); ``None`` when the split has no cache of that backbone at all,
-    which detection takes as "compute conv5 on the fly".
+    finished or not, which detection takes as "compute conv5 on the fly". An unfinished cache
+    is an error (finish it), never silently replaced by conv5 on the fly.
 
     Raises:
         ConfigError: exclusive inputs given together, or several caches to choose from.
@@ -177,8 +178,9 @@ def detect_inputs(work_dir: Path, dataset: str | Path, split: str, name: str, *,
     if features is None:
         fc = model_dir(work_dir, name) / "fc.pt"
         backbone = str(backbone_name(fc_backbone(fc)))
-        cached = features_dir(work_dir, dataset, backbone).glob(f"*/{split}.h5")
-        if variant is not None or next(cached, None) is not None:
+        folder = features_dir(work_dir, dataset, backbone)
+        cached = [*folder.glob(f"*/{split}.h5"), *folder.glob(f"*/{split}.h5.parts")]
+        if variant is not None or cached:
             features = find_features(work_dir, dataset, split, backbone, variant)
     return Path(proposals), features
 

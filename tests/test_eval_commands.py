@@ -467,3 +467,16 @@ def test_every_devkit_edge_case_from_annotations_alone(work, tmp_path):
     assert "2 of 2 images are absent" in result.output
     analysis = json.loads((out / "analysis.json").read_text())
     assert analysis["totals"] == {"localization": 0, "similar": 0, "other": 0, "background": 1}
+
+
+def test_eval_reports_images_left_out_of_the_split(voc, work, tmp_path):
+    """Case 6 (eval): a split id without files is said, in the output and the log."""
+    dets = fabricate(tmp_path / "a.h5", voc, "test", DETECTIONS)
+    split = voc / "ImageSets" / "Main" / "test.txt"
+    split.write_text(split.read_text() + "ghost\n")  # no annotation, no image
+    result = invoke("-w", str(work), "eval", str(voc), str(dets), "--split", "test")
+    assert result.exit_code == 0, result.output
+    assert "Warning: left out of split 'test' (cannot be read): ghost: " in result.output
+    assert "annotation file not found" in result.output
+    log = next(work.rglob("report.json.log")).read_text()
+    assert "left out of split 'test' (cannot be read): ghost" in log

@@ -235,3 +235,23 @@ def test_cli_refuses_mismatched_inputs(fake, tmp_path):
     assert result.exit_code == 1 and "test split cannot" in result.output
     result = invoke("--work-dir", tmp_path / "empty", "finetune", fake.dataset, "-n", "x")
     assert result.exit_code == 1 and "sppdet cache-features" in result.output
+
+
+def test_disk_full_says_so_and_keeps_the_earlier_model(fake, tmp_path, monkeypatch):
+    """Case 8 (finetune): not "unexpected pos 3008 vs 2902"."""
+    from tests.fault_injection import inject
+
+    work = tmp_path / "work"
+    common = ["--work-dir", work, "finetune", fake.dataset, "--name", "m", "--proposals",
+              fake.proposals["train"], "--features", fake.features["train"],
+              "--val-proposals", fake.proposals["val"], "--val-features", fake.features["val"],
+              "--hidden", 8, "--val-windows", 16, "--device", "cpu"]
+    assert invoke(*common, "--iterations", 2).exit_code == 0
+    out = work / "models" / "m" / "fc.pt"
+    before = out.read_bytes(), record_path(out).read_text()
+    with inject(monkeypatch, "finetune:artifact-write:enospc"):
+        result = invoke(*common, "--iterations", 3)
+    assert result.exit_code == 1
+    assert f"Error: disk full writing {out}" in result.output, result.output
+    assert (out.read_bytes(), record_path(out).read_text()) == before
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")) == []

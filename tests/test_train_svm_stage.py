@@ -296,3 +296,18 @@ def test_help_shows_the_defaults():
                  "[default: trainval]", "[default: 1", "[default: 0]",
                  "<work-dir>/models/<name>/fc.pt"):
         assert text in " ".join(result.output.split()), text
+
+
+def test_disk_full_says_so_and_keeps_the_earlier_svms(tmp_path, inputs, monkeypatch):
+    """Case 8 (train-svm): not a bare Errno 28."""
+    from sppdet.io.records import record_path
+    from tests.fault_injection import inject
+
+    assert _train(tmp_path, inputs, "--layer", "pool5").exit_code == 0
+    out = tmp_path / "models" / "m" / "svm.npz"
+    before = out.read_bytes(), record_path(out).read_text()
+    with inject(monkeypatch, "train-svm:artifact-write:enospc"):
+        result = _train(tmp_path, inputs, "--layer", "pool5", "--C", "0.01")
+    assert result.exit_code == 1
+    assert f"Error: disk full writing {out}" in result.output, result.output
+    assert (out.read_bytes(), record_path(out).read_text()) == before

@@ -233,3 +233,45 @@ def test_real_voc2012_fixtures():
     assert len(data) == 7
     assert [p.kind for p in data.problems] == ["float-coordinate"]
     assert "2011_003353.xml" in data.problems[0].path
+
+
+def test_split_file_that_is_not_utf8_names_the_file_and_line(tiny_voc):
+    """Case 7 (split file): a Latin-1 id was an internal UnicodeDecodeError."""
+    split = tiny_voc / "ImageSets" / "Main" / "trainval.txt"
+    split.write_bytes(b"img1\nimg2\ncaf\xe9\n")
+    with pytest.raises(DataError, match=r"trainval\.txt: line 3 is not UTF-8 text \(bytes "
+                                        r"b'\\xe9"):
+        VOCDataset(tiny_voc, "trainval")
+
+
+def test_split_file_that_is_not_utf8_is_a_clear_cli_error(tiny_voc, tmp_path):
+    from click.testing import CliRunner
+
+    from sppdet.cli import cli
+
+    (tiny_voc / "ImageSets" / "Main" / "trainval.txt").write_bytes(b"img1\ncaf\xe9\n")
+    for command in (["propose"], ["cache-features", "--backbone", "zf5"], ["inspect-data"]):
+        result = CliRunner().invoke(cli, ["-w", str(tmp_path / "w"), *command, str(tiny_voc)])
+        assert result.exit_code == 1, result.output
+        assert "trainval.txt: line 2 is not UTF-8" in result.output
+        assert "internal error" not in result.output
+
+
+def test_dataset_folder_whose_name_is_not_utf8_is_supported(tiny_voc, tmp_path):
+    """Case 7 (dataset folder): its name is kept as bytes, the work dir tag shows U+FFFD."""
+    import os
+    import shutil
+
+    from click.testing import CliRunner
+
+    from sppdet.cli import cli
+
+    odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9")
+    shutil.copytree(tiny_voc, odd)
+    work = tmp_path / "work"
+    result = CliRunner().invoke(cli, ["-w", str(work), "propose", odd, "--max-boxes", "20",
+                                      "--max-size", "64"])
+    assert result.exit_code == 0, result.output
+    made = list((work / "proposals").iterdir())
+    assert len(made) == 1 and made[0].name.startswith("caf\ufffd-")
+    assert (made[0] / "trainval.ss-fast.h5").is_file()

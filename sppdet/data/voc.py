@@ -52,6 +52,8 @@ SEVERE_KINDS = frozenset({
     "xml-malformed", "xml-missing", "image-missing", "box-degenerate", "class-unknown",
     "box-missing", "size-missing", "duplicate-id", "image-unreadable", "size-mismatch",
 })
+# Problem kinds that leave an image of the split out (lenient mode).
+LEFT_OUT_KINDS = frozenset({"xml-missing", "xml-malformed", "image-missing", "size-missing"})
 
 
 @dataclass(frozen=True)
@@ -201,11 +203,29 @@ def parse_voc_xml(path: Path, image_id: str, problems: list[DataProblem]) -> _Pa
     return parsed
 
 
+def read_text_file(path: Path) -> str:
+    """A UTF-8 text file of the dataset (split lists, ``classes.txt``).
+
+    Raises:
+        DataError: it is not UTF-8 (e.g. a Latin-1 image id); the message names the file, the
+            line and the bytes.
+    """
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        bad = raw[exc.start:exc.end + 3]
+        raise DataError(f"{path}: line {line} is not UTF-8 text (bytes {bad!r}, e.g. a Latin-1 "
+                        "name); save the file as UTF-8 and name the image files to match")\
+            from None
+
+
 def read_split_ids(root: Path, split: str) -> list[str]:
     """Image ids of ``ImageSets/Main/<split>.txt`` (first column; blank lines skipped).
 
     Raises:
-        DataError: the split file is missing or lists no image.
+        DataError: the split file is missing, not UTF-8, or lists no image.
     """
     split_file = root / "ImageSets" / "Main" / f"{split}.txt"
     if not split_file.is_file():
@@ -213,7 +233,7 @@ def read_split_ids(root: Path, split: str) -> list[str]:
                            if "_" not in p.stem) if (root / "ImageSets" / "Main").is_dir() else []
         hint = f" Splits found: {', '.join(available)}." if available else ""
         raise DataError(f"{split_file}: split file not found.{hint}")
-    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    ids = [line.split()[0] for line in read_text_file(split_file).splitlines() if line.strip()]
     if not ids:
         raise DataError(f"{split_file}: the split '{split}' lists no image")
     return ids
@@ -229,7 +249,7 @@ def discover_classes(root: Path) -> tuple[str, ...]:
     """
     classes_file = root / "classes.txt"
     if classes_file.is_file():
-        names = [ln.strip() for ln in classes_file.read_text().splitlines() if ln.strip()]
+        names = [ln.strip() for ln in read_text_file(classes_file).splitlines() if ln.strip()]
         if names:
             return tuple(names)
     found: set[str] = set()
@@ -328,6 +348,12 @@ class VOCDataset:
 
     def severe_problems(self) -> list[DataProblem]:
         return [p for p in self.problems if p.severe]
+
+    @property
+    def left_out(self) -> dict[str, str]:
+        """Image id -> why, for every image of the split file left out (lenient mode): no or a
+        malformed annotation, no image file, no size known."""
+        return {p.image_id: str(p) for p in self.problems if p.kind in LEFT_OUT_KINDS}
 
     def raise_if_problems(self) -> None:
         """Raise :class:`DataError` listing every severe problem (strict mode)."""

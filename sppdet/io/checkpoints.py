@@ -52,8 +52,10 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any], *,
         blob["identity"] = identity
     blob.update(payload)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    # through a Python file: a full disk then raises OSError(ENOSPC), which names the cause,
+    # where torch's own file writer only says "unexpected pos"
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(blob, handle)
     return path
 
 

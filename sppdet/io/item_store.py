@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,20 +22,23 @@ from typing import Any
 import h5py
 import numpy as np
 
-from sppdet.errors import ArtifactError, ConfigError, StaleArtifactError
-from sppdet.io.atomic import atomic_path
+from sppdet.errors import ArtifactError, ArtifactLockedError, ConfigError, StaleArtifactError
+from sppdet.io.atomic import atomic_path, check_free_space, remove_temporaries
 from sppdet.io.closing import Closing
-from sppdet.io.locks import LOCK_SUFFIX, ArtifactLock
+from sppdet.io.faults import fault_point
+from sppdet.io.locks import (LOCK_SUFFIX, MERGE_LOCK_SUFFIX, ArtifactLock, all_writer_locks,
+                             shard_lock_suffix)
 from sppdet.io.records import (
     PARTS_SUFFIX,
     Record,
     canonical_json,
-    is_up_to_date,
     jsonable,
     read_record,
     record_path,
     write_artifact,
 )
+
+RUN_RECORD = "record.json"
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -71,57 +75,70 @@ def shard_items(item_ids: list[str], shard: tuple[int, int] | None) -> list[str]
 class ItemStore(Closing):
     """Resumable per-item output of a stage, merged into one HDF5 artifact at the end.
 
-    Layout while running: ``<path>.parts/record.json`` (the run's record; a rerun with other
-    parameters is refused, or wiped with ``force``), one ``<item>.h5`` per finished item and one
-    ``<item>.failed.json`` per failed item. The final artifact ``<path>`` holds a group
-    ``items/<item_id>`` per item (datasets + attributes as written), the attribute
-    ``sppdet_record`` (the record's JSON) and a dataset ``failures`` (JSON text).
+    Layout while running: ``<path>.parts/record.json`` (the run's record and a random run id;
+    a rerun with other parameters is refused, or wiped with ``force``), one ``<item>.h5`` per
+    finished item and one ``<item>.failed.json`` per failed item. The final artifact ``<path>``
+    holds a group ``items/<item_id>`` per item (datasets + attributes as written), the
+    attribute ``sppdet_record`` (the record's JSON, whose summary names the run) and a dataset
+    ``failures`` (JSON text).
+
+    What a killed run leaves behind is cleaned when a store of the same artifact opens and no
+    other writer is at work: temporaries of parts, of the merged file and of its record, and a
+    parts folder whose run was merged already.
 
     Args:
         path: the final artifact (``.h5``).
         record: the record the finished artifact will carry.
-        force: discard parts written with other parameters instead of refusing them.
+        force: discard parts written with other parameters instead of refusing them, and merge
+            even when a finished artifact with the same record exists (it is rebuilt).
         shard: ``(i, n)`` when this process handles one shard; only the lock name changes.
+        durable_parts: ``fsync`` every part (the merged artifact always is). Off by default: a
+            part lost to a power cut is found damaged at the merge and computed again.
     """
 
     def __init__(self, path: str | os.PathLike[str], record: Record, *, force: bool = False,
-                 shard: tuple[int, int] | None = None) -> None:
+                 shard: tuple[int, int] | None = None, durable_parts: bool = False) -> None:
         self.path = Path(path)
         self.record = record
+        self.force = force
+        self.durable_parts = durable_parts
         self.parts_dir = self.path.with_name(self.path.name + PARTS_SUFFIX)
-        suffix = LOCK_SUFFIX if shard is None else f".shard{shard[0]}of{shard[1]}{LOCK_SUFFIX}"
-        self._lock = ArtifactLock(self.path, suffix=suffix)
+        self.run_id = ""
+        self._lock = ArtifactLock(self.path, suffix=shard_lock_suffix(shard))
         self._lock.acquire()
         try:
-            # shards starting together (torchrun ranks, job arrays) must not both clear the
-            # stale parts of an older run: one of them does it, the other finds it done
+            # shards starting together (torchrun ranks, job arrays) open one at a time; what
+            # killed runs left is cleaned only when no other writer is at work
             with ArtifactLock(self.path, suffix=".open" + LOCK_SUFFIX, blocking=True):
-                self._open_parts(force, clean=shard is None)
+                with contextlib.suppress(ArtifactLockedError):
+                    with all_writer_locks(self.path, held=self._lock):
+                        clean_orphans(self.path)
+                self._open_parts(force)
         except BaseException:
             self._lock.release()
             raise
         self._done = {p.stem for p in self.parts_dir.glob("*.h5")}
 
-    def _open_parts(self, force: bool, clean: bool) -> None:
-        run_record = self.parts_dir / "record.json"
-        if self.parts_dir.exists() and run_record.exists():
-            existing = json.loads(run_record.read_text()).get("digest")
-            if existing != self.record.digest:
-                if not force:
-                    raise StaleArtifactError(
-                        f"{self.parts_dir} holds a partial run made with other parameters or "
-                        "inputs; rerun with --force to discard it, or with that run's options "
-                        "to resume it"
-                    )
-                shutil.rmtree(self.parts_dir)
+    def _open_parts(self, force: bool) -> None:
+        run_record = self.parts_dir / RUN_RECORD
+        existing = read_run(self.parts_dir)
+        if existing is not None and existing.get("digest") != self.record.digest:
+            if not force:
+                raise StaleArtifactError(
+                    f"{self.parts_dir} holds a partial run made with other parameters or "
+                    "inputs; rerun with --force to discard it, or with that run's options "
+                    "to resume it"
+                )
+            shutil.rmtree(self.parts_dir)
+            existing = None
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.parts_dir.glob("*.tmp") if clean else ():
-            # temporaries of a killed run: never renamed, so never counted as done (a shard
-            # leaves them: another shard may be writing them; the merge removes the folder)
-            stale.unlink()
-        if not run_record.exists():
+        if existing is None:
+            self.run_id = uuid.uuid4().hex
             with atomic_path(run_record) as tmp:
-                tmp.write_text(json.dumps(self.record.to_json(), indent=2) + "\n")
+                tmp.write_text(json.dumps({**self.record.to_json(), "run": self.run_id},
+                                          indent=2) + "\n")
+        else:
+            self.run_id = str(existing.get("run", ""))  # "": parts of an older sppdet
 
     def close(self) -> None:
         self._lock.release()
@@ -148,26 +165,35 @@ class ItemStore(Closing):
         """
         name = _part_name(item_id)
         final = self.parts_dir / f"{name}.h5"
-        with atomic_path(final) as tmp:
-            with h5py.File(tmp, "w") as handle:
-                handle.attrs["item_id"] = item_id
-                for key, value in (attrs or {}).items():
-                    handle.attrs[key] = _h5_attr(value)
-                for key, value in arrays.items():
-                    value = np.asarray(value)
-                    options = dict(compression or {}) if value.ndim and value.size else {}
-                    if options and "chunks" not in options:
-                        options["chunks"] = value.shape  # one chunk per array: read whole
-                    handle.create_dataset(key, data=value, **options)
+        # Built in memory (HDF5's core driver), then written by Python: a full disk is then a
+        # plain OSError, whereas HDF5 failing to flush a file leaves ids that crash the
+        # interpreter at exit (exit code 139).
+        with h5py.File(f"{name}.h5", "w", driver="core", backing_store=False) as handle:
+            handle.attrs["item_id"] = item_id
+            for key, value in (attrs or {}).items():
+                handle.attrs[key] = _h5_attr(value)
+            for key, value in arrays.items():
+                value = np.asarray(value)
+                options = dict(compression or {}) if value.ndim and value.size else {}
+                if options and "chunks" not in options:
+                    options["chunks"] = value.shape  # one chunk per array: read whole
+                handle.create_dataset(key, data=value, **options)
+            handle.flush()
+            image = handle.id.get_file_image()
+        with atomic_path(final, durable=self.durable_parts, stage=self.record.stage,
+                         fault="item-write") as tmp:
+            tmp.write_bytes(image)
         failed = self.parts_dir / f"{name}.failed.json"
         with contextlib.suppress(FileNotFoundError):
             failed.unlink()
         self._done.add(name)
+        fault_point("item-committed", self.record.stage, final)
 
     def write_failure(self, item_id: str, reason: str) -> None:
         """Record that an item failed (retried on the next run; listed at finalize)."""
         name = _part_name(item_id)
-        with atomic_path(self.parts_dir / f"{name}.failed.json") as tmp:
+        with atomic_path(self.parts_dir / f"{name}.failed.json",
+                         durable=self.durable_parts) as tmp:
             tmp.write_text(json.dumps({"item_id": item_id, "reason": reason}) + "\n")
 
     def failures(self) -> dict[str, str]:
@@ -193,9 +219,11 @@ class ItemStore(Closing):
         Raises:
             ArtifactError: some items failed and ``allow_failures`` is false.
         """
-        with ArtifactLock(self.path, suffix=".merge" + LOCK_SUFFIX):
-            if is_up_to_date(self.path, self.record):
-                return self.path  # another shard merged while this one finished
+        with ArtifactLock(self.path, suffix=MERGE_LOCK_SUFFIX, clean=True):
+            merged = merged_run(self.path, self.record)
+            if merged is not None and (merged == self.run_id or (
+                    not self.run_id and not self.force)):
+                return self.path  # another shard of this run merged while this one finished
             return self._merge(item_ids, allow_failures)
 
     def _merge(self, item_ids: list[str], allow_failures: bool) -> Path | None:
@@ -212,7 +240,13 @@ class ItemStore(Closing):
                 f"{len(failures)} item(s) failed, so {self.path.name} was not finished "
                 f"({listed}). Fix them, or rerun with --on-error skip to finish without them."
             )
+        # the merged file is about as large as its parts: refuse before HDF5 runs out of disk
+        # halfway (a failed HDF5 flush can crash the interpreter instead of raising)
+        check_free_space(self.path, sum(
+            (self.parts_dir / f"{_part_name(i)}.h5").stat().st_size for i in item_ids
+            if i not in failures))
         self.record.summary.setdefault("failures", failures)
+        self.record.summary["run"] = self.run_id
         with write_artifact(self.path, self.record) as tmp:
             with h5py.File(tmp, "w") as out:
                 out.attrs["sppdet_record"] = canonical_json(self.record.to_json())
@@ -221,15 +255,84 @@ class ItemStore(Closing):
                 for item_id in item_ids:
                     if item_id in failures:
                         continue
-                    part = self.parts_dir / f"{_part_name(item_id)}.h5"
-                    with h5py.File(part, "r") as src:
-                        group = items.create_group(_group_name(item_id))
-                        for key, value in src.attrs.items():
-                            group.attrs[key] = value
-                        for key in src:
-                            src.copy(src[key], group, name=key)
+                    self._copy_part(item_id, items)
+        fault_point("merge-committed", self.record.stage, self.path)
         shutil.rmtree(self.parts_dir)
         return self.path
+
+    def _copy_part(self, item_id: str, items: h5py.Group) -> None:
+        part = self.parts_dir / f"{_part_name(item_id)}.h5"
+        try:
+            src = h5py.File(part, "r")
+        except OSError as exc:
+            # parts are not fsynced: after a power cut one may be renamed but empty
+            part.unlink(missing_ok=True)
+            self._done.discard(part.stem)
+            raise ArtifactError(
+                f"{part} was damaged ({exc}); it was deleted: rerun the same command to "
+                f"compute image {item_id} again and finish {self.path.name}") from exc
+        with src:
+            group = items.create_group(_group_name(item_id))
+            for key, value in src.attrs.items():
+                group.attrs[key] = value
+            for key in src:
+                src.copy(src[key], group, name=key)
+
+
+def read_run(parts_dir: Path) -> dict[str, Any] | None:
+    """The run record of a parts folder (``None`` when there is none, or it is unreadable)."""
+    try:
+        data = json.loads((parts_dir / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def merged_run(path: Path, record: Record) -> str | None:
+    """The run id that the finished artifact ``path`` was merged from, when it carries
+    ``record``'s digest (``""`` for an artifact of an older sppdet); else ``None``."""
+    try:
+        existing = read_record(path)
+    except ArtifactError:
+        return None
+    if existing.digest != record.digest:
+        return None
+    return str(existing.summary.get("run", ""))
+
+
+def clean_orphans(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete what killed writers of the per-image artifact ``path`` left behind.
+
+    That is: temporaries of the merged file and of its record (a kill during a merge),
+    temporaries inside the parts folder (a kill while writing a part), and the parts folder
+    itself when its run was merged into ``path`` already (a kill before its removal).
+    Unfinished runs are kept (they resume). The caller must hold every writer lock of ``path``
+    (:func:`sppdet.io.locks.all_writer_locks`).
+
+    Returns:
+        What was removed.
+    """
+    path = Path(path)
+    removed = remove_temporaries(path)
+    parts_dir = path.with_name(path.name + PARTS_SUFFIX)
+    if not parts_dir.is_dir():
+        return removed
+    run = read_run(parts_dir)
+    if run is not None and run.get("run"):
+        try:
+            finished = read_record(path)
+        except ArtifactError:
+            finished = None
+        if finished is not None and finished.digest == run.get("digest") \
+                and finished.summary.get("run") == run["run"]:
+            shutil.rmtree(parts_dir)
+            return [*removed, parts_dir]
+    for stale in parts_dir.glob("*.tmp"):
+        # temporaries of a killed run: never renamed, so never counted as done
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+            removed.append(stale)
+    return removed
 
 
 def _group_name(item_id: str) -> str:
@@ -299,3 +402,16 @@ class ItemReader(Closing):
                          if isinstance(obj, h5py.Dataset) else None)
         attrs = {k: v for k, v in group.attrs.items() if k != "item_id"}
         return arrays, attrs
+
+
+def clean_orphans_if_idle(path: str | os.PathLike[str]) -> list[Path]:
+    """:func:`clean_orphans` when no run is writing ``path`` now (else nothing is touched).
+
+    Stages call it before their up-to-date check, so that a finished artifact's leftovers go
+    even when nothing needs rebuilding.
+    """
+    try:
+        with all_writer_locks(path):
+            return clean_orphans(path)
+    except ArtifactLockedError:
+        return []

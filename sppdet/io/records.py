@@ -32,6 +32,7 @@ import numpy as np
 from sppdet import __version__
 from sppdet.errors import ArtifactError, ArtifactMissingError, ConfigError, StaleArtifactError
 from sppdet.io.atomic import atomic_path
+from sppdet.io.faults import fault_point
 
 RECORD_SUFFIX = ".record.json"
 PARTS_SUFFIX = ".parts"
@@ -233,7 +234,7 @@ def write_record(path: str | os.PathLike[str], record: Record) -> Path:
     """Write ``record`` beside ``path`` atomically and return the record's path."""
     rpath = record_path(path)
     record.created_utc = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    with atomic_path(rpath) as tmp:
+    with atomic_path(rpath, stage=record.stage, fault="record-write") as tmp:
         tmp.write_text(json.dumps(record.to_json(), indent=2, sort_keys=False) + "\n")
     return rpath
 
@@ -242,12 +243,21 @@ def write_record(path: str | os.PathLike[str], record: Record) -> Path:
 def write_artifact(path: str | os.PathLike[str], record: Record) -> Iterator[Path]:
     """Write a single-file artifact: yields a temporary path, then commits it with its record.
 
-    The old record goes first, then the data is renamed into place, then the new record is
-    written: a crash at any point leaves no record that vouches for the wrong data.
+    The data is written and flushed, then the old record goes, the data is renamed into place
+    and the new record is written: a crash at any point leaves no record that vouches for the
+    wrong data, and a failed write leaves the old artifact and its record as they were.
     """
     path = Path(path)
-    with atomic_path(path) as tmp:
-        yield tmp
+
+    def drop_old_record() -> None:
         with contextlib.suppress(FileNotFoundError):
             record_path(path).unlink()
+
+    # the old record goes only once the new data is safely written: a failed write (a full
+    # disk) leaves the old artifact as it was, record included
+    with atomic_path(path, before_rename=drop_old_record, stage=record.stage,
+                     fault="artifact-write") as tmp:
+        yield tmp
+    fault_point("artifact-renamed", record.stage, path)
     write_record(path, record)
+    fault_point("artifact-committed", record.stage, path)

@@ -10,8 +10,9 @@ from sppdet.stages.params import BACKBONE_NAMES, PROPOSAL_SOURCES
 
 #: Flags that are actions, not settings with an opposite: no ``--no-`` form.
 ACTIONS = {"force", "voc2007"}
-#: Commands that only read and report (no artifact with a record to rebuild).
-REPORTS_ONLY = {"inspect-data", "eval-proposals", "image-svm"}
+#: Commands that only read and report, or delete leftovers (no artifact with a record to
+#: rebuild).
+REPORTS_ONLY = {"inspect-data", "eval-proposals", "image-svm", "clean"}
 
 
 def _options(command: click.Command) -> dict[str, click.Option]:

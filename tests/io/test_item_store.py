@@ -1,6 +1,7 @@
 """Resumable per-item stores: resume, refusal of other parameters, failures, a kill mid-item,
 shards, and the parsing of a shard."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -127,6 +128,114 @@ def test_parse_shard():
     for bad in ("0/4", "5/4", "x", "1/0"):
         with pytest.raises(ConfigError):
             parse_shard(bad)
+
+
+def _store_items(path, record, ids, *, force=False):
+    with ItemStore(path, record, force=force) as store:
+        for k, item in enumerate(ids):
+            store.write(item, {"x": np.full(3, k, np.float32)}, {"k": k})
+        return store.finalize(ids)
+
+
+def test_force_rebuilds_an_artifact_whose_record_is_unchanged(tmp_path):
+    """Case 1: --force recomputes every item and must merge them, not keep the old file."""
+    path = tmp_path / "props.h5"
+    record = Record("propose", {"method": "x"})
+    ids = ["a", "b"]
+    assert _store_items(path, record, ids) == path
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 3])  # truncated, the record still vouches for it
+    with pytest.raises(ArtifactError, match="cannot open"):
+        ItemReader(path)
+    assert _store_items(path, Record("propose", {"method": "x"}), ids, force=True) == path
+    with ItemReader(path) as reader:
+        assert reader.ids() == ids and reader.read("b")[0]["x"].tolist() == [1, 1, 1]
+    assert not path.with_name("props.h5.parts").exists()
+
+
+def test_a_shard_that_finishes_after_another_merged_this_run_reports_done(tmp_path):
+    path = tmp_path / "props.h5"
+    ids = ["a", "b", "c"]
+    _store_items(path, Record("propose", {}), ids)
+    # a forced rerun in two shards: the second to finish merges, the first sees it merged
+    first = ItemStore(path, Record("propose", {}), force=True, shard=(1, 2))
+    second = ItemStore(path, Record("propose", {}), force=True, shard=(2, 2))
+    for item in shard_items(ids, (2, 2)):
+        second.write(item, {"x": np.zeros(1)})
+    for item in shard_items(ids, (1, 2)):
+        first.write(item, {"x": np.ones(1)})
+    assert first.finalize(ids) == path
+    assert second.finalize(ids) == path
+    first.close()
+    second.close()
+    with ItemReader(path) as reader:
+        assert reader.read("a")[0]["x"].tolist() == [1.0]
+
+
+MERGE_SCRIPT = """
+    import numpy as np
+    from sppdet.io.item_store import ItemStore
+    from sppdet.io.records import Record
+    ids = ["a", "b", "odd/id"]
+    with ItemStore({path!r}, Record("propose", {{"n": 1}})) as store:
+        for k, item in enumerate(ids):
+            store.write(item, {{"x": np.arange(k + 2, dtype=np.float32)}}, {{"k": k}})
+        store.finalize(ids)
+"""
+
+
+@pytest.mark.parametrize("point, left", [
+    ("artifact-write", {".props.h5.TMP", "props.h5.parts"}),  # the full-size merge file
+    ("artifact-renamed", {"props.h5", "props.h5.parts"}),  # data in place, no record
+    ("record-write", {"props.h5", ".props.h5.record.json.TMP", "props.h5.parts"}),
+    ("merge-committed", {"props.h5", "props.h5.record.json", "props.h5.parts"}),
+])
+def test_kill_during_the_merge_resumes_to_the_same_artifact_without_orphans(tmp_path, point,
+                                                                            left):
+    """Case 3 and the merge step's kill/resume equality."""
+    from tests.fault_injection import assert_same_items, kill_at, leftovers
+
+    clean = tmp_path / "clean" / "props.h5"
+    clean.parent.mkdir()
+    subprocess.run([sys.executable, "-c", textwrap.dedent(MERGE_SCRIPT.format(path=str(clean)))],
+                   check=True)
+    killed = tmp_path / "killed" / "props.h5"
+    kill_at(f"propose:{point}", MERGE_SCRIPT.format(path=str(killed)))
+    found = {re.sub(r"\.[a-z0-9_]{8}\.tmp$", ".TMP", p.name)
+             for p in killed.parent.iterdir() if not p.name.endswith(".lock")}
+    assert found == left
+    # the next run of the stage cleans up, merges (or sees it merged) and ends equal
+    subprocess.run([sys.executable, "-c", textwrap.dedent(MERGE_SCRIPT.format(path=str(killed)))],
+                   check=True)
+    assert_same_items(killed, clean)
+    assert leftovers(killed.parent) == []
+
+
+def test_stale_temporaries_of_a_running_shard_are_left_alone(tmp_path):
+    path = tmp_path / "props.h5"
+    record = Record("propose", {})
+    running = ItemStore(path, record, shard=(1, 2))
+    in_flight = running.parts_dir / ".a.h5.abcdefgh.tmp"  # shard 1 is writing image a
+    in_flight.write_bytes(b"half")
+    with ItemStore(path, record, shard=(2, 2)):
+        assert in_flight.exists()  # another writer is at work: nothing is removed
+    running.close()
+    with ItemStore(path, record, shard=(2, 2)):
+        assert not in_flight.exists()  # now it is a leftover
+
+
+def test_a_damaged_part_is_deleted_and_named_at_the_merge(tmp_path):
+    path = tmp_path / "props.h5"
+    record = Record("propose", {})
+    with ItemStore(path, record) as store:
+        store.write("a", {"x": np.zeros(2)})
+        store.write("b", {"x": np.ones(2)})
+    (path.with_name("props.h5.parts") / "b.h5").write_bytes(b"")  # renamed, never flushed
+    with ItemStore(path, record) as store:
+        with pytest.raises(ArtifactError, match=r"b\.h5 was damaged.*compute image b again"):
+            store.finalize(["a", "b"])
+    with ItemStore(path, record) as store:
+        assert store.pending(["a", "b"]) == ["b"]
 
 
 def test_with_closes_the_store_even_on_an_error(tmp_path):
