@@ -21,6 +21,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,16 +38,22 @@ def cases(python: str, sppdet: list[str]) -> dict[str, list[str]]:
     }
 
 
+#: Commands run from here: ``python -c`` puts its working folder first on sys.path, and a
+#: checkout's own sppdet/ folder there would shadow the interpreter's installed one.
+NEUTRAL_DIR = tempfile.gettempdir()
+
+
 def seconds(command: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+                   cwd=NEUTRAL_DIR)
     return time.perf_counter() - start
 
 
 def import_time(python: str) -> tuple[float, list[str]]:
     """Cumulative import time of sppdet.cli (s) and the heavy modules it imported."""
     result = subprocess.run([python, "-X", "importtime", "-c", "import sppdet.cli"],
-                            capture_output=True, text=True, check=True)
+                            capture_output=True, text=True, check=True, cwd=NEUTRAL_DIR)
     total, heavy = 0.0, set()
     for line in result.stderr.splitlines():
         match = re.match(r"import time:\s+\d+ \|\s+(\d+) \|(\s*)(\S+)", line)
