@@ -8,7 +8,7 @@ statistics; codecs depend on them):
    by default): ms per image on the CPU, and of ZF-5 for comparison on ``--compare-images``.
 2. For every codec and storage dtype (float16, the default, and float32 for reference), the
    maps of every image are written the way the stage does it, through
-   :class:`sppdet.io.artifacts.ItemStore` (one part file per image, one chunk per map, then the
+   :class:`sppdet.io.item_store.ItemStore` (one part file per image, one chunk per map, then the
    merge into one artifact), and read back with :class:`sppdet.features.cache.FeatureCache`:
 
    * **MB / image**: size of the merged artifact divided by the image count (1 MB = 1e6 bytes);
@@ -65,7 +65,8 @@ if ROOT not in sys.path:  # run as a script from anywhere
 
 import h5py  # noqa: E402
 
-from sppdet.io.artifacts import ItemStore, Record  # noqa: E402
+from sppdet.io.item_store import ItemStore  # noqa: E402
+from sppdet.io.records import Record  # noqa: E402
 from sppdet.backbones import Backbone, build_backbone  # noqa: E402
 from sppdet.backbones.cpu_tuning import keep_freed_memory  # noqa: E402
 from sppdet.data.images import read_image  # noqa: E402
@@ -160,7 +161,8 @@ def load_images(folder: str, count: int) -> tuple[list[tuple[str, np.ndarray]], 
     label = f"{len(images)} VOC2007 photos 500x375 from {os.path.normpath(folder)}"
     missing = count - len(images)
     if missing:
-        from sppdet.data.synthetic import DemoDataConfig, render_demo_image
+        from sppdet.data.synthetic.config import DemoDataConfig
+        from sppdet.data.synthetic.scene import render_demo_image
 
         config = DemoDataConfig(image_width=IMAGE_SIZE[1], image_height=IMAGE_SIZE[0],
                                 size_jitter=0.0, portrait_fraction=0.0,

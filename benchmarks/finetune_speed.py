@@ -1,4 +1,4 @@
-"""Time fine-tuning of the fc layers (sppdet.training.finetune) on this machine.
+"""Time fine-tuning of the fc layers (sppdet.training.finetune.trainer) on this machine.
 
 Three measurements:
 
@@ -9,11 +9,12 @@ Three measurements:
 2. ``pooling``: a synthetic feature cache in the real layout and at real sizes (500 x 375
    images, 112 channels, the paper's five scales, mirrored maps, float16, lzf), then: the time
    to decode one image's maps (what a window from a not-yet-loaded image costs), and the
-   pooling cost per iteration of :class:`sppdet.training.finetune.ChunkSampler` plans for several
-   ``(images per chunk, iterations per chunk)`` settings. ``G = 128, T = 1`` is what drawing
-   every window of a mini-batch from a different image costs (the released code's window data
-   layer draws windows uniformly over the whole split).
-3. ``train``: :class:`sppdet.training.finetune.FcFinetuner` end to end on that cache (pooling + steps).
+   pooling cost per iteration of :class:`sppdet.training.finetune.sampling.ChunkSampler` plans
+   for several ``(images per chunk, iterations per chunk)`` settings. ``G = 128, T = 1`` is
+   what drawing every window of a mini-batch from a different image costs (the released code's
+   window data layer draws windows uniformly over the whole split).
+3. ``train``: :class:`sppdet.training.finetune.trainer.FcFinetuner` end to end on that cache
+   (pooling + steps).
 
 The cache holds Gaussian noise: conv5 of EfficientNet-Lite0 cut after block 10 is the output of
 a linear 1x1 projection (no ReLU), so real maps are dense and compress about as badly.
@@ -36,10 +37,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sppdet.io.artifacts import ItemStore, Record
+from sppdet.io.item_store import ItemStore
+from sppdet.io.records import Record
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import FEATURES_STAGE, FeatureCache, map_name
-from sppdet.training.finetune import ChunkSampler, FcFinetuner, FinetuneConfig, pool_plan
+from sppdet.training.finetune.config import FinetuneConfig
+from sppdet.training.finetune.sampling import ChunkSampler, pool_plan
+from sppdet.training.finetune.trainer import FcFinetuner
 from sppdet.ops.scales import PAPER_SCALES, resized_size
 from sppdet.training.windows import SplitWindows
 

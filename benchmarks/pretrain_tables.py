@@ -47,7 +47,8 @@ from sppdet.classification.examples import (
 )
 from sppdet.classification.model import SPPClassifier, ViewSettings
 from sppdet.classification.training import ClassifierTrainer, PretrainConfig
-from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import make_demo_data
 
 VARIANTS = {
     "no-spp": dict(levels=(6,), multi_size="off"),

@@ -2,13 +2,13 @@
 
 Two measurements:
 
-1. ``solver``: one liblinear fit (``sppdet.training.svm.fit_linear_svm``, the R-CNN settings) for one
-   class with P positives and M negatives of dimension D, each size in a fresh subprocess so
-   that its peak resident memory (ru_maxrss) is its own. Also reports the primal objective
-   and, with ``--compare-tol``, how far liblinear's default tolerance (0.1, what the released
-   code ran with) is from a tight solve.
-2. ``trainer``: ``sppdet.training.svm.train_class_svms`` with hard-negative mining for K classes whose
-   negatives are streamed image by image, with n_jobs = 1 and 2.
+1. ``solver``: one liblinear fit (``sppdet.training.svm.solver.fit_linear_svm``, the R-CNN
+   settings) for one class with P positives and M negatives of dimension D, each size in a
+   fresh subprocess so that its peak resident memory (ru_maxrss) is its own. Also reports the
+   primal objective and, with ``--compare-tol``, how far liblinear's default tolerance (0.1,
+   what the released code ran with) is from a tight solve.
+2. ``trainer``: ``sppdet.training.svm.per_class.train_class_svms`` with hard-negative mining
+   for K classes whose negatives are streamed image by image, with n_jobs = 1 and 2.
 
 Features: ReLU of a low-rank Gaussian plus noise (fc7 after ReLU is sparse and correlated),
 positives shifted along a class direction so that the classes overlap a little, all scaled to
@@ -71,7 +71,7 @@ def _positive_shift(class_index: int) -> np.ndarray:
 
 
 def solver_one(dim: int, num_pos: int, num_neg: int, tol: float, compare_tol: float | None) -> dict:
-    from sppdet.training.svm import fit_linear_svm, svm_objective
+    from sppdet.training.svm.solver import fit_linear_svm, svm_objective
 
     rng = np.random.default_rng(0)
     pos = synthetic_features(rng, num_pos, dim, _positive_shift(0))
@@ -124,7 +124,7 @@ def write_negatives(path: str, dim: int, num_images: int, per_image: int) -> Non
 
 def streamed_negatives(class_name: str, path: str):
     """One class's negatives read image by image from the file (module-level for joblib)."""
-    from sppdet.training.svm import ImageNegatives
+    from sppdet.training.svm.inputs import ImageNegatives
 
     store = np.load(path, mmap_mode="r")
     for i in range(store.shape[0]):
@@ -136,7 +136,8 @@ def trainer(dim: int, num_classes: int, jobs: list[int], num_pos: int, num_image
     import tempfile
     from functools import partial
 
-    from sppdet.training.svm import HardNegativeSVM, train_class_svms
+    from sppdet.training.svm.estimator import HardNegativeSVM
+    from sppdet.training.svm.per_class import train_class_svms
 
     classes = [f"class{k}" for k in range(num_classes)]
     positives = {

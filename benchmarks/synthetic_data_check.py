@@ -23,7 +23,9 @@ import cv2
 import numpy as np
 
 from sppdet.ops.boxes import box_iou, voc_to_xyxy, xywh_to_xyxy
-from sppdet.data.synthetic import DemoDataConfig, render_demo_image, split_image_ids
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.scene import render_demo_image
+from sppdet.data.synthetic.splits import split_image_ids
 
 
 def selective_search_boxes(image_bgr: np.ndarray, max_boxes: int) -> np.ndarray:

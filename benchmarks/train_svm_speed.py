@@ -16,8 +16,8 @@ Subcommands:
   print their summaries, with the split of time between pooling, fc and the solver, and the
   peak resident memory;
 - ``per-class DIR``: the alternative where each class makes its own pass over the images
-  (``sppdet.training.svm.train_class_svms``, features recomputed per class) against the shared pass
-  (``train_class_svms_shared``), on the first few images and classes.
+  (``sppdet.training.svm.per_class.train_class_svms``, features recomputed per class) against
+  the shared pass (``train_class_svms_shared``), on the first few images and classes.
 
 Usage (results: benchmarks/train_svm_speed_results.md):
     PYTHONPATH=. python3 benchmarks/train_svm_speed.py make /tmp/svm_bench --images 200
@@ -35,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sppdet.io.artifacts import ItemStore, Record, write_artifact
+from sppdet.io.item_store import ItemStore
+from sppdet.io.records import Record, write_artifact
 from sppdet.data.voc import VOC_CLASSES, VOCDataset
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import FeatureCache
-from sppdet.training.finetune import model_meta
+from sppdet.training.finetune.compatibility import model_meta
 from sppdet.ops.scales import PAPER_SCALES, resized_size
 
 STRIDE = 16
@@ -181,10 +182,12 @@ def run(args: argparse.Namespace) -> None:
 def per_class(args: argparse.Namespace) -> None:
     """Shared pass vs one pass per class, on the first ``--images`` images and ``--classes``
     classes present in them."""
-    from sppdet.io.artifacts import ItemReader
+    from sppdet.io.item_store import ItemReader
     from sppdet.stages.training_inputs import image_truth, scale_from_norms, scale_sample
-    from sppdet.training.svm import HardNegativeSVM, ImageNegatives, train_class_svms, \
-        train_class_svms_shared
+    from sppdet.training.svm.estimator import HardNegativeSVM
+    from sppdet.training.svm.inputs import ImageNegatives
+    from sppdet.training.svm.per_class import train_class_svms
+    from sppdet.training.svm.shared import train_class_svms_shared
     from sppdet.training.windows import SharedNegativeStream, collect_positives
     from sppdet.features.window_features import WindowFeaturizer
 

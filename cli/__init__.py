@@ -1,7 +1,15 @@
 """The ``sppdet`` command line: a Click group whose commands call ``sppdet.stages``.
 
-Library errors (:class:`~sppdet.errors.SppdetError`) print as ``Error: ...`` and exit 1; usage
-errors exit 2 (Click's rule); a traceback is printed only with ``--debug``.
+Exit codes: usage errors (an unknown option, a bad value, options that do not go together)
+exit 2, Click's rule; so does a library :class:`~sppdet.errors.ParameterError`, which names
+the parameter that the command line shows as its option. Other library errors
+(:class:`~sppdet.errors.SppdetError`: data, artifacts, config files) and errors of the user's
+environment (a read-only or full file system, a permission: the file and the errno are named)
+print as ``Error: ...`` and exit 1. A traceback is printed only with ``--debug``.
+
+Importing this package is instant: the command modules import only Click and the torch-free
+parameter declarations (:mod:`sppdet.stages.params`); the stages and the library load inside
+the command that runs. ``tests/cli/test_lazy_imports.py`` holds them to it.
 """
 
 from __future__ import annotations
@@ -12,8 +20,7 @@ from pathlib import Path
 import click
 
 from sppdet import __version__
-from sppdet.errors import SppdetError
-from sppdet.progress import configure_logging
+from sppdet.errors import ParameterError, SppdetError
 
 from .context import Settings
 
@@ -29,12 +36,31 @@ class SppdetGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except ParameterError as exc:
+            option = _option_of(ctx, exc.param)
+            if _debug(ctx):
+                traceback.print_exc()
+            if option is None:
+                raise click.ClickException(str(exc)) from exc
+            raise click.BadParameter(str(exc), param=option) from exc
         except SppdetError as exc:
             if _debug(ctx):
                 traceback.print_exc()
             raise click.ClickException(str(exc)) from exc
         except KeyboardInterrupt:
             raise click.Abort() from None
+        except OSError as exc:
+            # a read-only, full or forbidden file system is the user's environment, not a bug
+            from sppdet.io.atomic import environment_error
+
+            error = environment_error(exc)
+            if error is None:
+                if _debug(ctx):
+                    raise
+                raise _internal_error(exc) from exc
+            if _debug(ctx):
+                traceback.print_exc()
+            raise click.ClickException(str(error)) from exc
         except MemoryError as exc:
             if _debug(ctx):
                 traceback.print_exc()
@@ -43,10 +69,23 @@ class SppdetGroup(click.Group):
         except Exception as exc:
             if _debug(ctx):
                 raise
-            raise click.ClickException(
-                f"internal error ({type(exc).__name__}: {exc}). This is a bug in sppdet; rerun "
-                "with --debug for the traceback and report it."
-            ) from exc
+            raise _internal_error(exc) from exc
+
+
+def _internal_error(exc: BaseException) -> click.ClickException:
+    return click.ClickException(
+        f"internal error ({type(exc).__name__}: {exc}). This is a bug in sppdet; rerun "
+        "with --debug for the traceback and report it.")
+
+
+def _option_of(ctx: click.Context, name: str) -> click.Parameter | None:
+    """The running command's parameter called ``name`` (a library parameter's name), if any."""
+    command = ctx.command.get_command(ctx, ctx.invoked_subcommand or "") \
+        if isinstance(ctx.command, click.Group) else None
+    for param in (command.params if command else []):
+        if param.name == name:
+            return param
+    return None
 
 
 def _debug(ctx: click.Context) -> bool:
@@ -72,6 +111,8 @@ def cli(ctx: click.Context, work_dir: Path, quiet: bool, verbose: int, debug: bo
     """
     if quiet and verbose:
         raise click.UsageError("--quiet and --verbose cannot be used together")
+    from sppdet.progress import configure_logging
+
     ctx.obj = Settings(work_dir=work_dir, quiet=quiet, verbose=verbose, debug=debug)
     configure_logging(verbosity=verbose, quiet=quiet)
 

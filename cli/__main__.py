@@ -1,3 +1,4 @@
 from . import main
 
-main(prog_name="sppdet")
+if __name__ == "__main__":  # spawned worker processes import this module again
+    main(prog_name="sppdet")

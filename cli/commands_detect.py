@@ -2,127 +2,163 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
 
-from sppdet.io.artifacts import parse_shard
-from sppdet.ops.nms import DEFAULT_SOFT_NMS_SIGMA, NMS_METHODS
-from sppdet.stages import detect
-from sppdet.stages.layout import (detections_path, features_dir, find_features, model_dir,
-                                  proposals_path)
-from sppdet.stages.training_inputs import backbone_name, fc_backbone
+from sppdet.stages.params import (DEFAULT_DETECT_FC, DEFAULT_SVD_ENERGY, DETECT_FC_MODES,
+                                  DEFAULT_DRAW_THRESHOLDS, DEFAULT_SCORE_THRESHOLDS,
+                                  IMPORT_METHOD, TEST_SPLIT, DetectOptions, ProposeOptions)
 
-from .commands_features import parse_scales
 from .context import Settings, pass_settings
-from .options import (classes_option, device_option, feature_variant_option, force_option,
-                      on_error_option, parse_classes, shard_option)
+from .options import (IntListType, classes_option, dask_option, device_option, exclusive,
+                      feature_variant_option, force_option, jobs_option, method_choice,
+                      on_error_option, option, param_option, parse_classes, shard_option)
+from .scaleout import run_maybe_ranked
+
+
+def _per_scorer(values: dict[str, float]) -> str:
+    return ", ".join(f"{value:g} for {scorer}" for scorer, value in values.items())
 
 
 @click.command("detect")
 @click.argument("inputs", nargs=-1, required=True,
                 type=click.Path(exists=True, path_type=Path))
-@click.option("--name", "-n", required=True, help="Model name (<work-dir>/models/<name>/).")
-@click.option("--split", "-s", default="test", show_default=True,
-              help="Split of DATASET to detect (dataset mode).")
-@click.option("--scorer", type=click.Choice(list(detect.SCORERS)), default="svm",
-              show_default=True, help="Per-class SVMs on fc7 (the paper) or the fine-tuned "
-                                      "fc8 softmax.")
-@click.option("--bbox-reg/--no-bbox-reg", default=True, show_default=True,
-              help="Apply the box regressors (bbox_reg.npz).")
-@click.option("--iou-threshold", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+@option("--name", "-n", required=True, help="Model name (<work-dir>/models/<name>/).")
+@option("--split", "-s", default=TEST_SPLIT, show_default=True,
+        help="Split of DATASET to detect (dataset mode).")
+@param_option(DetectOptions, "scorer", "--scorer",
+              help="Per-class SVMs on fc7 (the paper) or the fine-tuned fc8 softmax.")
+@option("--bbox-reg/--no-bbox-reg", default=True, show_default=True,
+        help="Apply the box regressors (bbox_reg.npz).")
+@param_option(DetectOptions, "iou_threshold", "--iou-threshold",
               help="Per-class NMS: suppress a window whose IoU with a better one is above this.")
-@click.option("--nms", "nms_method", type=click.Choice(list(NMS_METHODS)), default="hard",
-              show_default=True, help="Hard NMS, or Soft-NMS (Bodla et al. 2017) that lowers the "
-                                      "scores of overlapping windows instead of removing them: "
-                                      "linear (1 - IoU above --iou-threshold) or gaussian.")
-@click.option("--nms-sigma", type=click.FloatRange(min=0, min_open=True),
-              default=DEFAULT_SOFT_NMS_SIGMA, show_default=True,
-              help="Gaussian Soft-NMS: scores are multiplied by exp(-IoU^2 / sigma).")
-@click.option("--score-threshold", type=float, default=None,
-              help="Keep windows scoring above this.  [default: -1.5 for SVM scores, 0.001 "
-                   "for softmax]")
-@click.option("--max-per-image", type=click.IntRange(min=0), default=100, show_default=True,
+@param_option(DetectOptions, "nms_method", "--nms",
+              help="Hard NMS, or Soft-NMS (Bodla et al. 2017) that lowers the scores of "
+                   "overlapping windows instead of removing them: linear (1 - IoU above "
+                   "--iou-threshold) or gaussian.")
+@param_option(DetectOptions, "nms_sigma", "--nms-sigma",
+              help="Gaussian Soft-NMS: scores above the score threshold are multiplied by "
+                   "exp(-IoU^2 / sigma).")
+@param_option(DetectOptions, "score_threshold", "--score-threshold", type=float,
+              show_default=_per_scorer(DEFAULT_SCORE_THRESHOLDS),
+              help="Keep windows scoring above this.")
+@param_option(DetectOptions, "max_per_image", "--max-per-image", type=click.IntRange(min=0),
               help="At most this many detections per image (0: no limit).")
-@click.option("--method", default="ss-fast", show_default=True,
-              help="Proposal method: whose artifact is read (dataset mode) or what runs on "
-                   "image files.")
-@click.option("--proposals", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Proposals artifact.  [default: <work-dir>/proposals/<dataset>/<split>."
-                   "<method>.h5]")
-@click.option("--features", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Feature cache.  [default: <work-dir>/features/<dataset>/<backbone>/"
-                   "<variant>/<split>.h5; conv5 computed on the fly when the split has no "
-                   "cache]")
+@option("--method", type=method_choice(), default=None,
+        show_default=ProposeOptions.method,
+        help="Proposal method: whose artifact is read (dataset mode) or what runs on "
+             "image files.")
+@option("--proposals", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        show_default="<work-dir>/proposals/<dataset-tag>/<split>.<method>.h5",
+        help="Proposals artifact (dataset mode).")
+@option("--features", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        show_default="<work-dir>/features/<dataset-tag>/<backbone>/<variant>/<split>.h5; "
+                     "conv5 computed on the fly when the split has no cache",
+        help="Feature cache (dataset mode).")
 @feature_variant_option
-@click.option("--scales", default=None, help="Scales for on-the-fly conv5.  [default: the "
-                                             "fine-tuning's]")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Dataset mode: the detections artifact [default: <work-dir>/detections/"
-                   "<name>/<dataset>/<split>.h5]. Image mode: folder for the drawn images "
-                   "[default: <work-dir>/detections/<name>/images].")
-@click.option("--draw-threshold", type=float, default=None,
-              help="Image mode: draw detections scoring above this.  [default: 0 for SVM "
-                   "scores, 0.5 for softmax]")
+@option("--scales", type=IntListType("scale", min=1), default=None,
+        show_default="the fine-tuning's", help="Scales for on-the-fly conv5.")
+@option("--out", type=click.Path(path_type=Path), default=None,
+        show_default="dataset mode: <work-dir>/detections/<name>/<dataset-tag>/"
+                     "<split>.h5; image mode: <work-dir>/detections/<name>/images",
+        help="Dataset mode: the detections artifact. Image mode: folder for the drawn "
+             "images.")
+@option("--draw-threshold", type=float, default=None,
+        show_default=_per_scorer(DEFAULT_DRAW_THRESHOLDS),
+        help="Image mode: draw detections scoring above this.")
+@option("--fc", "fc_mode", type=click.Choice(list(DETECT_FC_MODES)), default=DEFAULT_DETECT_FC,
+        show_default=True,
+        help="fc layers to score windows with: the trained float32 ones, their truncated SVD "
+             "(faster, approximate) or int8 weights (CPU only, faster, approximate).")
+@option("--svd-energy", type=click.FloatRange(0, 1, min_open=True),
+        default=DEFAULT_SVD_ENERGY, show_default=True,
+        help="With --fc svd: keep the smallest rank retaining this fraction of the squared "
+             "singular values of fc6 and fc7.")
 @classes_option
 @device_option
+@jobs_option
+@dask_option
 @shard_option
 @on_error_option
 @force_option
 @pass_settings
 def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, split: str,
                    scorer: str, bbox_reg: bool, iou_threshold: float, nms_method: str,
-                   nms_sigma: float, score_threshold: float | None, max_per_image: int, method: str,
+                   nms_sigma: float, score_threshold: float | None, max_per_image: int, method: str | None,
                    proposals: Path | None, features: Path | None,
-                   feature_variant: str | None, scales: str | None,
-                   out: Path | None, draw_threshold: float | None, classes: str | None,
-                   device: str, shard: str | None, on_error: str, force: bool) -> None:
+                   feature_variant: str | None, scales: tuple[int, ...] | None,
+                   out: Path | None, draw_threshold: float | None, fc_mode: str,
+                   svd_energy: float, classes: str | None, device: str, jobs: int,
+                   dask: str | None, shard: tuple[int, int] | None, on_error: str,
+                   force: bool) -> None:
     """Detect objects with a trained model.
 
     INPUTS is either one VOC-layout DATASET folder (every image of --split is detected; the
     result is a detections artifact plus VOC comp4 result files), or image files (proposals
     and conv5 are computed on the fly and the detections are drawn on the images).
     """
-    models = model_dir(settings.work_dir, name)
     cap = max_per_image or None
-    parsed_scales = parse_scales(scales) if scales else None
     if len(inputs) == 1 and inputs[0].is_dir():
+        exclusive(proposals=proposals, method=method)
+        exclusive(features=features, feature_variant=feature_variant)
+        from sppdet.stages import detect
+        from sppdet.stages.layout import detections_path, model_dir
+        from sppdet.stages.training_inputs import detect_inputs
+
         dataset = inputs[0]
-        proposals = proposals or proposals_path(settings.work_dir, dataset, split, method)
-        if features is not None and feature_variant is not None:
-            raise click.UsageError("give either --features or --feature-variant, not both")
-        if features is None:
-            backbone = str(backbone_name(fc_backbone(models / "fc.pt")))
-            cached = features_dir(settings.work_dir, dataset, backbone).glob(f"*/{split}.h5")
-            if feature_variant is None and next(cached, None) is None:
-                features = None  # no cache of the split: conv5 on the fly
-            else:
-                features = find_features(settings.work_dir, dataset, split, backbone,
-                                         feature_variant)
+        proposals, features = detect_inputs(settings.work_dir, dataset, split, name,
+                                            method=method, proposals=proposals,
+                                            features=features, variant=feature_variant)
         out = out or detections_path(settings.work_dir, name, dataset, split)
-        summary = detect.run(dataset, split, out, model_dir=models, proposals=proposals,
-                             features=features, scorer=scorer, use_bbox_reg=bbox_reg,
-                             iou_threshold=iou_threshold, score_threshold=score_threshold,
-                             max_per_image=cap, scales=parsed_scales, device=device,
-                             classes=parse_classes(classes), shard=parse_shard(shard),
-                             on_error=on_error, force=force, nms_method=nms_method,
-                             nms_sigma=nms_sigma)
-        click.echo(summary.to_text())
+        from sppdet.parallel.dask_cluster import open_executor
+
+        with open_executor(dask, jobs=jobs) as executor:
+            run = functools.partial(
+                detect.run, dataset, split, out, model_dir=model_dir(settings.work_dir, name),
+                proposals=proposals, features=features, scorer=scorer,
+                use_bbox_reg=bbox_reg, iou_threshold=iou_threshold,
+                score_threshold=score_threshold, max_per_image=cap, scales=scales,
+                classes=parse_classes(classes), on_error=on_error, force=force, jobs=jobs,
+                executor=executor, fc=fc_mode, svd_energy=svd_energy, nms_method=nms_method,
+                nms_sigma=nms_sigma)
+            summary = run_maybe_ranked(run, shard=shard, device=device,
+                                       sums=("computed", "resumed"))
+        if summary is not None:
+            click.echo(summary.to_text())
         return
+    if dask is not None or jobs > 1:
+        raise click.UsageError("--dask and --jobs apply to a dataset, not to image files")
     folders = [p for p in inputs if p.is_dir()]
     if folders:
         raise click.UsageError(f"give one dataset folder or image files, not a mix "
                                f"({folders[0]} is a folder)")
-    out = out or settings.work_dir / "detections" / name / "images"
-    results = detect.run_images(list(inputs), model_dir=models, out_dir=out, method=method,
+    if method == IMPORT_METHOD:
+        raise click.UsageError("--method import reads a proposals artifact; image files need "
+                               "a method that computes proposals")
+    from sppdet.stages import detect
+    from sppdet.stages.layout import detection_images_dir, model_dir
+
+    out = out or detection_images_dir(settings.work_dir, name)
+    summary = detect.run_images(list(inputs), model_dir=model_dir(settings.work_dir, name),
+                                out_dir=out, method=method or ProposeOptions.method,
                                 scorer=scorer, use_bbox_reg=bbox_reg,
                                 iou_threshold=iou_threshold, score_threshold=score_threshold,
-                                max_per_image=cap, scales=parsed_scales, device=device,
-                                draw_threshold=draw_threshold, nms_method=nms_method,
+                                max_per_image=cap, scales=scales, device=device,
+                                draw_threshold=draw_threshold, fc=fc_mode,
+                                svd_energy=svd_energy, nms_method=nms_method,
                                 nms_sigma=nms_sigma)
-    for result in results:
+    for result in summary.results:
         click.echo(f"{result.path}: {len(result.detections)} detections -> {result.drawn}")
-    click.echo(f"Detections listed in {out / 'detections.json'}")
+    click.echo(f"Detections listed in {summary.listing}")
+    if summary.failures:
+        click.echo(f"Not detected: {len(summary.failures)} of {len(inputs)} image(s):")
+        for reason in summary.failures.values():
+            click.echo(f"  {reason}")
+        if on_error == "fail":
+            raise click.ClickException(f"{len(summary.failures)} image(s) could not be "
+                                       "detected (listed above; --on-error skip accepts that)")
 
 
 COMMANDS = [detect_command]

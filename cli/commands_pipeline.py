@@ -3,59 +3,83 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+from typing import Any
 
 import click
 
-from sppdet.data.synthetic import DemoDataConfig
-from sppdet.stages import demo, pipeline
-from sppdet.stages.pipeline import StageResult
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.stages.params import DEFAULT_BACKBONE, METRICS, PROPOSAL_METHODS, SCORERS
+from sppdet.stages.pipeline_config import DEMO_FIGURES, DEMO_PIPELINE, PipelineConfig
 
-from .commands_features import parse_scales
 from .context import Settings, pass_settings
-from .options import dataset_argument, device_option, force_option
+from .options import (DeviceType, IntListType, backbone_choice, dataset_argument, device_option,
+                      force_option, option)
+
+_DEFAULTS = PipelineConfig()
 
 
-def _echo_stage(result: StageResult) -> None:
+def _echo_stage(result: Any) -> None:
+    """Print one finished stage (a :class:`stages.pipeline.StageResult`)."""
     state = "up to date" if result.up_to_date else f"done in {result.seconds:.1f} s"
     click.secho(f"== {result.stage}: {state}", bold=True)
     if result.text and not result.up_to_date:
         click.echo(result.text)
 
 
+def _config_default(value: object) -> str:
+    """The shown default of an option that overrides a config file's key."""
+    shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return f"the config file's, else {shown}"
+
+
 @click.command("pipeline")
 @dataset_argument
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="YAML or JSON file with sections pretrain (optional), "
-                                 "propose, cache_features, finetune, train_svm, "
-                                 "train_bbox_reg, detect (options given here override it).")
-@click.option("--name", "-n", default=None, help="Model name.  [default: spp]")
-@click.option("--train-split", default=None, help="Training split.  [default: trainval]")
-@click.option("--test-split", default=None, help="Split to detect and evaluate.  "
-                                                 "[default: test]")
-@click.option("--backbone", "-b", default=None,
-              help="Conv trunk.  [default: efficientnet_lite0, or the config's "
-                   "pretrain backbone]")
-@click.option("--scales", default=None,
-              help="Shorter image sides, comma-separated.  [default: 480,576,688,864,1200]")
-@click.option("--method", default=None, help="Proposal method.  [default: ss-fast]")
-@click.option("--iterations", type=click.IntRange(min=1), default=None,
-              help="Fine-tuning mini-batches.  [default: 90000]")
-@click.option("--scorer", type=click.Choice(["svm", "softmax"]), default=None,
-              help="Detection scores.  [default: svm]")
-@click.option("--metric", type=click.Choice(["11point", "area"]), default=None,
-              help="AP metric.  [default: 11point (VOC2007)]")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
-              help="Worker processes.  [default: 1]")
-@click.option("--seed", type=int, default=None, help="Seed.  [default: 0]")
-@device_option
+@option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+        default=None, help="YAML or JSON file with top-level keys and sections pretrain "
+                           "(optional), propose, cache_features, finetune, train_svm, "
+                           "train_bbox_reg, detect (docs/pipeline.example.yaml); options "
+                           "given here override it.")
+@option("--name", "-n", default=None, show_default=_config_default(_DEFAULTS.name),
+        help="Model name.")
+@option("--train-split", default=None,
+        show_default=_config_default(_DEFAULTS.train_split), help="Training split.")
+@option("--test-split", default=None, show_default=_config_default(_DEFAULTS.test_split),
+        help="Split to detect and evaluate.")
+@option("--backbone", "-b", type=backbone_choice(), default=None,
+        show_default=_config_default(DEFAULT_BACKBONE) + " (or the pretrain backbone)",
+        help="Conv trunk.")
+@option("--scales", type=IntListType("scale", min=1), default=None,
+        show_default=_config_default(_DEFAULTS.cache_features.scales),
+        help="Shorter image sides, comma-separated.")
+@option("--method", type=click.Choice(PROPOSAL_METHODS), default=None,
+        show_default=_config_default(_DEFAULTS.propose.method), help="Proposal method.")
+@option("--iterations", type=click.IntRange(min=1), default=None,
+        show_default=_config_default(_DEFAULTS.finetune.iterations),
+        help="Fine-tuning mini-batches.")
+@option("--scorer", type=click.Choice(SCORERS), default=None,
+        show_default=_config_default(_DEFAULTS.detect.scorer), help="Detection scores.")
+@option("--metric", type=click.Choice(METRICS), default=None,
+        show_default=_config_default(_DEFAULTS.metric), help="AP metric.")
+@option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+        show_default=_config_default(_DEFAULTS.jobs), help="Worker processes.")
+@option("--seed", type=int, default=None, show_default=_config_default(_DEFAULTS.seed),
+        help="Seed.")
+@option("--dask", default=None, metavar="ADDRESS",
+        show_default="the config file's dask key, else no Dask",
+        help="Run proposals, SVM mining and detection on Dask: 'local' (a LocalCluster of "
+             "--jobs worker processes), a scheduler address (tcp://host:8786) or a scheduler "
+             "file. Needs the dask extra (pip install 'sppdet[dask]').")
+@option("--device", type=DeviceType(), default=None,
+        show_default=_config_default(_DEFAULTS.device),
+        help="auto, cpu, cuda or cuda:N (auto takes a GPU when there is one).")
 @force_option
 @pass_settings
 def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
                      name: str | None, train_split: str | None, test_split: str | None,
-                     backbone: str | None, scales: str | None, method: str | None,
+                     backbone: str | None, scales: tuple[int, ...] | None, method: str | None,
                      iterations: int | None, scorer: str | None, metric: str | None,
-                     jobs: int | None, seed: int | None, device: str, force: bool) -> None:
+                     jobs: int | None, seed: int | None, dask: str | None, device: str | None,
+                     force: bool) -> None:
     """Run every stage on DATASET: propose, cache-features, finetune, train-svm,
     train-bbox-reg, detect, eval; first pretrain when the config has a pretrain section
     (its weights then compute the features).
@@ -63,48 +87,47 @@ def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
     Stages whose artifacts are up to date (same parameters, same inputs) are skipped; after a
     change, the pipeline reruns from the first stage it affects.
     """
-    config = pipeline.load_config(config_file) if config_file else pipeline.PipelineConfig()
+    from sppdet.stages import pipeline
+    from sppdet.stages.pipeline_config import load_config
+
+    config = load_config(config_file) if config_file else PipelineConfig()
     config = _override(config, name=name, train_split=train_split, test_split=test_split,
                        backbone=backbone, scales=scales, method=method, iterations=iterations,
-                       scorer=scorer, metric=metric, jobs=jobs, seed=seed, device=device)
+                       scorer=scorer, metric=metric, jobs=jobs, seed=seed, device=device,
+                       dask=dask)
     summary = pipeline.run(dataset, settings.work_dir, config, force=force,
                            on_stage=_echo_stage)
     click.echo(summary.to_text())
 
 
-def _override(config: pipeline.PipelineConfig, **options: object) -> pipeline.PipelineConfig:
-    top = {k: v for k, v in options.items()
-           if k in ("name", "train_split", "test_split", "metric", "jobs", "seed", "device")
-           and v is not None}
+def _override(config: PipelineConfig, **options: Any) -> PipelineConfig:
+    """``config`` with the options that were given (not None) in place of its values."""
+    given = {key: value for key, value in options.items() if value is not None}
+    top = {key: given.pop(key) for key in list(given)
+           if key in ("name", "train_split", "test_split", "metric", "jobs", "seed", "device",
+                      "dask")}
     config = dataclasses.replace(config, **top)
-    if options.get("backbone") or options.get("scales"):
-        changes = {}
-        if options.get("backbone"):
-            changes["backbone"] = options["backbone"]
-        if options.get("scales"):
-            changes["scales"] = parse_scales(str(options["scales"]))
-        config.cache_features = dataclasses.replace(config.cache_features, **changes)
-    if options.get("method"):
-        config.propose = dataclasses.replace(config.propose, method=options["method"])
-    if options.get("iterations"):
-        config.finetune = dataclasses.replace(config.finetune, iterations=options["iterations"])
-    if options.get("scorer"):
-        config.detect = dataclasses.replace(config.detect, scorer=options["scorer"])
+    # the other options are fields of one section each, under the same name
+    sections = {"backbone": "cache_features", "scales": "cache_features", "method": "propose",
+                "iterations": "finetune", "scorer": "detect"}
+    for key, value in given.items():
+        section = sections[key]
+        setattr(config, section, dataclasses.replace(getattr(config, section), **{key: value}))
     return config
 
 
 @click.command("demo")
-@click.option("--n-trainval", type=click.IntRange(min=4), default=DemoDataConfig().n_trainval,
-              show_default=True, help="Synthetic trainval images.")
-@click.option("--n-test", type=click.IntRange(min=1), default=DemoDataConfig().n_test,
-              show_default=True, help="Synthetic test images.")
-@click.option("--iterations", type=click.IntRange(min=1),
-              default=demo.DEMO_PIPELINE.finetune.iterations, show_default=True,
-              help="Fine-tuning mini-batches.")
-@click.option("--figures", type=click.IntRange(min=0), default=6, show_default=True,
-              help="Test images to draw the detections on.")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=demo.DEMO_PIPELINE.jobs,
-              show_default=True, help="Worker processes.")
+@option("--n-trainval", type=click.IntRange(min=4), default=DemoDataConfig().n_trainval,
+        show_default=True, help="Synthetic trainval images.")
+@option("--n-test", type=click.IntRange(min=1), default=DemoDataConfig().n_test,
+        show_default=True, help="Synthetic test images.")
+@option("--iterations", type=click.IntRange(min=1),
+        default=DEMO_PIPELINE.finetune.iterations, show_default=True,
+        help="Fine-tuning mini-batches.")
+@option("--figures", type=click.IntRange(min=0), default=DEMO_FIGURES, show_default=True,
+        help="Test images to draw the detections on.")
+@option("--jobs", "-j", type=click.IntRange(min=1), default=DEMO_PIPELINE.jobs,
+        show_default=True, help="Worker processes.")
 @device_option
 @force_option
 @pass_settings
@@ -116,8 +139,10 @@ def demo_command(settings: Settings, n_trainval: int, n_test: int, iterations: i
     with precision-recall curves (eval/) and test images with their detections drawn
     (demo-figures/).
     """
+    from sppdet.stages import demo
+
     data_config = DemoDataConfig(n_trainval=n_trainval, n_test=n_test)
-    config = dataclasses.replace(demo.DEMO_PIPELINE, jobs=jobs, device=device)
+    config = dataclasses.replace(DEMO_PIPELINE, jobs=jobs, device=device)
     config.finetune = dataclasses.replace(config.finetune, iterations=iterations)
     summary = demo.run(settings.work_dir, data_config=data_config, config=config,
                        figures=figures, force=force, on_stage=_echo_stage)

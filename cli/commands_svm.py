@@ -8,67 +8,74 @@ from typing import Any, TypeVar
 
 import click
 
-from sppdet.features.fc_head import LAYERS
-from sppdet.stages import train_bbox_reg, train_svm
-from sppdet.stages.layout import model_dir
-from sppdet.stages.training_inputs import resolve_paths
+from sppdet.stages.params import TRAIN_SPLIT, BBoxRegOptions, ProposeOptions, SvmOptions
 
 from .context import Settings, pass_settings
-from .options import (dataset_argument, device_option, feature_variant_option, force_option,
-                      jobs_option, seed_option, split_option)
+from .options import (backbone_choice, dask_option, dataset_argument, device_option, exclusive,
+                      feature_variant_option, force_option, jobs_option, method_choice, option,
+                      param_option, seed_option, split_option)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _input_options(func: F) -> F:
-    """--proposals/--method and --features/--backbone, shared by both commands."""
+    """--proposals/--method and --features/--backbone/--feature-variant, shared by both."""
     options = [
-        click.option("--proposals", type=click.Path(exists=True, dir_okay=False,
-                                                    path_type=Path), default=None,
-                     help="Proposals artifact.  [default: <work-dir>/proposals/<dataset-tag>/"
-                          "<split>.<method>.h5]"),
-        click.option("--method", default=None,
-                     help="Proposal method of the default proposals artifact.  [default: "
-                          "ss-fast]"),
-        click.option("--features", type=click.Path(exists=True, dir_okay=False,
-                                                   path_type=Path), default=None,
-                     help="conv5 features artifact (from `sppdet cache-features`).  [default: "
-                          "<work-dir>/features/<dataset-tag>/<backbone>/<variant>/<split>.h5]"),
-        click.option("--backbone", default=None,
-                     help="Backbone of the default features artifact.  [default: the one the "
-                          "fc checkpoint was fine-tuned on]"),
+        option("--proposals", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+               default=None,
+               show_default="<work-dir>/proposals/<dataset-tag>/<split>.<method>.h5",
+               help="Proposals artifact."),
+        option("--method", type=method_choice(), default=None,
+               show_default=ProposeOptions.method,
+               help="Proposal method of the default proposals artifact."),
+        option("--features", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+               default=None,
+               show_default="<work-dir>/features/<dataset-tag>/<backbone>/<variant>/"
+                            "<split>.h5",
+               help="conv5 features artifact (from `sppdet cache-features`)."),
+        option("--backbone", "-b", type=backbone_choice(), default=None,
+               show_default="the one the fc checkpoint was fine-tuned on",
+               help="Backbone of the default features artifact."),
         feature_variant_option,
     ]
-    for option in reversed(options):
-        func = option(func)
+    for decorate in reversed(options):
+        func = decorate(func)
     return func
+
+
+def _check_inputs(proposals: Path | None, method: str | None, features: Path | None,
+                  backbone: str | None, feature_variant: str | None) -> None:
+    exclusive(proposals=proposals, method=method)
+    exclusive(features=features, backbone=backbone)
+    exclusive(features=features, feature_variant=feature_variant)
 
 
 @click.command("train-svm")
 @dataset_argument
-@split_option("trainval", help_text="Training split (ImageSets/Main/<split>.txt).")
-@click.option("--name", "-n", required=True,
-              help="Model name; the output is <work-dir>/models/<name>/svm.npz.")
-@click.option("--layer", type=click.Choice(LAYERS), default="fc7", show_default=True,
+@split_option(TRAIN_SPLIT, help_text="Training split (ImageSets/Main/<split>.txt).")
+@option("--name", "-n", required=True,
+        help="Model name; the output is <work-dir>/models/<name>/svm.npz.")
+@param_option(SvmOptions, "layer", "--layer",
               help="Features the SVMs are trained on: fc7 or fc6 of the fine-tuned fc layers "
                    "(needs the fc checkpoint), or pool5 (the SPP vector, no fc layers).")
 @_input_options
-@click.option("--fc", "fc_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Fine-tuned fc checkpoint (fc6/fc7 only).  [default: <work-dir>/models/"
-                   "<name>/fc.pt]")
+@option("--fc", "fc_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        show_default="<work-dir>/models/<name>/fc.pt",
+        help="Fine-tuned fc checkpoint (fc6/fc7 only).")
 @jobs_option
+@dask_option
 @seed_option
-@click.option("--C", "C", type=click.FloatRange(min=0, min_open=True), default=1e-3,
-              show_default=True, help="SVM cost of each negative's hinge loss (liblinear -c).")
-@click.option("--positive-weight", type=click.FloatRange(min=0, min_open=True), default=2.0,
-              show_default=True, help="Extra loss weight of positives (liblinear -w1).")
-@click.option("--bias-feature", type=click.FloatRange(min=0, min_open=True), default=10.0,
-              show_default=True, help="Value of the constant bias feature, whose weight is "
-                                      "regularised (liblinear -B).")
-@click.option("--include-difficult/--exclude-difficult", default=True, show_default=True,
-              help="Train on ground-truth boxes marked difficult too (the released code does).")
-@click.option("--max-cached-negatives", type=click.IntRange(min=1), default=100_000,
-              show_default=True,
+@param_option(SvmOptions, "C", "--C", help="SVM cost of each negative's hinge loss "
+                                           "(liblinear -c).")
+@param_option(SvmOptions, "positive_weight", "--positive-weight",
+              help="Extra loss weight of positives (liblinear -w1).")
+@param_option(SvmOptions, "bias_feature", "--bias-feature",
+              help="Value of the constant bias feature, whose weight is regularised "
+                   "(liblinear -B).")
+@param_option(SvmOptions, "include_difficult", "--include-difficult/--no-include-difficult",
+              help="Train on ground-truth boxes marked difficult too (the released code "
+                   "does).")
+@param_option(SvmOptions, "max_cached_negatives", "--max-cached-negatives",
               help="Cap of each class's cache of hard negatives; when full, the easiest are "
                    "dropped (with a warning). Memory: up to classes x cap x D x 4 bytes.")
 @device_option
@@ -77,7 +84,7 @@ def _input_options(func: F) -> F:
 def train_svm_command(settings: Settings, dataset: str, split: str, name: str, layer: str,
                       proposals: Path | None, method: str | None, features: Path | None,
                       backbone: str | None, feature_variant: str | None,
-                      fc_path: Path | None, jobs: int, seed: int,
+                      fc_path: Path | None, jobs: int, dask: str | None, seed: int,
                       C: float, positive_weight: float, bias_feature: float,
                       include_difficult: bool, max_cached_negatives: int, device: str,
                       force: bool) -> None:
@@ -89,32 +96,38 @@ def train_svm_command(settings: Settings, dataset: str, split: str, name: str, l
     those below -1.2). Features: SPP at each window's best scale, then --layer, scaled to a
     mean norm of 20. A class without positives gets no SVM (and no detections).
     """
+    _check_inputs(proposals, method, features, backbone, feature_variant)
+    from sppdet.parallel.dask_cluster import open_executor
+    from sppdet.stages import train_svm
+    from sppdet.stages.layout import model_dir
+    from sppdet.stages.training_inputs import resolve_paths
+
     paths = resolve_paths(settings.work_dir, dataset, split, name, method=method,
                           proposals=proposals, features=features, backbone=backbone,
                           variant=feature_variant, fc=fc_path, needs_fc=layer != "pool5")
     out = model_dir(settings.work_dir, name) / train_svm.OUTPUT_NAME
-    summary = train_svm.run(dataset, split, out, proposals=paths.proposals,
-                            features=paths.features, fc=paths.fc, layer=layer, jobs=jobs,
-                            seed=seed, C=C, positive_weight=positive_weight,
-                            bias_feature=bias_feature, include_difficult=include_difficult,
-                            max_cached_negatives=max_cached_negatives, device=device,
-                            force=force)
+    with open_executor(dask, jobs=jobs) as executor:
+        summary = train_svm.run(dataset, split, out, proposals=paths.proposals,
+                                features=paths.features, fc=paths.fc, layer=layer, jobs=jobs,
+                                seed=seed, C=C, positive_weight=positive_weight,
+                                bias_feature=bias_feature, include_difficult=include_difficult,
+                                max_cached_negatives=max_cached_negatives, device=device,
+                                force=force, executor=executor)
     click.echo(summary.to_text())
 
 
 @click.command("train-bbox-reg")
 @dataset_argument
-@split_option("trainval", help_text="Training split (ImageSets/Main/<split>.txt).")
-@click.option("--name", "-n", required=True,
-              help="Model name; the output is <work-dir>/models/<name>/bbox_reg.npz.")
+@split_option(TRAIN_SPLIT, help_text="Training split (ImageSets/Main/<split>.txt).")
+@option("--name", "-n", required=True,
+        help="Model name; the output is <work-dir>/models/<name>/bbox_reg.npz.")
 @_input_options
-@click.option("--min-iou", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.5,
-              show_default=True,
+@param_option(BBoxRegOptions, "min_iou", "--min-iou",
               help="A window trains the regressor if its IoU with its best-matching ground "
                    "truth is above this (SPP-net 0.5, R-CNN 0.6).")
-@click.option("--lambda", "lambda_", type=click.FloatRange(min=0), default=4000.0,
-              show_default=True, help="Ridge penalty (SPP-net 4000, R-CNN 1000).")
-@click.option("--whiten/--no-whiten", default=True, show_default=True,
+@param_option(BBoxRegOptions, "lambda_", "--lambda", "lambda_",
+              help="Ridge penalty (SPP-net 4000, R-CNN 1000).")
+@param_option(BBoxRegOptions, "whiten", "--whiten/--no-whiten",
               help="Centre and scale the regression targets per class (the released code "
                    "does).")
 @seed_option
@@ -132,6 +145,11 @@ def train_bbox_reg_command(settings: Settings, dataset: str, split: str, name: s
     truth overlaps them by more than --min-iou; features are SPP at the window's best scale,
     scaled to a mean norm of 20. A class without training windows keeps its boxes as they are.
     """
+    _check_inputs(proposals, method, features, backbone, feature_variant)
+    from sppdet.stages import train_bbox_reg
+    from sppdet.stages.layout import model_dir
+    from sppdet.stages.training_inputs import resolve_paths
+
     paths = resolve_paths(settings.work_dir, dataset, split, name, method=method,
                           proposals=proposals, features=features, backbone=backbone,
                           variant=feature_variant, needs_fc=False)

@@ -39,3 +39,24 @@ class ConfigError(SppdetError):
 
 class ModelError(SppdetError):
     """A backbone, a weights file or a trained model cannot be built or loaded."""
+
+
+class ParameterError(ConfigError):
+    """One parameter's value is invalid by itself (a device that is not there, a shard that
+    does not exist). ``param`` names the parameter as the library calls it (``"device"``),
+    so that a front end can point at its own spelling of it (a command-line option)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class StorageError(SppdetError):
+    """The file system refused a write: read-only, no permission, or full.
+
+    It is the user's environment, not a bug: the message names the path and the errno.
+    """
+
+
+class DiskFullError(StorageError):
+    """No space left on the device (or the quota is used up) while writing a file."""

@@ -15,8 +15,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from tqdm.auto import tqdm
-
 T = TypeVar("T")
 
 LOGGER_NAME = "sppdet"
@@ -58,16 +56,47 @@ def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
              unit: str = "img") -> Iterator[T]:
     """Wrap a loop in a progress bar on stderr (off with ``-q`` or when not a terminal)."""
     disable = is_quiet() or not sys.stderr.isatty()
+    from tqdm.auto import tqdm  # here: the CLI configures logging before any --help
+
     yield from tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable,
                     dynamic_ncols=True, leave=False)
 
 
+class _LogFileHandler(logging.FileHandler):
+    """A log file that gives up quietly when it cannot be written (a full disk): one line on
+    stderr instead of a traceback per record; the stage's own writes report the cause."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        if not getattr(self, "_failed", False):
+            self._failed = True
+            error = sys.exc_info()[1]
+            sys.stderr.write(f"sppdet: cannot write the log file {self.baseFilename} ({error}); "
+                             "it stops here\n")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not getattr(self, "_failed", False):
+            super().emit(record)
+
+
 @contextlib.contextmanager
 def log_to_file(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Also write every ``sppdet`` log record (DEBUG and up) to ``path`` while inside."""
+    """Also write every ``sppdet`` log record (DEBUG and up) to ``path`` while inside.
+
+    Raises:
+        StorageError: the log file cannot be created (read-only or full file system).
+    """
+    from sppdet.io.atomic import storage_error
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # surrogateescape: a file name that is not UTF-8 is logged as its own bytes
+        handler = _LogFileHandler(path, mode="a", encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        error = storage_error(exc, path)
+        if error is None:
+            raise
+        raise error from exc
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger(LOGGER_NAME)

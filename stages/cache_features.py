@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,25 +20,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from sppdet.io.artifacts import ItemStore, Record, is_up_to_date, shard_items
+from sppdet.io.item_store import shard_items
+from sppdet.io.records import Record
 from sppdet.backbones import Backbone, build_backbone
-from sppdet.backbones.base import file_sha256
+from sppdet.io.hashing import file_sha256
 from sppdet.backbones.cpu_tuning import keep_freed_memory
 from sppdet.data.images import read_image
 from sppdet.data.voc import VOCDataset
 from sppdet.devices import resolve_device
 from sppdet.errors import ConfigError, DataError, ModelError
 from sppdet.features.cache import FEATURES_STAGE, compute_maps
-from sppdet.progress import get_logger, log_to_file, progress
+from sppdet.progress import get_logger, progress
 from sppdet.ops.scales import resized_size
 
 from .common import dataset_params, format_seconds, path_size
-from .layout import feature_variant, features_path, log_path
+from .layout import feature_variant, features_path
+from .left_out import left_out_lines, log_left_out
+from .params import COMPRESSIONS, PAPER_SCALES, CacheOptions  # re-exported
+from .runner import StageOutput, item_summary_lines
 
 log = get_logger("cache-features")
 STAGE_VERSION = 1
-PAPER_SCALES = (480, 576, 688, 864, 1200)
-COMPRESSIONS = ("none", "lzf", "gzip", "zstd")
 
 
 @dataclass
@@ -57,10 +60,14 @@ class CacheSummary:
     cpu_fallbacks: list[str] = field(default_factory=list)
     up_to_date: bool = False
     finished: bool = True
+    left_out: dict[str, str] = field(default_factory=dict)
+    split: str = ""
+    engine: str = ""
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"Features are up to date: {self.path} (use --force to rebuild)"
+            return "\n".join([f"Features are up to date: {self.path} (use --force to rebuild)",
+                              *left_out_lines(self.left_out, self.split)])
         lines = [f"conv5 features ({self.backbone}, scales {list(self.scales)}, on "
                  f"{self.device}) for {self.images} images -> {self.path}"]
         if self.computed:
@@ -71,14 +78,13 @@ class CacheSummary:
         if self.bytes_total:
             lines.append(f"  size: {self.bytes_total / 1e9:.3f} GB, "
                          f"{self.bytes_total / 1e6 / max(self.images, 1):.2f} MB per image")
+        if self.engine:
+            lines.append(f"  ran on {self.engine}")
         if self.cpu_fallbacks:
             lines.append(f"  GPU out of memory on {len(self.cpu_fallbacks)} image(s); computed "
                          f"on the CPU: {', '.join(self.cpu_fallbacks[:10])}")
-        if self.failures:
-            lines.append(f"  failures: {len(self.failures)}")
-            lines.extend(f"    {i}: {r}" for i, r in self.failures.items())
-        if not self.finished:
-            lines.append("  this shard is done; the artifact is merged when every shard is")
+        lines += left_out_lines(self.left_out, self.split)
+        lines.extend(item_summary_lines(self.failures, self.finished))
         return "\n".join(lines)
 
 
@@ -143,10 +149,12 @@ def check_disk_space(folder: Path, needed_bytes: int) -> None:
 
 
 def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
-        weights: str | None = None, scales: tuple[int, ...] = PAPER_SCALES, flip: bool = False,
+        weights: str | None = None, scales: tuple[int, ...] = PAPER_SCALES,
+        flip: bool = CacheOptions.flip,
         dtype: str = "float16", compression: str = "lzf", device: str = "auto",
         classes: tuple[str, ...] | None = None, shard: tuple[int, int] | None = None,
-        on_error: str = "fail", force: bool = False, seed: int = 0) -> CacheSummary:
+        on_error: str = "fail", force: bool = False, seed: int = 0,
+        merge_gate: Callable[[], bool] | None = None) -> CacheSummary:
     """Compute and cache conv5 maps of every image of ``split``.
 
     Args:
@@ -166,6 +174,8 @@ def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
         on_error: ``fail`` or ``skip`` for per-image failures.
         force: rebuild; discard a partial run made with other options.
         seed: seed of a random-init backbone.
+        merge_gate: called once this process's images are committed; the parts are merged
+            only if it returns True (torchrun: a barrier, then rank 0 merges).
     """
     scales = tuple(sorted({int(s) for s in scales}))
     if not scales or min(scales) < 16:
@@ -185,8 +195,9 @@ def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
     }, stage_version=STAGE_VERSION)
     out = Path(out)
     summary = CacheSummary(path=out, backbone=backbone_name, device=str(torch_device),
-                           images=len(data), scales=scales)
-    if not force and is_up_to_date(out, record):
+                           images=len(data), scales=scales, left_out=data.left_out, split=split)
+    output = StageOutput(out, record, force=force)
+    if output.is_current():
         summary.up_to_date = True
         summary.bytes_total = path_size(out)
         return summary
@@ -198,7 +209,8 @@ def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
         backbone = backbone.to(memory_format=torch.channels_last)
     backbone = backbone.to(torch_device)
     cpu_backbone: Backbone | None = None
-    with log_to_file(log_path(out)), ItemStore(out, record, force=force, shard=shard) as store:
+    with output.logging(), output.item_store(shard=shard) as store:
+        log_left_out(log, data)
         pending = store.pending(mine)
         needed = estimate_bytes(backbone, [(data[i].height, data[i].width) for i in pending],
                                 scales, flip=flip, bytes_per_value=np_dtype.itemsize)
@@ -235,7 +247,8 @@ def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
             summary.computed += 1
         summary.seconds = time.perf_counter() - start
         summary.resumed = len(mine) - len(pending)
-        final = store.finalize(ids, allow_failures=on_error == "skip")
+        merge = merge_gate() if merge_gate is not None else True
+        final = store.finalize(ids, allow_failures=on_error == "skip") if merge else None
         summary.finished = final is not None
         summary.failures = store.failures() if final is None else summary.failures
     if summary.finished:

@@ -23,8 +23,9 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from sppdet.io.artifacts import Record, atomic_path, is_up_to_date, write_artifact, write_text_atomic
-from sppdet.backbones.base import file_sha256
+from sppdet.io.atomic import atomic_path, write_text_atomic
+from sppdet.io.records import Record
+from sppdet.io.hashing import file_sha256
 from sppdet.classification.evaluate import (
     MODES,
     ModeResult,
@@ -45,11 +46,12 @@ from sppdet.classification.model import ViewSettings, load_classifier
 from sppdet.data.voc import VOCDataset
 from sppdet.devices import resolve_device
 from sppdet.errors import ConfigError, DataError
-from sppdet.progress import get_logger, log_to_file
+from sppdet.progress import get_logger
 
 from .common import format_seconds
-from .layout import dataset_tag, log_path
+from .layout import dataset_tag
 from .pretrain import CLASSIFIER_FILE, examples_fingerprint
+from .runner import StageOutput
 
 log = get_logger("classify")
 STAGE = "classify"
@@ -183,14 +185,14 @@ def run(model: str | Path, dataset: str | Path, work_dir: str | Path, *, split: 
         "modes": list(modes), "views": view_settings.__dict__, "features": features,
         "whole_images": whole_images, "feature_size": feature_size,
     })
-    report_path = out_dir / REPORT_FILE
+    output = StageOutput(out_dir / REPORT_FILE, record, force=force)
     summary = ClassifySummary(out_dir, model_name, len(examples))
-    if not force and is_up_to_date(report_path, record):
+    if output.is_current():
         summary.up_to_date = True
         return summary
     out_dir.mkdir(parents=True, exist_ok=True)
     torch_device = resolve_device(device)
-    with log_to_file(log_path(report_path)):
+    with output.logging():
         log.info("%d examples of %d classes from %s (%s)", len(examples), len(classes),
                  dataset, split)
         images = load_example_images(examples, short_side=image_size, jobs=jobs)
@@ -220,8 +222,7 @@ def run(model: str | Path, dataset: str | Path, work_dir: str | Path, *, split: 
         header = (f"# {model_name} on {dataset.name} ({split})\n\n"
                   f"{len(examples)} examples, {len(classes)} classes.\n\n")
         write_text_atomic(out_dir / "report.md", header + results_markdown(results))
-        record.summary = {result.mode: result.top1_error for result in results}
-        with write_artifact(report_path, record) as tmp:
-            tmp.write_text(json.dumps(report, indent=2) + "\n")
+        output.commit(lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"),
+                      summary={result.mode: result.top1_error for result in results})
     summary.seconds = time.perf_counter() - started
     return summary

@@ -17,14 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sppdet.io.artifacts import (
-    ItemStore,
-    Record,
-    check_inputs_current,
-    input_ref,
-    is_up_to_date,
-    read_record,
-)
+from sppdet.io.records import Record, check_inputs_current, input_ref, read_record
 from sppdet.detector.combine import combine_image_detections
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import (
@@ -35,10 +28,11 @@ from sppdet.detector.detections_io import (
     detections_params,
 )
 from sppdet.errors import ArtifactError, ConfigError, DataError
-from sppdet.progress import get_logger, log_to_file, progress
+from sppdet.progress import get_logger, progress
 
 from .common import format_seconds
-from .layout import detections_path, log_path
+from .layout import detections_path
+from .runner import StageOutput
 
 log = get_logger("combine")
 STAGE = "combine"
@@ -192,18 +186,19 @@ def run(inputs: Sequence[str | Path], out: str | Path, *, name: str,
             stage_version=STAGE_VERSION)
         summary = CombineSummary(path=out, name=name, models=models, images=len(ids), nms=nms,
                                  inputs=paths)
-        if not force and is_up_to_date(out, record):
+        output = StageOutput(out, record, force=force)
+        if output.is_current():
             return replace(summary, up_to_date=True)
-        with log_to_file(log_path(out)):
+        with output.logging():
             log.debug("combine %s -> %s with %s", [str(p) for p in paths], out, nms)
-            _combine_all(readers, ids, out, record, nms, summary, force=force)
+            _combine_all(readers, ids, output, nms, summary)
         return summary
 
 
-def _combine_all(readers: Sequence[DetectionsReader], ids: list[str], out: Path, record: Record,
-                 nms: NMSSettings, summary: CombineSummary, *, force: bool) -> None:
+def _combine_all(readers: Sequence[DetectionsReader], ids: list[str], output: StageOutput,
+                 nms: NMSSettings, summary: CombineSummary) -> None:
     start = time.perf_counter()
-    with ItemStore(out, record, force=force) as store:
+    with output.item_store() as store:
         pending = store.pending(ids)
         summary.resumed = len(ids) - len(pending)
         for image_id in progress(pending, total=len(pending), desc="combine"):
@@ -222,7 +217,7 @@ def _combine_all(readers: Sequence[DetectionsReader], ids: list[str], out: Path,
             store.write(image_id, *detection_item(final, pooled, width, height))
         store.finalize(ids)
     summary.seconds = time.perf_counter() - start
-    _fill_counts(summary, out)
+    _fill_counts(summary, output.path)
 
 
 def _fill_counts(summary: CombineSummary, out: Path) -> None:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import hashlib
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from joblib import Parallel, delayed
-
-from sppdet.io.artifacts import ItemStore
+from sppdet.io.item_store import ItemStore
 from sppdet.data.voc import VOCDataset
+from sppdet.parallel.executors import Executor, local_executor
 from sppdet.progress import get_logger, progress
 
 log = get_logger("stages")
@@ -50,6 +49,8 @@ class LoopStats:
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     per_item_seconds: list[float] = field(default_factory=list)
+    engine: str = ""
+    reruns: int = 0
 
     @property
     def seconds_per_item(self) -> float:
@@ -59,7 +60,8 @@ class LoopStats:
 def run_per_item(store: ItemStore, item_ids: Sequence[str],
                  work: Callable[..., tuple[dict, dict]], args: Callable[[str], tuple],
                  *, jobs: int = 1, desc: str = "", errors: tuple[type[BaseException], ...] = (),
-                 on_result: Callable[[str, dict, dict], None] | None = None) -> LoopStats:
+                 on_result: Callable[[str, dict, dict], None] | None = None,
+                 executor: Executor | None = None) -> LoopStats:
     """Run ``work(*args(item_id))`` for every pending item and commit each result to ``store``.
 
     Workers only compute; this process alone writes (one writer per file). With ``jobs > 1``
@@ -76,19 +78,15 @@ def run_per_item(store: ItemStore, item_ids: Sequence[str],
         desc: progress-bar label.
         errors: exception types recorded as per-item failures.
         on_result: called in this process with ``(item_id, arrays, attrs)`` after a commit.
+        executor: where the work runs (e.g. a Dask cluster); default: ``jobs`` (this process
+            for 1, joblib's processes otherwise).
     """
     pending = store.pending(item_ids)
     stats = LoopStats(skipped_done=len(item_ids) - len(pending))
     start = time.perf_counter()
+    executor = executor or local_executor(jobs)
     if pending:
-        def call(item_id: str) -> tuple[str, Any, Any, float]:
-            return _timed(work, item_id, args(item_id), errors)
-
-        if jobs == 1:
-            results: Iterable = (call(i) for i in pending)
-        else:
-            results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
-                delayed(_timed)(work, i, args(i), errors) for i in pending)
+        results = executor.imap_unordered(_timed, ((work, i, args(i), errors) for i in pending))
         for item_id, arrays, attrs, seconds in progress(results, total=len(pending), desc=desc):
             if arrays is None:
                 store.write_failure(item_id, attrs)
@@ -100,6 +98,8 @@ def run_per_item(store: ItemStore, item_ids: Sequence[str],
             stats.per_item_seconds.append(seconds)
             if on_result is not None:
                 on_result(item_id, arrays, attrs)
+        stats.reruns = executor.last_run.reruns
+    stats.engine = executor.description
     stats.seconds = time.perf_counter() - start
     return stats
 
@@ -112,6 +112,12 @@ def _timed(work: Callable[..., tuple[dict, dict]], item_id: str, args: tuple,
     except errors as exc:  # a per-item failure: reported by the caller, never silent
         return item_id, None, f"{type(exc).__name__}: {exc}", time.perf_counter() - start
     return item_id, arrays, attrs, time.perf_counter() - start
+
+
+def engine_line(engine: str, reruns: int) -> str:
+    """The summary line that names where the work ran and what was computed again."""
+    again = f"; {reruns} task(s) computed again after their worker was lost" if reruns else ""
+    return f"  ran on {engine}{again}"
 
 
 def format_seconds(seconds: float) -> str:

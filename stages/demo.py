@@ -1,8 +1,9 @@
 """Stage ``demo``: the synthetic dataset, the whole pipeline on it, and pictures.
 
-The recipe (:data:`DEMO_PIPELINE`) is the paper's pipeline scaled to a 2-core CPU: the
-EfficientNet-Lite0 trunk with its packaged ImageNet weights (no download), one scale, 1,000
-selective-search boxes per image, a narrower fc6/fc7 fine-tuned for fewer iterations.
+The recipe (:data:`~stages.pipeline_config.DEMO_PIPELINE`) is the paper's pipeline scaled to a
+2-core CPU: the EfficientNet-Lite0 trunk with its packaged ImageNet weights (no download), one
+scale, 1,000 selective-search boxes per image, a narrower fc6/fc7 fine-tuned for fewer
+iterations.
 """
 
 from __future__ import annotations
@@ -12,28 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from sppdet.data.synthetic import DemoDataConfig, is_demo_dataset, make_demo_data, read_demo_config
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import is_demo_dataset, make_demo_data, read_demo_config
 from sppdet.data.voc import VOCDataset
 from sppdet.detector.detections_io import DetectionsReader
-from sppdet.training.finetune import FinetuneConfig
 from sppdet.progress import get_logger
 from sppdet.detector.drawing import draw_detections, save_image
 
 from . import pipeline
-from .pipeline import (CacheOptions, DetectOptions, PipelineConfig, PipelineSummary,
-                       ProposeOptions, StageResult)
+from .params import DEFAULT_DRAW_THRESHOLDS
+from .pipeline import PipelineConfig, PipelineSummary, StageResult
+from .pipeline_config import DEMO_FIGURES, DEMO_PIPELINE  # noqa: F401 (re-exported)
 
 log = get_logger("demo")
-
-DEMO_PIPELINE = PipelineConfig(
-    name="demo",
-    jobs=2,
-    propose=ProposeOptions(method="ss-fast", max_boxes=1000, max_size=500),
-    cache_features=CacheOptions(backbone="efficientnet_lite0", scales=(480,), flip=True),
-    finetune=FinetuneConfig(iterations=1200, hidden=1024, lr=0.01, val_every=400,
-                            checkpoint_every=400),
-    detect=DetectOptions(scorer="svm"),
-)
 
 
 @dataclass
@@ -53,7 +45,7 @@ class DemoSummary:
 
 
 def run(work_dir: Path, *, data_config: DemoDataConfig = DemoDataConfig(),
-        config: PipelineConfig = DEMO_PIPELINE, figures: int = 6, force: bool = False,
+        config: PipelineConfig = DEMO_PIPELINE, figures: int = DEMO_FIGURES, force: bool = False,
         on_stage: Callable[[StageResult], None] | None = None) -> DemoSummary:
     """Make (or reuse) the demo dataset in ``<work>/demo-data`` and run the pipeline on it.
 
@@ -78,7 +70,7 @@ def run(work_dir: Path, *, data_config: DemoDataConfig = DemoDataConfig(),
         with DetectionsReader(result.detections) as reader:
             for image_id in reader.image_ids()[:figures]:
                 detections = reader.detections(image_id)
-                threshold = 0.0 if config.detect.scorer == "svm" else 0.5
+                threshold = DEFAULT_DRAW_THRESHOLDS[config.detect.scorer]
                 drawn = draw_detections(data.load_image(image_id), detections, data.classes,
                                         min_score=threshold)
                 summary.figures.append(save_image(out_dir / f"{image_id}.png", drawn))

@@ -1,218 +1,61 @@
 """Stage ``detect``: score every proposal, regress boxes, suppress duplicates.
 
-Per image (REFERENCE.md sections 1 and 8): SPP features of all proposals at their best scale
-(from the feature cache, or computed on the fly when the split has none), scores from the
-per-class SVMs on fc7 (``scorer="svm"``, the paper's) or from the fine-tuned fc8 softmax
-(``scorer="softmax"``), each class's box regressor applied to the windows that pass the score
-threshold, boxes clipped to the image, then per-class NMS (IoU 0.3) and at most 100 detections
-per image. The artifact keeps, per image, the final detections and every candidate window above
-the threshold (what ``combine`` pools), and the VOC result files ``comp4_det_<split>_<class>.txt``
-are written beside it.
+Per image: SPP features of all proposals at their best scale (from the feature cache, or
+computed on the fly when the split has none), then the detector of
+:mod:`sppdet.detector.model` (scores, box regression, per-class NMS). The artifact keeps, per
+image, the final detections and every candidate window above the threshold (what ``combine``
+pools), and the VOC result files ``comp4_det_<split>_<class>.txt`` are written beside it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from sppdet.io.artifacts import (ItemReader, ItemStore, Record, input_ref, is_up_to_date,
-                              read_record, shard_items)
-from sppdet.backbones import build_backbone
-from sppdet.training.bbox_regression import BBoxRegressor
-from sppdet.ops.boxes import clip_boxes, is_degenerate
+from sppdet.features.fast_fc import (DEFAULT_SVD_ENERGY, FC_MODES,  # noqa: F401 (the CLI)
+                                     fast_fc_head)
 from sppdet.data.voc import VOCDataset
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import (DetectionsReader, NMSSettings, detection_item,
-                                  detections_params)
+                                           detections_params)
+from sppdet.detector.model import SCORERS  # noqa: F401  (re-exported: the CLI's choices)
+from sppdet.ops.nms import DEFAULT_SOFT_NMS_SIGMA
+from sppdet.detector.model import (
+    DetectModel,
+    DetectTimes,
+    build_model_backbone,
+    detect_windows,
+    load_model,
+    nms_settings,
+)
 from sppdet.devices import resolve_device
-from sppdet.errors import ArtifactMissingError, ConfigError, DataError
-from sppdet.evaluation.comp4 import write_comp4_files
-from sppdet.features.fc_head import FcHead
+from sppdet.errors import ArtifactError, ArtifactMissingError, ConfigError, DataError
+from sppdet.evaluation.comp4 import comp4_filename, write_comp4_files
 from sppdet.features.cache import ComputedFeatures, FeatureCache
-from sppdet.ops.nms import DEFAULT_SOFT_NMS_SIGMA, class_nms
-from sppdet.progress import get_logger, log_to_file, progress
-from sppdet.training.svm import SVMWeights
+from sppdet.io.atomic import write_text_atomic
+from sppdet.io.faults import fault_point
+from sppdet.io.item_store import ItemReader, shard_items
+from sppdet.io.locks import ArtifactLock
+from sppdet.io.records import (PARTS_SUFFIX, Record, input_ref, read_record, record_path,
+                               write_record)
+from sppdet.parallel.executors import (Executor, forget_process_cache, local_executor,
+                                       process_cache, seed_process_cache)
+from sppdet.progress import get_logger, progress
 
-from .common import dataset_params, format_seconds
-from .layout import log_path
-from .training_inputs import backbone_name
+from .common import dataset_params, engine_line, format_seconds
+from .left_out import left_out_lines, log_left_out
+from .params import DEFAULT_DRAW_THRESHOLDS
+from .runner import StageOutput, item_summary_lines
+from .training_inputs import backbone_name, check_made_on
 
 log = get_logger("detect")
 STAGE = "detect"
 STAGE_VERSION = 1
-SCORERS = ("svm", "softmax")
-# Scores below these never become candidates (released code: SVM scores > -1.5); softmax
-# probabilities below 1e-3 would only bloat the candidate lists.
-DEFAULT_SCORE_THRESHOLDS = {"svm": -1.5, "softmax": 1e-3}
-
-
-@dataclass
-class DetectTimes:
-    """Seconds spent in each part of detection, summed over images."""
-
-    conv: float = 0.0
-    pool: float = 0.0
-    fc: float = 0.0
-    bbox: float = 0.0
-    nms: float = 0.0
-
-    def per_image(self, images: int) -> dict[str, float]:
-        return {k: v / max(images, 1) for k, v in vars(self).items()}
-
-
-@dataclass
-class DetectModel:
-    """Everything that scores windows: the fc head, the SVMs and the box regressors."""
-
-    name: str
-    classes: list[str]
-    head: FcHead
-    svm: SVMWeights | None
-    regressor: BBoxRegressor | None
-    backbone: dict[str, Any]
-    inputs: dict[str, Any]
-    scales: list[int]
-
-
-def load_model(model_dir: Path, *, scorer: str, use_bbox_reg: bool) -> DetectModel:
-    """Load ``fc.pt``, ``svm.npz`` (for the SVM scorer) and ``bbox_reg.npz`` of a model.
-
-    Raises:
-        ArtifactMissingError: a needed file is missing (names the command that makes it).
-        DataError: the parts were trained on different backbones or class lists.
-    """
-    fc_path = model_dir / "fc.pt"
-    fc_record = read_record(fc_path, made_by="finetune")
-    head, meta = FcHead.load(fc_path)
-    backbone = fc_record.params.get("backbone", meta.get("backbone"))
-    classes = list(fc_record.params.get("classes", meta.get("classes", [])))
-    inputs = {"fc": input_ref(fc_path, made_by="finetune")}
-    svm = None
-    if scorer == "svm":
-        svm_path = model_dir / "svm.npz"
-        inputs["svm"] = input_ref(svm_path, made_by="train-svm")
-        svm = SVMWeights.load(svm_path)
-        if svm.classes != classes:
-            raise DataError(f"{svm_path} was trained for classes {svm.classes}, the fc layers "
-                            f"for {classes}; rerun `sppdet train-svm`")
-        svm_fc = read_record(svm_path).inputs.get("fc")
-        if svm_fc is not None and svm_fc.digest != inputs["fc"].digest and svm.layer != "pool5":
-            raise DataError(f"{svm_path} was trained on other fc layers than {fc_path}; rerun "
-                            "`sppdet train-svm`")
-    regressor = None
-    reg_path = model_dir / "bbox_reg.npz"
-    if use_bbox_reg:
-        if not reg_path.exists():
-            raise ArtifactMissingError(f"{reg_path} does not exist; run `sppdet train-bbox-reg` "
-                                       "or detect with --no-bbox-reg")
-        inputs["bbox_reg"] = input_ref(reg_path, made_by="train-bbox-reg")
-        regressor, reg_classes = BBoxRegressor.load(reg_path)
-        if list(reg_classes) != classes:
-            raise DataError(f"{reg_path} was trained for classes {list(reg_classes)}, the fc "
-                            f"layers for {classes}; rerun `sppdet train-bbox-reg`")
-    scales = fc_record.params.get("scales") or []
-    return DetectModel(name=model_dir.name, classes=classes, head=head, svm=svm,
-                       regressor=regressor, backbone=backbone, inputs=inputs,
-                       scales=[int(s) for s in scales])
-
-
-def _nms_settings(scorer: str, iou_threshold: float, score_threshold: float | None,
-                  max_per_image: int | None) -> NMSSettings:
-    """NMS settings, with the scorer's default score threshold when none is given."""
-    if scorer not in SCORERS:
-        raise ConfigError(f"--scorer must be one of {SCORERS}, got {scorer!r}")
-    threshold = DEFAULT_SCORE_THRESHOLDS[scorer] if score_threshold is None else score_threshold
-    return NMSSettings(iou_threshold=iou_threshold, score_threshold=threshold,
-                       max_per_image=max_per_image)
-
-
-def _model_backbone(model: DetectModel, device: torch.device) -> torch.nn.Module:
-    """The conv trunk the model's fc layers were trained on (for on-the-fly conv5)."""
-    spec = model.backbone if isinstance(model.backbone, dict) else {"name": model.backbone}
-    return build_backbone(spec["name"], spec.get("weights_path")).eval().to(device)
-
-
-@torch.inference_mode()
-def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxes: np.ndarray,
-                   image_size: tuple[int, int], *, scorer: str, nms: NMSSettings,
-                   times: DetectTimes, batch_size: int = 1024, nms_method: str = "hard",
-                   nms_sigma: float = DEFAULT_SOFT_NMS_SIGMA
-                   ) -> tuple[ImageDetections, ImageDetections]:
-    """Score pooled windows of one image and return ``(final, candidates)`` detections.
-
-    Args:
-        model: the loaded model.
-        image_id: the image (names the detections).
-        pooled: ``[N, C * 50]`` SPP vectors of the windows.
-        boxes: ``[N, 4]`` the windows (original pixels).
-        image_size: ``(height, width)``.
-        scorer: ``svm`` or ``softmax``.
-        nms: NMS settings (score threshold, IoU threshold, per-image cap).
-        times: accumulates the seconds of fc, box regression and NMS.
-        nms_method, nms_sigma: ``hard`` NMS or Soft-NMS (``linear``, ``gaussian``), see
-            :func:`sppdet.ops.nms.class_nms`.
-    """
-    height, width = image_size
-    start = time.perf_counter()
-    head = model.head
-    scores_parts = []
-    for first in range(0, pooled.shape[0], batch_size):
-        batch = pooled[first:first + batch_size]
-        if scorer == "svm":
-            assert model.svm is not None
-            features = head.features(batch, model.svm.layer).cpu().numpy()
-            scores_parts.append(model.svm.scores(features))
-        else:
-            probs = torch.softmax(head.eval()(batch), dim=1)[:, 1:]
-            scores_parts.append(probs.cpu().numpy())
-    num_classes = len(model.classes)
-    scores = (np.concatenate(scores_parts) if scores_parts
-              else np.zeros((0, num_classes), np.float32)).astype(np.float32)
-    if scorer == "svm":
-        assert model.svm is not None
-        scores[:, ~model.svm.trained] = -np.inf  # an untrained class gives no detections
-    times.fc += time.perf_counter() - start
-    start = time.perf_counter()
-    threshold = nms.score_threshold
-    cand_boxes, cand_scores, cand_labels = [], [], []
-    pooled_np: np.ndarray | None = None
-    for label, class_name in enumerate(model.classes):
-        keep = np.flatnonzero(scores[:, label] > threshold) if threshold is not None \
-            else np.flatnonzero(np.isfinite(scores[:, label]))
-        if keep.size == 0:
-            continue
-        class_boxes = boxes[keep]
-        if model.regressor is not None:
-            if pooled_np is None:
-                pooled_np = pooled.cpu().numpy()
-            class_boxes = model.regressor.predict(class_name, pooled_np[keep], class_boxes,
-                                                  image_size=(width, height))
-        class_boxes = clip_boxes(np.asarray(class_boxes, np.float32), width, height)
-        # a window regressed out of the image collapses when clipped: it is no detection
-        inside = ~is_degenerate(class_boxes)
-        cand_boxes.append(class_boxes[inside])
-        cand_scores.append(scores[keep[inside], label])
-        cand_labels.append(np.full(int(inside.sum()), label, np.int64))
-    times.bbox += time.perf_counter() - start
-    start = time.perf_counter()
-    if cand_boxes:
-        candidates = ImageDetections(image_id, np.concatenate(cand_boxes), np.concatenate(cand_scores),
-                                     np.concatenate(cand_labels))
-    else:
-        candidates = ImageDetections.empty(image_id)
-    keep, kept_scores = class_nms(candidates.boxes, candidates.scores, candidates.labels,
-                                  method=nms_method, iou_threshold=nms.iou_threshold,
-                                  sigma=nms_sigma, score_threshold=nms.score_threshold,
-                                  max_per_image=nms.max_per_image)
-    final = candidates.select(keep)
-    final = ImageDetections(image_id, final.boxes, kept_scores, final.labels)
-    times.nms += time.perf_counter() - start
-    return final, candidates
+#: fc layers detect scores windows with by default (see sppdet.features.fast_fc).
+DEFAULT_FC = "float"
 
 
 @dataclass
@@ -227,15 +70,26 @@ class DetectSummary:
     seconds: float = 0.0
     times_per_image: dict[str, float] = field(default_factory=dict)
     features: str = ""
+    fc: str = ""
     resumed: int = 0
     comp4_dir: Path | None = None
+    comp4_rewritten: bool = False
     failures: dict[str, str] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
+    split: str = ""
     up_to_date: bool = False
     finished: bool = True
+    computed: int = 0
+    engine: str = ""
+    reruns: int = 0
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"Detections are up to date: {self.path} (use --force to rerun)"
+            lines = [f"Detections are up to date: {self.path} (use --force to rerun)"]
+            if self.comp4_rewritten:
+                lines.append(f"  VOC result files were missing or stale; written: "
+                             f"{self.comp4_dir}")
+            return "\n".join(lines + left_out_lines(self.left_out, self.split))
         lines = [f"Detections of model {self.model} ({self.scorer} scores) for {self.images} "
                  f"images -> {self.path}"]
         if self.finished:
@@ -246,14 +100,48 @@ class DetectSummary:
                               if v > 0)
             lines.append(f"  time: {format_seconds(self.seconds)}; per image: {parts} "
                          f"(features: {self.features})")
+        if self.fc:
+            lines.append(f"  scored with {self.fc}")
+        if self.engine:
+            lines.append(engine_line(self.engine, self.reruns))
         if self.comp4_dir is not None:
             lines.append(f"  VOC result files: {self.comp4_dir}")
-        if self.failures:
-            lines.append(f"  failures: {len(self.failures)}")
-            lines.extend(f"    {i}: {r}" for i, r in self.failures.items())
-        if not self.finished:
-            lines.append("  this shard is done; the artifact is merged when every shard is")
+        lines += left_out_lines(self.left_out, self.split)
+        lines.extend(item_summary_lines(self.failures, self.finished))
         return "\n".join(lines)
+
+
+def comp4_dir_of(out: Path) -> Path:
+    """Where the VOC result files of the detections artifact ``out`` go."""
+    return out.with_name(out.stem + ".comp4")
+
+
+def _comp4_current(out: Path, comp4_dir: Path, split: str, classes: list[str]) -> bool:
+    """True when ``comp4_dir`` holds every class's file, written from ``out`` as it is now."""
+    try:
+        made_from = read_record(comp4_dir).inputs.get("detections")
+        current = read_record(out).digest
+    except ArtifactError:
+        return False
+    return (made_from is not None and made_from.digest == current
+            and all((comp4_dir / comp4_filename(split, c)).is_file() for c in classes))
+
+
+def write_outputs(out: Path, split: str, classes: list[str]) -> Path:
+    """Write the VOC result files of the detections artifact ``out`` (one per class) and a
+    record naming the artifact they come from, so a rerun knows whether they are complete."""
+    comp4_dir = comp4_dir_of(out)
+    with ArtifactLock(comp4_dir, clean=True):
+        with DetectionsReader(out) as reader:
+            image_dets = [reader.detections(i) for i in reader.image_ids()]
+        # no record while the files are rewritten: a crash leaves them marked incomplete
+        record_path(comp4_dir).unlink(missing_ok=True)
+        for stale in comp4_dir.glob(".*.tmp"):  # a killed writer's (only we write here)
+            stale.unlink(missing_ok=True)
+        write_comp4_files(comp4_dir, split, classes, image_dets)
+        write_record(comp4_dir, Record("detect", {"comp4": split, "classes": classes},
+                                       inputs={"detections": input_ref(out)}))
+    return comp4_dir
 
 
 def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposals: Path,
@@ -262,7 +150,10 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         max_per_image: int | None = 100, scales: tuple[int, ...] | None = None,
         device: str = "auto", classes: tuple[str, ...] | None = None,
         shard: tuple[int, int] | None = None, on_error: str = "fail", force: bool = False,
-        write_comp4: bool = True, nms_method: str = "hard",
+        write_comp4: bool = True, fc: str = DEFAULT_FC,
+        svd_energy: float = DEFAULT_SVD_ENERGY, jobs: int = 1,
+        executor: Executor | None = None,
+        merge_gate: Callable[[], bool] | None = None, nms_method: str = "hard",
         nms_sigma: float = DEFAULT_SOFT_NMS_SIGMA) -> DetectSummary:
     """Detect objects in every image of ``split`` and write the detections artifact ``out``.
 
@@ -272,8 +163,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         out: the detections artifact.
         model_dir: ``<work>/models/<name>`` holding fc.pt, svm.npz, bbox_reg.npz.
         proposals: the split's proposals artifact.
-        features: the split's feature cache; ``None`` (or a missing file) computes conv5 on
-            the fly with the backbone the fc layers were trained on.
+        features: the split's feature cache; ``None`` computes conv5 on the fly with the
+            backbone the fc layers were trained on.
         scorer: ``svm`` (default) or ``softmax``.
         use_bbox_reg: apply the box regressors.
         iou_threshold: per-class NMS threshold (suppress when IoU > it).
@@ -285,11 +176,34 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         shard: ``(i, n)`` to process one shard.
         on_error: ``fail`` or ``skip`` for per-image failures.
         force: rerun even if up to date.
-        write_comp4: write ``comp4_det_<split>_<class>.txt`` beside the artifact.
+        write_comp4: write ``comp4_det_<split>_<class>.txt`` beside the artifact (also when
+            the artifact is up to date but they are missing or were made from another one).
+        fc: ``float`` (the trained fc layers), ``svd`` (truncated SVD of fc6/fc7 keeping
+            ``svd_energy`` of the squared singular values) or ``int8`` (CPU), see
+            :mod:`sppdet.features.fast_fc`.
+        svd_energy: for ``fc="svd"``.
+        jobs: worker processes (each loads the model once).
+        executor: where the images are processed (e.g. a Dask cluster); default: ``jobs``.
+        merge_gate: called once this process's images are committed; the parts are merged
+            only if it returns True (torchrun: a barrier, then rank 0 merges).
         nms_method: ``hard`` (default), or Soft-NMS ``linear`` / ``gaussian``.
         nms_sigma: the Gaussian Soft-NMS width.
+
+    Raises:
+        ArtifactMissingError: the features file does not exist or is unfinished, or another
+            input is missing.
+        DataError: the proposals or features were made on another dataset or split.
     """
-    nms = _nms_settings(scorer, iou_threshold, score_threshold, max_per_image)
+    nms = nms_settings(scorer, iou_threshold, score_threshold, max_per_image, nms_method,
+                       nms_sigma)
+    if features is not None and not Path(features).exists():
+        parts = Path(features).with_name(Path(features).name + PARTS_SUFFIX)
+        if parts.exists():
+            raise ArtifactMissingError(
+                f"the feature cache {features} is unfinished ({parts.name} holds a partial "
+                "run); rerun the `sppdet cache-features` command that started it to finish it")
+        raise ArtifactMissingError(f"the feature cache {features} does not exist; run `sppdet "
+                                   f"cache-features {dataset} --split {split}` to make it")
     data = VOCDataset(dataset, split, classes)
     model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg)
     if list(data.classes) != model.classes:
@@ -299,11 +213,18 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
     torch_device = resolve_device(device)
     inputs = dict(model.inputs)
     inputs["proposals"] = input_ref(proposals, made_by="propose")
-    use_cache = features is not None and Path(features).exists()
+    # detections of another dataset's images with the same ids would be silently wrong
+    check_made_on(read_record(proposals, made_by="propose"), Path(proposals), data, "propose")
+    use_cache = features is not None
     source: FeatureCache | ComputedFeatures
     if use_cache:
         inputs["features"] = input_ref(features, made_by="cache-features")
         source = FeatureCache(features, device=torch_device)
+        try:
+            check_made_on(source.record, Path(features), data, "cache-features")
+        except BaseException:
+            source.close()
+            raise
         if source.backbone != backbone_name(model.backbone):
             source.close()
             raise DataError(f"model {model.name} was trained on {backbone_name(model.backbone)} "
@@ -316,7 +237,7 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         if not chosen:
             raise ConfigError("no feature cache and no scales known for on-the-fly conv5; "
                               "pass --scales")
-        source = ComputedFeatures(_model_backbone(model, torch_device), chosen, torch_device,
+        source = ComputedFeatures(build_model_backbone(model, torch_device), chosen, torch_device,
                                   data.load_image)
         feature_desc = f"computed on the fly at scales {list(chosen)}"
     params = detections_params(model=model.name, data=dataset_params(data),
@@ -324,69 +245,157 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
     params.update({"scorer": scorer, "bbox_reg": use_bbox_reg,
                    "features": "cache" if use_cache else {"on_the_fly_scales": list(
                        source.scales)}})
-    if nms_method != "hard":  # hard NMS records nothing new, so its artifacts stay valid
-        params["soft_nms"] = {"method": nms_method, "sigma": nms_sigma}
+    if fc != "float":  # recorded only when approximate, so float artifacts stay up to date
+        params["fc"] = {"mode": fc, **({"svd_energy": svd_energy} if fc == "svd" else {})}
     record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
     out = Path(out)
     summary = DetectSummary(path=out, model=model.name, scorer=scorer, images=len(data),
-                            features=feature_desc)
+                            features=feature_desc, left_out=data.left_out, split=split)
     try:
-        if not force and is_up_to_date(out, record):
+        output = StageOutput(out, record, force=force)
+        if output.is_current():
             summary.up_to_date = True
+            if write_comp4 and not _comp4_current(out, comp4_dir_of(out), split,
+                                                  model.classes):
+                summary.comp4_dir = write_outputs(out, split, model.classes)
+                summary.comp4_rewritten = True
             return summary
         head = model.head.to(torch_device).eval()
-        model.head = head
+        model.head, summary.fc = fast_fc_head(head, fc, energy=svd_energy)
         ids = data.image_ids
         mine = shard_items(ids, shard)
         times = DetectTimes()
-        with log_to_file(log_path(out)), ItemStore(out, record, force=force,
-                                                   shard=shard) as store, \
+        job = _DetectJob(key=(record.digest, str(torch_device)), dataset=str(dataset),
+                         split=split, classes=classes, model_dir=str(model_dir),
+                         scorer=scorer, use_bbox_reg=use_bbox_reg, proposals=str(proposals),
+                         features=str(features) if use_cache else None,
+                         scales=tuple(source.scales), device=str(torch_device), nms=nms,
+                         fc=fc, svd_energy=svd_energy)
+        given, executor = executor is not None, executor or local_executor(jobs)
+        with output.logging(), output.item_store(shard=shard) as store, \
                 ItemReader(proposals, made_by="propose") as proposal_reader:
+            log_left_out(log, data)
             pending = store.pending(mine)
             start = time.perf_counter()
-            for image_id in progress(pending, total=len(pending), desc=f"detect {model.name}"):
-                try:
-                    if image_id not in proposal_reader:
-                        raise DataError(f"{proposals} has no proposals for image {image_id}")
-                    boxes = proposal_reader.group(image_id)["boxes"][()]
-                    t0 = time.perf_counter()
-                    if isinstance(source, ComputedFeatures):
-                        source.maps(image_id)
-                        times.conv += time.perf_counter() - t0
-                        t0 = time.perf_counter()
-                    pooled = source.pool(image_id, boxes, scale="best")
-                    times.pool += time.perf_counter() - t0
-                    ann = data[image_id]
-                    final, candidates = detect_windows(model, image_id, pooled, boxes,
-                                                       (ann.height, ann.width), scorer=scorer,
-                                                       nms=nms, times=times,
-                                                       nms_method=nms_method,
-                                                       nms_sigma=nms_sigma)
-                except DataError as exc:
-                    store.write_failure(image_id, str(exc))
-                    summary.failures[image_id] = str(exc)
-                    log.warning("%s: %s", image_id, exc)
-                    continue
-                arrays, attrs = detection_item(final, candidates, ann.width, ann.height)
-                store.write(image_id, arrays, attrs)
+            # tasks in this process reuse what is loaded here; workers load their own
+            seed_process_cache(job.cache_key, _DetectState(model, source, proposal_reader))
+            sizes = {i: (data[i].height, data[i].width) for i in pending}
+            try:
+                results = executor.imap_unordered(
+                    _detect_task, ((job, i, sizes[i]) for i in pending))
+                for image_id, arrays, attrs, image_times in progress(
+                        results, total=len(pending), desc=f"detect {model.name}"):
+                    times.add(image_times)
+                    if arrays is None:
+                        store.write_failure(image_id, attrs)
+                        summary.failures[image_id] = attrs
+                        log.warning("%s: %s", image_id, attrs)
+                        continue
+                    store.write(image_id, arrays, attrs)
+                    summary.computed += 1
+            finally:
+                forget_process_cache(job.cache_key)
+            summary.reruns = executor.last_run.reruns
+            summary.engine = executor.description if given or jobs > 1 else ""
             summary.seconds = time.perf_counter() - start
             summary.resumed = len(mine) - len(pending)
             summary.times_per_image = times.per_image(len(pending))
             record.summary["seconds_per_image"] = summary.times_per_image
-            final_path = store.finalize(ids, allow_failures=on_error == "skip")
+            merge = merge_gate() if merge_gate is not None else True
+            final_path = store.finalize(ids, allow_failures=on_error == "skip") if merge \
+                else None
             summary.finished = final_path is not None
         if summary.finished:
             with DetectionsReader(out) as reader:
-                image_dets = [reader.detections(i) for i in reader.image_ids()]
-            summary.detections = sum(len(d) for d in image_dets)
+                summary.detections = sum(len(reader.detections(i)) for i in reader.image_ids())
+            fault_point("outputs-pending", STAGE, out)
             if write_comp4:
-                comp4_dir = out.with_name(out.stem + ".comp4")
-                write_comp4_files(comp4_dir, split, model.classes, image_dets)
-                summary.comp4_dir = comp4_dir
+                summary.comp4_dir = write_outputs(out, split, model.classes)
     finally:
         if isinstance(source, FeatureCache):
             source.close()
     return summary
+
+
+@dataclass(frozen=True)
+class _DetectJob:
+    """What a worker needs to detect objects in images of a split (small and picklable)."""
+
+    key: tuple
+    dataset: str
+    split: str
+    classes: tuple[str, ...] | None
+    model_dir: str
+    scorer: str
+    use_bbox_reg: bool
+    proposals: str
+    features: str | None
+    scales: tuple[int, ...]
+    device: str
+    nms: NMSSettings
+    fc: str = DEFAULT_FC
+    svd_energy: float = DEFAULT_SVD_ENERGY
+
+    @property
+    def cache_key(self) -> tuple:
+        return ("detect", *self.key)
+
+
+@dataclass
+class _DetectState:
+    """A process's loaded model, feature source and proposals reader for a :class:`_DetectJob`."""
+
+    model: DetectModel
+    source: FeatureCache | ComputedFeatures
+    proposals: ItemReader
+
+    @classmethod
+    def open(cls, job: _DetectJob) -> "_DetectState":
+        import torch
+
+        device = torch.device(job.device)
+        model = load_model(Path(job.model_dir), scorer=job.scorer,
+                           use_bbox_reg=job.use_bbox_reg)
+        model.head, _ = fast_fc_head(model.head.to(device).eval(), job.fc,
+                                     energy=job.svd_energy)
+        source: FeatureCache | ComputedFeatures
+        if job.features is not None:
+            source = FeatureCache(job.features, device=device)
+        else:
+            data = VOCDataset(job.dataset, job.split, job.classes)
+            source = ComputedFeatures(build_model_backbone(model, device), job.scales, device,
+                                      data.load_image)
+        return cls(model, source, ItemReader(job.proposals, made_by="propose"))
+
+    def close(self) -> None:
+        if isinstance(self.source, FeatureCache):
+            self.source.close()
+        self.proposals.close()
+
+
+def _detect_task(job: _DetectJob, image_id: str, size: tuple[int, int]
+                 ) -> tuple[str, dict | None, Any, DetectTimes]:
+    """Worker: the detections artifact's ``(arrays, attrs)`` of one image, or ``None`` and
+    the reason of a per-image failure; and the image's times."""
+    state = process_cache(job.cache_key, lambda: _DetectState.open(job))
+    times = DetectTimes()
+    try:
+        if image_id not in state.proposals:
+            raise DataError(f"{job.proposals} has no proposals for image {image_id}")
+        boxes = state.proposals.group(image_id)["boxes"][()]
+        t0 = time.perf_counter()
+        if isinstance(state.source, ComputedFeatures):
+            state.source.maps(image_id)
+            times.conv += time.perf_counter() - t0
+            t0 = time.perf_counter()
+        pooled = state.source.pool(image_id, boxes, scale="best")
+        times.pool += time.perf_counter() - t0
+        final, candidates = detect_windows(state.model, image_id, pooled, boxes, size,
+                                           scorer=job.scorer, nms=job.nms, times=times)
+    except DataError as exc:
+        return image_id, None, str(exc), times
+    arrays, attrs = detection_item(final, candidates, size[1], size[0])
+    return image_id, arrays, attrs, times
 
 
 @dataclass
@@ -396,20 +405,56 @@ class ImageFileResult:
     drawn: Path | None
 
 
+@dataclass
+class ImageFilesSummary:
+    """What detect on image files did: results per readable file, failures per other file.
+
+    Attributes:
+        results: one per image detected, in input order.
+        failures: file -> why it could not be detected (unreadable, too small...).
+        listing: the ``detections.json`` written (``None`` when nothing is drawn).
+    """
+
+    results: list[ImageFileResult] = field(default_factory=list)
+    failures: dict[Path, str] = field(default_factory=dict)
+    listing: Path | None = None
+
+
+def drawing_names(images: list[Path]) -> list[str]:
+    """``<stem>.detections.png`` per image, made unique: inputs that share a stem (``a/x.jpg``,
+    ``b/x.jpg``, ``x.png``) get ``-2``, ``-3``... in input order, so no drawing replaces
+    another."""
+    names, used = [], set()
+    for path in images:
+        stem = Path(path).stem or "image"
+        name, k = f"{stem}.detections.png", 1
+        while name in used:
+            k += 1
+            name = f"{stem}-{k}.detections.png"
+        used.add(name)
+        names.append(name)
+    return names
+
+
 def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
                method: str = "ss-fast", max_boxes: int = 2000, scorer: str = "svm",
                use_bbox_reg: bool = True, iou_threshold: float = 0.3,
                score_threshold: float | None = None, max_per_image: int | None = 100,
                scales: tuple[int, ...] | None = None, device: str = "auto",
-               draw_threshold: float | None = None, nms_method: str = "hard",
-               nms_sigma: float = DEFAULT_SOFT_NMS_SIGMA) -> list[ImageFileResult]:
+               draw_threshold: float | None = None, fc: str = DEFAULT_FC,
+               svd_energy: float = DEFAULT_SVD_ENERGY, nms_method: str = "hard",
+               nms_sigma: float = DEFAULT_SOFT_NMS_SIGMA) -> ImageFilesSummary:
     """Detect objects in plain image files: proposals and conv5 computed on the fly.
+
+    A file that cannot be detected (unreadable, too small) is listed in the summary's
+    ``failures`` and the run goes on with the next one.
 
     Args:
         images: image files.
         model_dir: ``<work>/models/<name>``.
-        out_dir: where the drawn images (``<stem>.detections.png``) and ``detections.json``
-            go; ``None`` draws nothing.
+        out_dir: where the drawn images (``<stem>.detections.png``, see
+            :func:`drawing_names`) and ``detections.json`` (input path -> detections, for the
+            files detected) go; ``None`` draws nothing.
         method: proposal method for the images.
         max_boxes: proposals per image.
         draw_threshold: draw detections scoring above this (default: 0 for SVM scores, 0.5
@@ -420,37 +465,44 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
     from sppdet.proposals import params_from_dict, propose_image
     from sppdet.detector.drawing import draw_detections, save_image
 
-    nms = _nms_settings(scorer, iou_threshold, score_threshold, max_per_image)
+    nms = nms_settings(scorer, iou_threshold, score_threshold, max_per_image, nms_method,
+                       nms_sigma)
     model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg)
     torch_device = resolve_device(device)
     chosen = tuple(scales or model.scales)
     if not chosen:
-        raise ConfigError("the model records no scales; pass --scales")
-    backbone = _model_backbone(model, torch_device)
-    model.head = model.head.to(torch_device).eval()
+        raise ConfigError("the model records no scales; give the scales to compute conv5 at")
+    backbone = build_model_backbone(model, torch_device)
+    model.head, _ = fast_fc_head(model.head.to(torch_device).eval(), fc, energy=svd_energy)
     loaded: dict[str, Any] = {}
     source = ComputedFeatures(backbone, chosen, torch_device, lambda key: loaded[key])
     params = params_from_dict(method, {"max_boxes": max_boxes})
-    threshold = draw_threshold if draw_threshold is not None else (
-        0.0 if scorer == "svm" else 0.5)
-    results = []
+    threshold = draw_threshold if draw_threshold is not None else \
+        DEFAULT_DRAW_THRESHOLDS[scorer]
+    summary = ImageFilesSummary()
     times = DetectTimes()
-    for path in progress(images, total=len(images), desc="detect"):
-        path = Path(path)
-        image = read_image(path)
+    paths = [Path(p) for p in images]
+    for path, drawing in progress(list(zip(paths, drawing_names(paths))), total=len(paths),
+                                  desc="detect"):
         key = path.stem.replace(" ", "_") or "image"
-        loaded.clear()
-        loaded[key] = image
-        boxes = propose_image(image, method, params).boxes
-        pooled = source.pool(key, boxes, scale="best")
+        try:
+            image = read_image(path)
+            loaded.clear()
+            loaded[key] = image
+            boxes = propose_image(image, method, params).boxes
+            pooled = source.pool(key, boxes, scale="best")
+        except DataError as exc:  # one bad file must not cost the others their detections
+            reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            summary.failures[path] = reason
+            log.warning("%s", reason)
+            continue
         final, _ = detect_windows(model, key, pooled, boxes, image.shape[:2], scorer=scorer,
-                                  nms=nms, times=times, nms_method=nms_method,
-                                  nms_sigma=nms_sigma)
+                                  nms=nms, times=times)
         drawn = None
         if out_dir is not None:
             picture = draw_detections(image, final, model.classes, min_score=threshold)
-            drawn = save_image(Path(out_dir) / f"{path.stem}.detections.png", picture)
-        results.append(ImageFileResult(path=path, detections=final, drawn=drawn))
+            drawn = save_image(Path(out_dir) / drawing, picture)
+        summary.results.append(ImageFileResult(path=path, detections=final, drawn=drawn))
     if out_dir is not None:
         import json
 
@@ -458,6 +510,7 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
             {"class": model.classes[int(label)], "score": float(score),
              "box_xyxy": [float(v) for v in box]}
             for box, score, label in zip(r.detections.boxes, r.detections.scores,
-                                         r.detections.labels)] for r in results}
-        (Path(out_dir) / "detections.json").write_text(json.dumps(listing, indent=1) + "\n")
-    return results
+                                         r.detections.labels)] for r in summary.results}
+        summary.listing = write_text_atomic(Path(out_dir) / "detections.json",
+                                            json.dumps(listing, indent=1) + "\n")
+    return summary

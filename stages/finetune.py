@@ -20,32 +20,22 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import (
-    ArtifactLock,
-    ItemReader,
-    Record,
-    input_ref,
-    is_up_to_date,
-    read_record,
-    write_artifact,
-)
+from sppdet.io.item_store import ItemReader
+from sppdet.io.records import Record, input_ref, read_record
 from sppdet.data.voc import VOCDataset
 from sppdet.devices import resolve_device
 from sppdet.errors import ConfigError, DataError, StaleArtifactError
 from sppdet.features.cache import FEATURES_STAGE, FeatureCache
-from sppdet.training.finetune import (
-    FcFinetuner,
-    FinetuneConfig,
-    check_features_match,
-    model_meta,
-    plot_training_curve,
-)
+from sppdet.training.finetune.compatibility import check_features_match, model_meta
+from sppdet.training.finetune.config import FinetuneConfig
+from sppdet.training.finetune.plot import plot_training_curve
+from sppdet.training.finetune.trainer import FcFinetuner
 from sppdet.features.pretrained_fc import load_pretrained_fc, pretrained_weights_file
-from sppdet.progress import get_logger, log_to_file
+from sppdet.progress import get_logger
 from sppdet.training.finetune_windows import SplitWindows, build_split_windows
 
 from .common import dataset_params, format_seconds
-from .layout import log_path
+from .runner import StageOutput
 
 log = get_logger("finetune")
 STAGE = "finetune"
@@ -246,7 +236,7 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
         val_split: held-out split for validation and checkpoint selection (``None``: none;
             the last iteration is kept). Must differ from ``train_split`` and from ``test``.
         val_proposals, val_features: its artifacts (needed with ``val_split``).
-        config: hyper-parameters (:class:`~sppdet.training.finetune.FinetuneConfig`).
+        config: hyper-parameters (:class:`~sppdet.training.finetune.config.FinetuneConfig`).
         classes: class list (default: the dataset's).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; features are pooled there too.
         force: retrain even if ``out`` is up to date, discarding any checkpoint.
@@ -313,13 +303,13 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
             weights_path, weights_sha256 = pretrained_weights_file(
                 train_cache.record.params["backbone"], source=train_features)
             params["init_weights"] = {"path": weights_path, "sha256": weights_sha256}
-        record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
-        if not force and is_up_to_date(out, record):
+        output = StageOutput(out, Record(STAGE, params, inputs=inputs,
+                                         stage_version=STAGE_VERSION), force=force)
+        if output.is_current():
             return FinetuneSummary(path=out, up_to_date=True)
 
         checkpoint = out.with_name(CHECKPOINT_FILE)
-        stack.enter_context(ArtifactLock(out))
-        stack.enter_context(log_to_file(log_path(out)))
+        stack.enter_context(output.writing())
         if force and checkpoint.exists():
             checkpoint.unlink()
         pretrained = None
@@ -362,7 +352,7 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
             log.info("%s", summary.val.to_text())
 
         trainer = FcFinetuner(config, device=torch_device, checkpoint_path=checkpoint,
-                              identity=record.digest, callback=on_iteration)
+                              identity=output.record.digest, callback=on_iteration)
         trainer.fit(train_windows, train_cache, val_windows=val_windows, val_cache=val_cache,
                     pretrained_fc=pretrained)
 
@@ -376,13 +366,11 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
         summary.best_val = trainer.best_val_
         summary.resumed_from = trainer.resumed_from_
         summary.short_batches = trainer.short_batches_
-        record.summary = _record_summary(summary, trainer)
-        with write_artifact(out, record) as tmp:
-            trainer.head_.save(tmp, **meta, finetune={
-                "best_iteration": trainer.best_iteration_, "best_val": trainer.best_val_,
-                "select_by": config.select_by, "iterations": config.iterations,
-                "input_scale": trainer.input_scale_, "init": config.init,
-                "pretrained_fc": trainer.pretrained_fc_})
+        output.commit(lambda tmp: trainer.head_.save(tmp, **meta, finetune={
+            "best_iteration": trainer.best_iteration_, "best_val": trainer.best_val_,
+            "select_by": config.select_by, "iterations": config.iterations,
+            "input_scale": trainer.input_scale_, "init": config.init,
+            "pretrained_fc": trainer.pretrained_fc_}), summary=_record_summary(summary, trainer))
         summary.curve_path = plot_training_curve(
             trainer.history_, trainer.val_history_, out.with_name(CURVE_FILE),
             title=f"fine-tuning {out.parent.name} ({meta['backbone'].get('name')})",

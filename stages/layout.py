@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from sppdet.io.artifacts import record_path
+from sppdet.io.records import record_path
 from sppdet.errors import ArtifactMissingError, ConfigError
 
 FEATURES_FILE_SUFFIX = ".h5"
@@ -34,7 +34,9 @@ WEIGHTS_DIGEST_CHARS = 8
 def dataset_tag(dataset: str | Path) -> str:
     """``<folder name>-<6 hex of the absolute path's SHA-1>``, e.g. ``bccd-3f2a9c``."""
     root = Path(dataset).resolve()
-    return f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:6]}"
+    # os.fsencode: a folder name that is not UTF-8 hashes by its bytes (and shows as U+FFFD)
+    name = os.fsencode(root.name).decode("utf-8", "replace")
+    return f"{name}-{hashlib.sha1(os.fsencode(str(root))).hexdigest()[:6]}"
 
 
 def proposals_path(work_dir: Path, dataset: str | Path, split: str, method: str) -> Path:
@@ -104,7 +106,9 @@ def find_features(work_dir: Path, dataset: str | Path, split: str, backbone: str
     """
     folder = features_dir(work_dir, dataset, backbone)
     name = f"{split}{FEATURES_FILE_SUFFIX}"
-    variants = sorted(p.parent.name for p in folder.glob(f"*/{name}"))
+    # a variant holding only <split>.h5.parts is an unfinished cache too
+    variants = sorted({p.parent.name for pattern in (name, name + ".parts")
+                       for p in folder.glob(f"*/{pattern}")})
     finished = [v for v in variants if _is_finished(folder / v / name)]
     unfinished = [v for v in variants if v not in finished]
     make = f"run `sppdet cache-features {dataset} --split {split} --backbone {backbone}`"
@@ -159,3 +163,8 @@ def eval_dir(work_dir: Path, model: str, dataset: str | Path, split: str) -> Pat
 def log_path(artifact: Path) -> Path:
     """The log file written next to an artifact while its stage runs."""
     return artifact.with_name(artifact.name + ".log")
+
+
+def detection_images_dir(work_dir: Path, model: str) -> Path:
+    """Where ``detect`` on image files draws its pictures: ``<work>/detections/<model>/images``."""
+    return Path(work_dir) / "detections" / model / "images"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sppdet.data.synthetic import DemoDataConfig, DemoDataSummary, make_demo_data
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import DemoDataSummary, make_demo_data
 from sppdet.progress import get_logger
 
 log = get_logger("make-demo-data")

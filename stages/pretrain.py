@@ -21,14 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sppdet.io.artifacts import (
-    ArtifactLock,
-    Record,
-    canonical_json,
-    is_up_to_date,
-    write_artifact,
-    write_text_atomic,
-)
+from sppdet.io.atomic import write_text_atomic
+from sppdet.io.records import Record, canonical_json
 from sppdet.backbones import build_backbone
 from sppdet.backbones.paper_nets import PaperTrunk
 from sppdet.classification.examples import (
@@ -41,10 +35,10 @@ from sppdet.classification.model import SPPClassifier, save_classifier
 from sppdet.classification.training import ClassifierTrainer, EpochStats, PretrainConfig
 from sppdet.devices import resolve_device
 from sppdet.errors import ConfigError
-from sppdet.progress import get_logger, log_to_file
+from sppdet.progress import get_logger
 
 from .common import format_seconds
-from .layout import log_path
+from .runner import StageOutput
 
 log = get_logger("pretrain")
 STAGE = "pretrain"
@@ -127,10 +121,9 @@ def _start_fc_from(trunk: PaperTrunk, model: SPPClassifier) -> None:
 
 def plot_history(history: list[EpochStats], path: Path) -> None:
     """Training loss and training/validation top-1 error per epoch (PNG)."""
-    import matplotlib
+    from sppdet.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = [stats.epoch + 1 for stats in history]
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -147,9 +140,7 @@ def plot_history(history: list[EpochStats], path: Path) -> None:
     ax_err.set_ylabel("top-1 error (%)")
     ax_err.legend()
     fig.tight_layout()
-    with path.open("wb") as handle:
-        fig.savefig(handle, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 def run(dataset: str | Path, work_dir: str | Path, *, split: str = "trainval",
@@ -193,15 +184,15 @@ def run(dataset: str | Path, work_dir: str | Path, *, split: str = "trainval",
         "backbone": trunk.describe(),
         "config": config.to_dict(),
     }
-    record = Record(stage=STAGE, params=params, stage_version=STAGE_VERSION)
+    output = StageOutput(weights_out, Record(stage=STAGE, params=params,
+                                             stage_version=STAGE_VERSION), force=force)
     summary = PretrainSummary(out_dir, backbone, examples.classes, len(train_set),
                               len(val_set), config)
-    if not force and is_up_to_date(weights_out, record):
+    if output.is_current():
         summary.up_to_date = True
         return summary
-    out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / STATE_FILE
-    with ArtifactLock(weights_out), log_to_file(log_path(weights_out)):
+    with output.writing():
         if force and state_path.exists():
             state_path.unlink()
         log.info("%d classes, %d training and %d held-out examples (%s)",
@@ -231,11 +222,10 @@ def run(dataset: str | Path, work_dir: str | Path, *, split: str = "trainval",
                 "classes": list(examples.classes), "history": history}
         save_classifier(model, out_dir / CLASSIFIER_FILE, classes=examples.classes, meta=meta)
         last = result.history[-1]
-        record.summary = {"epochs": len(result.history), "train_loss": last.train_loss,
-                          "train_error": last.train_error, "val_error": last.val_error,
-                          "n_train": len(train_set), "n_val": len(val_set)}
-        with write_artifact(weights_out, record) as tmp:
-            trunk.save_weights(str(tmp), model.fc_layers())
+        output.commit(lambda tmp: trunk.save_weights(str(tmp), model.fc_layers()), summary={
+            "epochs": len(result.history), "train_loss": last.train_loss,
+            "train_error": last.train_error, "val_error": last.val_error,
+            "n_train": len(train_set), "n_val": len(val_set)})
         state_path.unlink(missing_ok=True)
     summary.seconds = time.perf_counter() - started
     return summary

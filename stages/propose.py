@@ -15,16 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import ItemStore, Record, is_up_to_date, read_record, shard_items
+from sppdet.io.item_store import shard_items
+from sppdet.io.records import Record, read_record
 from sppdet.data.images import read_image
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
-from sppdet.progress import get_logger, log_to_file
+from sppdet.parallel.executors import Executor
+from sppdet.progress import get_logger
 from sppdet.proposals import (METHODS, ProposalError, load_npz, load_rcnn_mat,
                               params_from_dict, propose_image, validate_proposals)
 
-from .common import LoopStats, dataset_params, format_seconds, run_per_item
-from .layout import log_path
+from .common import LoopStats, dataset_params, engine_line, format_seconds, run_per_item
+from .left_out import left_out_lines, log_left_out
+from .runner import StageOutput, item_summary_lines
 
 log = get_logger("propose")
 STAGE = "propose"
@@ -48,24 +51,28 @@ class ProposeSummary:
     up_to_date: bool = False
     finished: bool = True
     problems: list[str] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)
+    split: str = ""
+    engine: str = ""
+    reruns: int = 0
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"Proposals are up to date: {self.path} (use --force to rebuild)"
+            return "\n".join([f"Proposals are up to date: {self.path} (use --force to rebuild)",
+                              *left_out_lines(self.left_out, self.split)])
         lines = [f"Proposals ({self.method}) for {self.images} images -> {self.path}"]
         lines.append(f"  boxes per image: min {self.boxes_min}, median {self.boxes_median:g}, "
                      f"max {self.boxes_max}")
         if self.seconds_per_image:
             lines.append(f"  time: {format_seconds(self.seconds)} ({self.seconds_per_image:.2f} "
                          f"s per image per worker; {self.resumed} already done)")
-        if self.failures:
-            lines.append(f"  failures: {len(self.failures)}")
-            lines.extend(f"    {image_id}: {reason}" for image_id, reason in self.failures.items())
+        if self.engine:
+            lines.append(engine_line(self.engine, self.reruns))
         if self.problems:
             lines.append(f"  import problems: {len(self.problems)}")
             lines.extend(f"    {p}" for p in self.problems[:20])
-        if not self.finished:
-            lines.append("  this shard is done; the artifact is merged when every shard is")
+        lines += left_out_lines(self.left_out, self.split)
+        lines.extend(item_summary_lines(self.failures, self.finished))
         return "\n".join(lines)
 
 
@@ -83,7 +90,7 @@ def run(dataset: str | Path, split: str, out: Path, *, method: str = "ss-fast",
         method_options: dict[str, Any] | None = None, import_path: str | Path | None = None,
         classes: tuple[str, ...] | None = None, jobs: int = 1,
         shard: tuple[int, int] | None = None, on_error: str = "fail",
-        force: bool = False) -> ProposeSummary:
+        force: bool = False, executor: Executor | None = None) -> ProposeSummary:
     """Compute (or import) proposals for every image of ``split`` and write ``out``.
 
     Args:
@@ -99,6 +106,7 @@ def run(dataset: str | Path, split: str, out: Path, *, method: str = "ss-fast",
         shard: ``(i, n)`` to process one shard.
         on_error: ``fail`` or ``skip`` for per-image failures (always listed).
         force: rebuild even if up to date; discard a partial run with other options.
+        executor: where the images are processed (e.g. a Dask cluster); default: ``jobs``.
 
     Raises:
         ConfigError: bad options. DataError: the dataset cannot be read.
@@ -121,32 +129,40 @@ def run(dataset: str | Path, split: str, out: Path, *, method: str = "ss-fast",
         method_params = asdict(params_obj)
     record = Record(STAGE, {"method": method, "method_params": method_params,
                             "data": dataset_params(data)}, stage_version=STAGE_VERSION)
-    if not force and is_up_to_date(out, record):
-        return ProposeSummary(path=out, method=method, images=len(data), up_to_date=True)
+    output = StageOutput(out, record, force=force)
+    if output.is_current():
+        return ProposeSummary(path=out, method=method, images=len(data), up_to_date=True,
+                              left_out=data.left_out, split=split)
     ids = data.image_ids
-    with log_to_file(log_path(out)):
+    with output.logging():
         log.debug("propose %s %s -> %s with %s", dataset, split, out, method_params)
+        left_out = log_left_out(log, data)
         if method == "import":
-            return _run_import(data, out, record, Path(import_path), force=force)
-        with ItemStore(out, record, force=force, shard=shard) as store:
+            summary = _run_import(data, output, Path(import_path))
+            summary.left_out, summary.split = left_out, split
+            return summary
+        with output.item_store(shard=shard) as store:
             stats: LoopStats = run_per_item(
                 store, shard_items(ids, shard), _propose_one,
                 lambda i: (str(data[i].image_path), method, params_obj),
-                jobs=jobs, desc=f"propose {method}", errors=(DataError, ProposalError))
+                jobs=jobs, desc=f"propose {method}", errors=(DataError, ProposalError),
+                executor=executor)
             final = store.finalize(ids, allow_failures=on_error == "skip")
         summary = ProposeSummary(path=out, method=method, images=len(ids),
                                  seconds=stats.seconds,
                                  seconds_per_image=stats.seconds_per_item,
                                  resumed=stats.skipped_done, failures=store.failures()
                                  if final is None else read_record(out).summary.get("failures", {}),
-                                 finished=final is not None)
+                                 finished=final is not None, left_out=left_out, split=split,
+                                 engine=stats.engine if executor is not None else "",
+                                 reruns=stats.reruns)
         if final is not None:
             _fill_counts(summary, out)
         return summary
 
 
-def _run_import(data: VOCDataset, out: Path, record: Record, import_path: Path, *,
-                force: bool) -> ProposeSummary:
+def _run_import(data: VOCDataset, output: StageOutput, import_path: Path) -> ProposeSummary:
+    out = output.path
     if import_path.suffix.lower() == ".mat":
         proposals = load_rcnn_mat(import_path)
     elif import_path.suffix.lower() == ".npz":
@@ -158,7 +174,7 @@ def _run_import(data: VOCDataset, out: Path, record: Record, import_path: Path, 
     for problem in problems:
         log.warning("%s", problem)
     ids = data.image_ids
-    with ItemStore(out, record, force=force) as store:
+    with output.item_store() as store:
         for image_id in ids:
             result = proposals.get(image_id)
             boxes = np.zeros((0, 4), np.float32) if result is None else result.boxes
@@ -167,7 +183,7 @@ def _run_import(data: VOCDataset, out: Path, record: Record, import_path: Path, 
                 arrays["scores"] = np.asarray(result.scores, np.float32)
             ann = data[image_id]
             store.write(image_id, arrays, {"width": ann.width, "height": ann.height})
-        record.summary["import_problems"] = problems
+        output.record.summary["import_problems"] = problems
         store.finalize(ids)
     summary = ProposeSummary(path=out, method="import", images=len(ids), problems=problems)
     _fill_counts(summary, out)
@@ -175,7 +191,7 @@ def _run_import(data: VOCDataset, out: Path, record: Record, import_path: Path, 
 
 
 def _fill_counts(summary: ProposeSummary, out: Path) -> None:
-    from sppdet.io.artifacts import ItemReader
+    from sppdet.io.item_store import ItemReader
 
     with ItemReader(out) as reader:
         counts = [int(reader.group(i)["boxes"].shape[0]) for i in reader.ids()]

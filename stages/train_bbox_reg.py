@@ -22,17 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import ArtifactLock, Record, is_up_to_date, write_artifact
-from sppdet.training.bbox_regression import BBoxRegressor, paired_iou
+from sppdet.io.records import Record
+from sppdet.training.bbox_regression import BBoxRegressor
+from sppdet.training.box_targets import paired_iou
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
-from sppdet.progress import get_logger, log_to_file
+from sppdet.progress import get_logger
 from sppdet.training.windows import RegressionWindowStore, collect_regression_windows
 from sppdet.devices import resolve_device
 from sppdet.features.window_features import WindowFeaturizer
 
 from .common import dataset_params, format_seconds
-from .layout import log_path
+from .runner import StageOutput
 from .training_inputs import (InputPaths, image_truth, open_inputs, sample_norms,
                               scale_from_norms, scale_params, scale_sample)
 
@@ -145,11 +146,11 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
         params = {"data": dataset_params(data), "classes": list(data.classes),
                   "layer": "pool5", "min_iou": min_iou, "lambda": lambda_, "whiten": whiten,
                   "include_gt": True, "seed": seed, "feature_scale": scale_params()}
-        record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
-        if not force and is_up_to_date(out, record):
+        output = StageOutput(out, Record(STAGE, params, inputs=inputs,
+                                         stage_version=STAGE_VERSION), force=force)
+        if output.is_current():
             return TrainBBoxRegSummary(path=out, up_to_date=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with ArtifactLock(out), log_to_file(log_path(out)):
+        with output.writing():
             log.info("train-bbox-reg: %s split %s, pool5 features from %s, proposals %s -> %s",
                      data.root, split, cache.path, reader.path, out)
             summary = TrainBBoxRegSummary(path=out, device=str(torch_device))
@@ -178,9 +179,8 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
                 reasons = "; ".join(f"{n}: {why}" for n, why in model.skipped_.items())
                 raise DataError(f"no class has a training window ({reasons}); nothing written")
             summary.seconds = time.perf_counter() - start
-            record.summary = summary.to_record()
-            with write_artifact(out, record) as tmp:
-                model.save(tmp, list(data.classes))
+            output.commit(lambda tmp: model.save(tmp, list(data.classes)),
+                          summary=summary.to_record())
             log.debug("%s", summary.to_text())
         return summary
     finally:

@@ -2,7 +2,7 @@
 
 Inputs: the split's proposals (``propose``), its conv5 cache (``cache-features``) and, for fc6
 and fc7 features, the fine-tuned fc layers (``finetune``). Output: ``models/<name>/svm.npz``
-(:class:`sppdet.training.svm.SVMWeights`: weights ``[K, D]``, bias ``[K]``, trained mask,
+(:class:`sppdet.training.svm.weights.SVMWeights`: weights ``[K, D]``, bias ``[K]``, trained mask,
 feature_scale, layer, classes) with its record.
 
 A window's feature is SPP at its best scale (the test-time rule), then fc6/fc7. Three steps:
@@ -11,8 +11,9 @@ A window's feature is SPP at its best scale (the test-time rule), then fc6/fc7. 
    sample (200 random images x 200 random proposals, fixed by the seed; mean norm 20);
 2. one pass over the images in which each image's negative candidates (proposals with IoU < 0.3
    to every box of a class, feature-map duplicates removed) are featurized once and fed to
-   every class's hard-negative miner (:func:`sppdet.training.svm.train_class_svms_shared`); with
-   ``jobs > 1`` the classes are split into that many groups, each making its own pass;
+   every class's hard-negative miner
+   (:func:`sppdet.training.svm.shared.train_class_svms_shared`); with ``jobs > 1`` the
+   classes are split into that many groups, each making its own pass;
 3. writing the weights and the record.
 """
 
@@ -23,18 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sppdet.io.artifacts import ArtifactLock, Record, is_up_to_date, write_artifact
+from sppdet.io.records import Record
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
 from sppdet.features.fc_head import LAYERS
-from sppdet.progress import get_logger, log_to_file
-from sppdet.training.svm import HardNegativeSVM, SVMWeights, train_class_svms_shared
-from sppdet.training.windows import NEGATIVE_IOU, SharedNegativeStream, collect_positives
+from sppdet.parallel.executors import Executor
+from sppdet.progress import get_logger
+from sppdet.training.svm.estimator import HardNegativeSVM
+from sppdet.training.svm.shared import train_class_svms_shared
+from sppdet.training.svm.weights import SVMWeights
+from sppdet.training.windows import (NEGATIVE_IOU, DistributedNegativeStream,
+                                     SharedNegativeStream, collect_positives)
 from sppdet.devices import resolve_device
 from sppdet.features.window_features import WindowFeaturizer
 
-from .common import dataset_params, format_seconds
-from .layout import log_path
+from .common import dataset_params, engine_line, format_seconds
+from .runner import StageOutput
 from .training_inputs import (InputPaths, image_truth, load_fc, open_inputs,
                               scale_from_norms, scale_params, scale_sample)
 
@@ -82,6 +87,8 @@ class TrainSvmSummary:
     solver_seconds: float = 0.0
     seconds: float = 0.0
     up_to_date: bool = False
+    engine: str = ""
+    reruns: int = 0
 
     def to_text(self) -> str:
         if self.up_to_date:
@@ -110,6 +117,8 @@ class TrainSvmSummary:
             f"{self.mining_fc_seconds:.1f} s, proposals/maps/matching "
             f"{self.mining_select_seconds:.1f} s, solver {self.solver_seconds:.1f} s); "
             f"{self.jobs} worker(s) on {self.device}")
+        if self.engine:
+            lines.append(engine_line(self.engine, self.reruns))
         skipped = [c for c in self.classes if c.skipped is not None]
         if skipped:
             lines.append(f"  {len(skipped)} class(es) without an SVM get no detections: "
@@ -138,7 +147,8 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
         fc: Path | None, layer: str = "fc7", jobs: int = 1, seed: int = 0, C: float = 1e-3,
         positive_weight: float = 2.0, bias_feature: float = 10.0,
         include_difficult: bool = True, max_cached_negatives: int = 100_000,
-        device: str = "auto", batch_size: int = 1024, force: bool = False) -> TrainSvmSummary:
+        device: str = "auto", batch_size: int = 1024, force: bool = False,
+        executor: Executor | None = None, mining: str = "images") -> TrainSvmSummary:
     """Train the per-class SVMs and write ``out`` (``svm.npz``) with its record.
 
     Args:
@@ -158,6 +168,10 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
         device: where pooling and the fc layers run (``auto``, ``cpu``, ``cuda[:N]``).
         batch_size: windows per fc forward pass.
         force: retrain even if ``out`` is up to date.
+        executor: where the mining runs (e.g. a Dask cluster) instead of ``jobs`` processes.
+        mining: with an executor, ``images`` (the workers featurize the images, the miners of
+            every class run in this process) or ``classes`` (each worker mines a group of
+            classes, featurizing every image itself).
 
     Raises:
         ConfigError: bad options. ArtifactMissingError: an input is missing.
@@ -168,6 +182,8 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
         raise ConfigError(f"layer must be one of {', '.join(LAYERS)}, got {layer!r}")
     if jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {jobs}")
+    if mining not in ("images", "classes"):
+        raise ConfigError(f"mining must be 'images' or 'classes', got {mining!r}")
     estimator = HardNegativeSVM(C=C, positive_weight=positive_weight, bias_feature=bias_feature,
                                 include_difficult=include_difficult,
                                 max_cached_negatives=max_cached_negatives)
@@ -193,11 +209,11 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
                 "retrain_every", "epochs", "max_cached_negatives", "include_difficult", "tol",
                 "max_iter", "random_state")},
         }
-        record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
-        if not force and is_up_to_date(out, record):
+        output = StageOutput(out, Record(STAGE, params, inputs=inputs,
+                                         stage_version=STAGE_VERSION), force=force)
+        if output.is_current():
             return TrainSvmSummary(path=out, layer=layer, up_to_date=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with ArtifactLock(out), log_to_file(log_path(out)):
+        with output.writing():
             log.info("train-svm: %s split %s, %s features from %s, proposals %s -> %s",
                      data.root, split, layer, cache.path, reader.path, out)
             summary = TrainSvmSummary(path=out, layer=layer, jobs=jobs,
@@ -223,21 +239,28 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
                 classes=tuple(data.classes), truth=truth, batch_size=batch_size,
                 device=str(torch_device))
             mining_start = time.perf_counter()
+            groups = jobs
+            if executor is not None and mining == "images":
+                stream, groups = DistributedNegativeStream(stream, executor), 1
+            elif executor is not None:
+                groups = executor.threads
             svms = train_class_svms_shared(
                 data.classes, positives, stream, estimator=estimator,
-                difficult_by_class=difficult, feature_scale=feature_scale, n_jobs=jobs)
+                difficult_by_class=difficult, feature_scale=feature_scale, n_jobs=groups,
+                executor=executor)
+            if executor is not None:
+                summary.engine = f"{executor.description}, mining split by {mining}"
+                summary.reruns = executor.last_run.reruns
             summary.mining_seconds = time.perf_counter() - mining_start
             _fill_stats(summary, svms, positives, difficult, include_difficult)
             if not svms.models:
                 reasons = "; ".join(f"{name}: {why}" for name, why in svms.skipped.items())
                 raise DataError(f"no class could be trained ({reasons}); nothing written")
-            if jobs > 1:  # the workers' logs stay in the workers: replay the retrainings
+            if groups > 1:  # the workers' logs stay in the workers: replay the retrainings
                 _log_histories(svms)
             weights = SVMWeights.from_class_svms(svms, layer)
             summary.seconds = time.perf_counter() - start
-            record.summary = summary.to_record()
-            with write_artifact(out, record) as tmp:
-                weights.save(tmp)
+            output.commit(weights.save, summary=summary.to_record())
             log.debug("%s", summary.to_text())
         return summary
     finally:

@@ -1,9 +1,11 @@
-"""Inputs that ``train-svm`` and ``train-bbox-reg`` share: where they are, and whether they fit.
+"""Where the inputs of ``finetune``, ``train-svm``, ``train-bbox-reg`` and ``detect`` are,
+and whether they fit.
 
-Both stages read the split's proposals (``propose``) and its conv5 feature cache
+The training stages read the split's proposals (``propose``) and its conv5 feature cache
 (``cache-features``); ``train-svm`` also reads the fine-tuned fc layers (``finetune``) for fc6
-and fc7 features. Defaults follow the work-dir layout (``stages/layout.py``); the backbone,
-when not given, is the one the fc checkpoint was fine-tuned on.
+and fc7 features. Inputs not given are found by the work-dir layout (``stages/layout.py``);
+the backbone, when not given, is the one the fc checkpoint was fine-tuned on. The command line
+only parses its options and calls the ``*_inputs`` functions here.
 """
 
 from __future__ import annotations
@@ -15,22 +17,24 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import InputRef, ItemReader, Record, input_ref, read_record
+from sppdet.io.item_store import ItemReader
+from sppdet.io.records import InputRef, Record, input_ref, read_record
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import (ArtifactError, ArtifactMissingError, ConfigError, DataError,
                            StaleArtifactError)
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import FeatureCache
-from sppdet.training.finetune import check_features_match
-from sppdet.training.svm import feature_scale_from_norms, sample_for_scale
+from sppdet.training.finetune.compatibility import check_features_match
+from sppdet.training.svm.scale import feature_scale_from_norms, sample_for_scale
 from sppdet.training.windows import PROPOSALS_STAGE, ImageTruth
 from sppdet.features.window_features import WindowFeaturizer
 
 from .common import dataset_params
-from .layout import find_features, model_dir, proposals_path
+from .layout import features_dir, find_features, locate_features, model_dir, proposals_path
+from .params import FINETUNE_SPLIT, TRAIN_SPLIT, VAL_SPLIT, ProposeOptions
 
 FINETUNE_STAGE = "finetune"
-DEFAULT_METHOD = "ss-fast"
+DEFAULT_METHOD = ProposeOptions.method
 
 #: R-CNN ``rcnn_feature_stats.m``: the feature scale is measured on 200 random images x up to
 #: 200 random boxes each, for a mean L2 norm of 20.
@@ -46,6 +50,147 @@ class InputPaths:
     proposals: Path
     features: Path
     fc: Path | None
+
+
+@dataclass
+class FinetuneInputs:
+    """The splits and input artifacts of fine-tuning (``val_*`` are None without validation)."""
+
+    train_split: str
+    val_split: str | None
+    train_proposals: Path
+    train_features: Path
+    val_proposals: Path | None
+    val_features: Path | None
+
+
+def has_split(dataset: str | Path, split: str | None) -> bool:
+    """Whether ``dataset`` has ``ImageSets/Main/<split>.txt``."""
+    return bool(split) and (Path(dataset) / "ImageSets" / "Main" / f"{split}.txt").is_file()
+
+
+def finetune_splits(dataset: str | Path, finetune_split: str | None = FINETUNE_SPLIT,
+                    val_split: str | None = VAL_SPLIT, *, fallback: str = TRAIN_SPLIT
+                    ) -> tuple[str, str | None]:
+    """The splits the fc layers are fine-tuned and validated on: each one when the dataset has
+    it; without the fine-tuning split, ``fallback`` (the training split) and no validation.
+
+    The one rule of ``sppdet finetune`` (when no split is given) and of the pipeline: ``train``
+    with ``val`` held out for checkpoint selection, else the whole training split.
+    """
+    if not has_split(dataset, finetune_split):
+        return fallback, None
+    return str(finetune_split), val_split if has_split(dataset, val_split) else None
+
+
+def recorded_name(path: Path, key: str, made_by: str) -> str:
+    """The proposal method or backbone name recorded in an input artifact.
+
+    Raises:
+        ArtifactMissingError: ``path`` has no record.
+        ConfigError: the record names no such thing.
+    """
+    value = read_record(path, made_by=made_by).params.get(key)
+    if isinstance(value, Mapping):
+        value = value.get("name")
+    if not isinstance(value, str):
+        raise ConfigError(f"{path} records no {key}; give the validation split's file too")
+    return value
+
+
+def finetune_inputs(work_dir: Path, dataset: str | Path, *, train_split: str | None = None,
+                    val_split: str | None = None, validate: bool = True,
+                    method: str | None = None, proposals: Path | None = None,
+                    val_proposals: Path | None = None, backbone: str | None = None,
+                    features: Path | None = None, variant: str | None = None,
+                    val_features: Path | None = None,
+                    default_backbone: str) -> FinetuneInputs:
+    """The splits and input artifacts of fine-tuning, by the work-dir layout where not given.
+
+    Args:
+        train_split: default: :func:`finetune_splits`'s (``train``, else ``trainval``).
+        val_split: default: ``val`` when the dataset has it and the training split was not
+            the fallback; ignored when ``validate`` is False.
+        validate: False for no validation (the last iteration is kept).
+        method: proposal method of the default proposals (default ``ss-fast``); the
+            validation proposals default to the training file's method.
+        backbone: backbone of the default features (default ``default_backbone``).
+        variant: variant folder of the default training features.
+        val_features: default: the validation split's cache in the training file's variant
+            folder, else the only one made with the training file's backbone.
+
+    Raises:
+        ConfigError: exclusive inputs given together, several caches to choose from, or an
+            input whose record does not say what the default needs.
+        ArtifactMissingError: a default input that was never made.
+    """
+    _exclusive(proposals=proposals, method=method)
+    _exclusive(features=features, backbone=backbone)
+    _exclusive(features=features, variant=variant)
+    if train_split is None:
+        train_split, default_val = finetune_splits(dataset)
+    else:
+        default_val = VAL_SPLIT if has_split(dataset, VAL_SPLIT) else None
+    val = (val_split or default_val) if validate else None
+    method = method or DEFAULT_METHOD
+    train_proposals = proposals or proposals_path(work_dir, dataset, train_split, method)
+    train_features = features or find_features(work_dir, dataset, train_split,
+                                               backbone or default_backbone, variant)
+    if val is not None:
+        if val_proposals is None:
+            val_method = recorded_name(train_proposals, "method", "propose") if proposals \
+                else method
+            val_proposals = proposals_path(work_dir, dataset, val, val_method)
+        if val_features is None:
+            # the same variant as the training file when it lies in the layout, else the
+            # only cache of the validation split made with the training file's backbone
+            located = locate_features(work_dir, dataset, train_features)
+            if located is None:
+                located = (recorded_name(train_features, "backbone", "cache-features"), None)
+            val_features = find_features(work_dir, dataset, val, *located)
+    else:
+        val_proposals = val_features = None
+    return FinetuneInputs(train_split=train_split, val_split=val,
+                          train_proposals=Path(train_proposals),
+                          train_features=Path(train_features),
+                          val_proposals=None if val_proposals is None else Path(val_proposals),
+                          val_features=None if val_features is None else Path(val_features))
+
+
+def detect_inputs(work_dir: Path, dataset: str | Path, split: str, name: str, *,
+                  method: str | None = None, proposals: Path | None = None,
+                  features: Path | None = None, variant: str | None = None
+                  ) -> tuple[Path, Path | None]:
+    """``(proposals, features)`` of detecting ``split`` with model ``name``.
+
+    The features default to the split's cache made with the fc checkpoint's backbone (in
+    ``variant`` when given); ``None`` when the split has no cache of that backbone at all,
+    finished or not, which detection takes as "compute conv5 on the fly". An unfinished cache
+    is an error (finish it), never silently replaced by conv5 on the fly.
+
+    Raises:
+        ConfigError: exclusive inputs given together, or several caches to choose from.
+        ArtifactMissingError: no fc checkpoint, or no cache in ``variant``.
+    """
+    _exclusive(proposals=proposals, method=method)
+    _exclusive(features=features, variant=variant)
+    proposals = proposals or proposals_path(work_dir, dataset, split, method or DEFAULT_METHOD)
+    if features is None:
+        fc = model_dir(work_dir, name) / "fc.pt"
+        backbone = str(backbone_name(fc_backbone(fc)))
+        folder = features_dir(work_dir, dataset, backbone)
+        cached = [*folder.glob(f"*/{split}.h5"), *folder.glob(f"*/{split}.h5.parts")]
+        if variant is not None or cached:
+            features = find_features(work_dir, dataset, split, backbone, variant)
+    return Path(proposals), features
+
+
+def _exclusive(**given: object) -> None:
+    """Refuse two inputs that each decide the same thing (a usage error the CLI checks first)."""
+    (first, a), (second, b) = given.items()
+    if a is not None and b is not None:
+        raise ConfigError(f"{first} and {second} were both given; they are exclusive (the "
+                          f"{first} file decides the {second})")
 
 
 def backbone_name(backbone: Any) -> str | None:
@@ -88,12 +233,9 @@ def resolve_paths(work_dir: Path, dataset: str | Path, split: str, name: str, *,
             or ``variant``, no way to tell the backbone, or several variants to choose from.
         ArtifactMissingError: no cache of the split for the backbone (and variant).
     """
-    if proposals is not None and method is not None:
-        raise ConfigError("give either --proposals or --method, not both")
-    if features is not None and backbone is not None:
-        raise ConfigError("give either --features or --backbone, not both")
-    if features is not None and variant is not None:
-        raise ConfigError("give either --features or --feature-variant, not both")
+    _exclusive(proposals=proposals, method=method)
+    _exclusive(features=features, backbone=backbone)
+    _exclusive(features=features, variant=variant)
     fc_path = Path(fc) if fc is not None else model_dir(work_dir, name) / "fc.pt"
     if proposals is None:
         proposals = proposals_path(work_dir, dataset, split, method or DEFAULT_METHOD)

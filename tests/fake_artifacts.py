@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sppdet.io.artifacts import ItemStore, Record
+from sppdet.io.item_store import ItemStore
+from sppdet.io.records import Record
 from sppdet.ops.boxes import xyxy_to_voc
 from sppdet.data.voc import VOCDataset
 from sppdet.data.voc_xml import VocXmlObject, write_voc_xml

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sppdet.io.artifacts import ItemStore, Record, write_artifact
+from sppdet.io.item_store import ItemStore
+from sppdet.io.records import Record, write_artifact
 from sppdet.ops.boxes import box_iou
 from sppdet.data.voc import VOCDataset
 from sppdet.features.fc_head import FcHead
@@ -167,7 +168,7 @@ def write_fc(path: Path, classes, channels: int, *, backbone: str = "fakenet",
     if nan:
         with __import__("torch").no_grad():
             head.fc6.weight[0, 0] = float("nan")
-    # the meta the finetune stage records (sppdet.training.finetune.model_meta)
+    # the meta the finetune stage records (sppdet.training.finetune.compatibility.model_meta)
     params = {"backbone": {"name": backbone, "weights": "fake"}, "stride": STRIDE,
               "channels": channels, "scales": list(SCALES), "levels": [6, 3, 2, 1],
               "classes": list(record_classes if record_classes is not None else classes),

@@ -48,7 +48,10 @@ def test_quick_run_prints_a_row_per_codec_and_dtype(bench, capsys, tmp_path):
                                              for codec in codecs]
     for row in cells:
         assert len(row) == 2 + len(bench.COLUMNS)
-        assert all(float(value) > 0 for value in row[2:]), row
+        values = dict(zip(bench.COLUMNS, map(float, row[2:])))
+        # sizes are never zero; a time printed to 0.1 ms can round to 0.0 on a quick run
+        assert values["MB / image"] > 0 and values["ratio"] > 0, row
+        assert all(value >= 0 for value in values.values()), row
     assert lines[-1] == "check: ok (every codec returned the written maps bit for bit)"
     assert "1 VOC2007 photos" in out or "synthetic" in out
     assert (tmp_path / "report.md").read_text().count("\n| ") == len(table)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sppdet.io.artifacts import read_record
+from sppdet.io.records import read_record
 from sppdet.backbones import build_backbone
 from sppdet.cli import cli
 from sppdet.data.voc import VOCDataset
@@ -85,7 +85,7 @@ def test_partial_run_with_other_scales_is_refused(tiny_voc, tmp_path):
     out = tmp_path / "features.h5"
     script = textwrap.dedent(f"""
         import os, signal
-        import sppdet.io.artifacts as art
+        import sppdet.io.item_store as art
         from sppdet.stages import cache_features
         real_write = art.ItemStore.write
         calls = []
@@ -135,7 +135,8 @@ def test_cli_cache_features(tiny_voc, tmp_path):
     result = CliRunner().invoke(cli, ["cache-features", str(tiny_voc), "--scales", "4x"])
     assert result.exit_code == 2
     result = CliRunner().invoke(cli, ["cache-features", str(tiny_voc), "--device", "cuda:7"])
-    assert result.exit_code == 1 and "Error: --device cuda:7" in result.output
+    assert result.exit_code == 2  # a usage error, raised by the library as a ParameterError
+    assert "Invalid value for '--device': cuda:7: CUDA is not available" in result.output
 
 
 def test_estimate_bytes_matches_uncompressed_size(tiny_voc):
@@ -170,3 +171,58 @@ def test_zstd_cache_round_trips_through_the_stage_and_a_fresh_reader(tiny_voc, t
         assert sorted(read.files) == sorted(cache.image_ids())
         for image_id in cache.image_ids():
             np.testing.assert_array_equal(read[image_id], cache.maps(image_id)[48].numpy())
+
+
+# --- reliability: --force, kill/resume, left-out images, full disk ---
+
+def test_force_rebuilds_a_truncated_cache(cached, tmp_path):
+    """Case 1: 'computed 3 images' must be true: the truncated file is replaced."""
+    from tests.fault_injection import assert_same_items
+
+    dataset, out = cached
+    reference = tmp_path / "reference.h5"
+    cache_features.run(dataset, "trainval", reference, backbone_name="zf5", scales=SCALES,
+                       flip=True, device="cpu")
+    out.write_bytes(out.read_bytes()[:4096])
+    summary = cache_features.run(dataset, "trainval", out, backbone_name="zf5", scales=SCALES,
+                                 flip=True, device="cpu", force=True)
+    assert summary.computed == 3 and "computed 3 images" in summary.to_text()
+    assert_same_items(out, reference)
+
+
+def test_killed_cache_resumes_bit_for_bit(tiny_voc, tmp_path):
+    """Kill/resume equality of cache-features."""
+    from tests.fault_injection import assert_same_items, kill_at, leftovers
+
+    out = tmp_path / "killed" / "features.h5"
+    options = dict(backbone_name="zf5", scales=SCALES, flip=True, device="cpu")
+    kill_at("cache-features:item-committed:2", f"""
+        from sppdet.stages import cache_features
+        cache_features.run({str(tiny_voc)!r}, "trainval", {str(out)!r}, **{options!r})
+    """)
+    resumed = cache_features.run(tiny_voc, "trainval", out, **options)
+    assert resumed.resumed == 2 and resumed.computed == 1
+    assert leftovers(out.parent) == []
+    cache_features.run(tiny_voc, "trainval", tmp_path / "ref.h5", **options)
+    assert_same_items(out, tmp_path / "ref.h5")
+
+
+def test_left_out_images_and_disk_full(tiny_voc, tmp_path, monkeypatch):
+    """Cases 6 and 8 (cache-features)."""
+    from tests.fault_injection import inject
+
+    (tiny_voc / "JPEGImages" / "img3.jpg").unlink()
+    work = tmp_path / "work"
+    args = ["-w", str(work), "cache-features", str(tiny_voc), "--backbone", "zf5",
+            "--scales", "48", "--device", "cpu"]
+    with inject(monkeypatch, "cache-features:item-write:2:enospc"):
+        full = CliRunner().invoke(cli, args)
+    assert full.exit_code == 1
+    assert "Error: disk full writing " in full.output and "img2.h5" in full.output
+    assert "internal error" not in full.output
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "computed 1 images" in result.output and "1 already done" in result.output
+    assert "left out: 1 image(s) of split 'trainval'" in result.output
+    assert "img3: " in result.output and "image file not found" in result.output
+    assert "left out of split 'trainval': img3" in next(work.rglob("*.h5.log")).read_text()

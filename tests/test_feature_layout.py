@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sppdet.io.artifacts import read_record
+from sppdet.io.records import read_record
 from sppdet.backbones import build_backbone
-from sppdet.backbones.base import file_sha256
+from sppdet.io.hashing import file_sha256
 from sppdet.cli import cli
 from sppdet.errors import ArtifactMissingError, ConfigError, ModelError
 from sppdet.stages import cache_features
@@ -118,9 +118,9 @@ def test_caches_of_other_settings_coexist(tiny_voc, tmp_path):
     work = tmp_path / "work"
     weights = tmp_path / "zf5.pt"
     build_backbone("zf5", seed=1).save_weights(str(weights))
-    runs = {"s48": ("--scales", "48"), "s48-80-flip": ("--scales", "48,80", "--flip"),
-            f"s48-w{file_sha256(str(weights))[:8]}": ("--scales", "48", "--weights",
-                                                      str(weights))}
+    runs = {"s48": ("--scales", "48", "--no-flip"), "s48-80-flip": ("--scales", "48,80"),
+            f"s48-w{file_sha256(str(weights))[:8]}": ("--scales", "48", "--no-flip",
+                                                      "--weights", str(weights))}
     for variant, args in runs.items():
         result = _cache(work, tiny_voc, *args)
         assert result.exit_code == 0, result.output
@@ -157,6 +157,6 @@ def test_a_cache_made_by_the_command_is_found(tiny_voc, tmp_path):
     work = tmp_path / "work"
     assert _cache(work, tiny_voc, "--scales", "48").exit_code == 0
     found = find_features(work, tiny_voc, "trainval", "zf5")
-    assert found.parent.name == "s48"
+    assert found.parent.name == "s48-flip"  # cache-features mirrors by default
     assert json.loads(found.with_name("trainval.h5.record.json").read_text())["stage"] == \
         "cache-features"

@@ -8,12 +8,13 @@ import torch
 from click.testing import CliRunner
 
 from tests.fake_artifacts import make_fake_pipeline_inputs
-from sppdet.io.artifacts import read_record, record_path
+from sppdet.io.records import read_record, record_path
 from sppdet.cli import cli
 from sppdet.errors import ArtifactMissingError, ConfigError
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import FeatureCache
-from sppdet.training.finetune import FinetuneConfig, check_features_match
+from sppdet.training.finetune.compatibility import check_features_match
+from sppdet.training.finetune.config import FinetuneConfig
 from sppdet.stages import finetune
 from sppdet.stages.layout import feature_variant, features_path, proposals_path
 
@@ -152,15 +153,21 @@ def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
+#: Folder names of the fake artifacts in the work-dir layout: the options take only real
+#: method and backbone names (the records keep saying "fake").
+LAYOUT_METHOD, LAYOUT_BACKBONE = "ss-fast", "zf5"
+
+
 def place_in_work_dir(fake, work, variant=None, copy=False):
     """Link (or copy: records then name the layout's paths) the fake artifacts where the
     work-dir layout expects them."""
     variant = variant or feature_variant(fake.scales, flip=True)
     for split in ("train", "val"):
         for src, dst in ((fake.proposals[split],
-                          proposals_path(work, fake.dataset, split, "fake")),
+                          proposals_path(work, fake.dataset, split, LAYOUT_METHOD)),
                          (fake.features[split],
-                          features_path(work, fake.dataset, split, "fake", variant))):
+                          features_path(work, fake.dataset, split, LAYOUT_BACKBONE,
+                                        variant))):
             if dst.exists():
                 continue
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +185,7 @@ def test_cli_help_and_small_run_with_default_paths(fake, tmp_path):
     work = tmp_path / "work"
     place_in_work_dir(fake, work)
     result = invoke("-q", "--work-dir", work, "finetune", fake.dataset, "--name", "demo",
-                    "--method", "fake", "--backbone", "fake", "--iterations", 8, "--hidden",
+                    "--backbone", LAYOUT_BACKBONE, "--iterations", 8, "--hidden",
                     16, "--val-every", 4, "--val-windows", 64, "--images-per-chunk", 6,
                     "--device", "cpu")
     assert result.exit_code == 0, result.output
@@ -193,20 +200,19 @@ def test_cli_finds_the_validation_cache_in_the_training_cache_variant(fake, tmp_
     work = tmp_path / "work"
     for variant in ("s64-96", "s64-96-flip"):
         place_in_work_dir(fake, work, variant, copy=True)
-    common = ["-q", "--work-dir", work, "finetune", fake.dataset, "--method", "fake",
-              "--backbone", "fake", "--iterations", 2, "--hidden", 8, "--val-windows", 16,
-              "--device", "cpu"]
-    several = invoke(*common, "--name", "a")
+    common = ["-q", "--work-dir", work, "finetune", fake.dataset, "--iterations", 2,
+              "--hidden", 8, "--val-windows", 16, "--device", "cpu"]
+    several = invoke(*common, "--name", "a", "--backbone", LAYOUT_BACKBONE)
     assert several.exit_code == 1
     assert "s64-96, s64-96-flip; choose one with --feature-variant NAME" in several.output
-    for name, args in (("b", ["--feature-variant", "s64-96-flip"]),
-                       ("c", ["--features", features_path(work, fake.dataset, "train", "fake",
-                                                          "s64-96-flip")])):
+    for name, args in (("b", ["--backbone", LAYOUT_BACKBONE, "--feature-variant", "s64-96-flip"]),
+                       ("c", ["--features", features_path(work, fake.dataset, "train",
+                                                          LAYOUT_BACKBONE, "s64-96-flip")])):
         result = invoke(*common, "--name", name, *args)
         assert result.exit_code == 0, result.output
         inputs = read_record(work / "models" / name / "fc.pt").inputs
-        assert inputs["features_train"].path.endswith("fake/s64-96-flip/train.h5")
-        assert inputs["features_val"].path.endswith("fake/s64-96-flip/val.h5")
+        assert inputs["features_train"].path.endswith("zf5/s64-96-flip/train.h5")
+        assert inputs["features_val"].path.endswith("zf5/s64-96-flip/val.h5")
     both = invoke(*common, "--name", "d", "--feature-variant", "s64-96", "--features",
                   fake.features["train"])
     assert both.exit_code == 2 and "not both" in both.output
@@ -229,3 +235,23 @@ def test_cli_refuses_mismatched_inputs(fake, tmp_path):
     assert result.exit_code == 1 and "test split cannot" in result.output
     result = invoke("--work-dir", tmp_path / "empty", "finetune", fake.dataset, "-n", "x")
     assert result.exit_code == 1 and "sppdet cache-features" in result.output
+
+
+def test_disk_full_says_so_and_keeps_the_earlier_model(fake, tmp_path, monkeypatch):
+    """Case 8 (finetune): not "unexpected pos 3008 vs 2902"."""
+    from tests.fault_injection import inject
+
+    work = tmp_path / "work"
+    common = ["--work-dir", work, "finetune", fake.dataset, "--name", "m", "--proposals",
+              fake.proposals["train"], "--features", fake.features["train"],
+              "--val-proposals", fake.proposals["val"], "--val-features", fake.features["val"],
+              "--hidden", 8, "--val-windows", 16, "--device", "cpu"]
+    assert invoke(*common, "--iterations", 2).exit_code == 0
+    out = work / "models" / "m" / "fc.pt"
+    before = out.read_bytes(), record_path(out).read_text()
+    with inject(monkeypatch, "finetune:artifact-write:enospc"):
+        result = invoke(*common, "--iterations", 3)
+    assert result.exit_code == 1
+    assert f"Error: disk full writing {out}" in result.output, result.output
+    assert (out.read_bytes(), record_path(out).read_text()) == before
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")) == []

@@ -83,3 +83,27 @@ def test_bad_files(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match="cut.jpg"):
         read_image(tmp_path / "cut.jpg")
+
+
+def test_one_pixel_limit_for_sppdet_and_pillow(tmp_path):
+    """Case 10: a 108-megapixel image is read (Pillow's own guard refused it at 89 Mpx); above
+    MAX_PIXELS the message states the limit."""
+    import zlib
+
+    from sppdet.data import images
+
+    Image.new("1", (12000, 9000)).save(tmp_path / "big.png")  # 108 Mpx, 13 kB on disk
+    assert read_image(tmp_path / "big.png").shape == (9000, 12000, 3)
+    assert image_size(tmp_path / "big.png") == (12000, 9000)
+    assert images.MAX_PIXELS == Image.MAX_IMAGE_PIXELS == 200_000_000
+    # above the limit, and above twice it (where Pillow itself raises): the same message
+    for width, height in ((20000, 10001), (30000, 20000)):
+        with open(tmp_path / "huge.png", "wb") as handle:  # a header is all it takes
+            Image.new("1", (1, 1)).save(handle, format="PNG")
+        data = bytearray((tmp_path / "huge.png").read_bytes())
+        data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")  # IHDR size
+        data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # and its checksum
+        (tmp_path / "huge.png").write_bytes(bytes(data))
+        with pytest.raises(DataError, match=r"huge\.png: .*more than sppdet reads \(200 "
+                                            r"megapixels, sppdet\.data\.images\.MAX_PIXELS\)"):
+            read_image(tmp_path / "huge.png")

@@ -5,30 +5,38 @@ import dataclasses
 import pytest
 from click.testing import CliRunner
 
-from sppdet.io.artifacts import read_record
+from sppdet.io.records import read_record
 from sppdet.cli import cli
-from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import make_demo_data
 from sppdet.detector.detections_io import DetectionsReader
-from sppdet.training.finetune import FinetuneConfig
+from sppdet.training.finetune.config import FinetuneConfig
 from sppdet.stages import pipeline
 from sppdet.stages.layout import dataset_tag
 from sppdet.stages.pipeline import CacheOptions, PipelineConfig, ProposeOptions
+
+pytestmark = pytest.mark.slow  # a whole pipeline: about a minute of CPU
 
 TINY = PipelineConfig(
     name="tiny", jobs=1, device="cpu",
     propose=ProposeOptions(max_boxes=150, max_size=200, min_size=6.0),
     cache_features=CacheOptions(backbone="efficientnet_lite0", scales=(160,), flip=True),
-    finetune=FinetuneConfig(iterations=20, hidden=64, batch_size=32, val_every=10,
-                            checkpoint_every=10, log_every=10),
+    finetune=FinetuneConfig(iterations=100, hidden=128, batch_size=32, val_every=50,
+                            checkpoint_every=50, log_every=50),
 )
+# Two classes of clear, mid-sized shapes: small enough for CI (about a minute), yet a pipeline
+# that learns reaches 0.6-0.75 mAP on it (seeds 3 and 4), while one that does not stays near 0.
+TINY_DATA = DemoDataConfig(n_trainval=16, n_test=8, n_classes=2, image_width=200,
+                           image_height=150, min_object_size=40, max_object_size=100,
+                           tiny_fraction=0.0, seed=3)
+MAP_FLOOR = 0.35
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     data = root / "data"
-    make_demo_data(data, DemoDataConfig(n_trainval=8, n_test=4, image_width=200,
-                                        image_height=150, max_object_size=100, seed=3))
+    make_demo_data(data, TINY_DATA)
     work = root / "work"
     stages = []
     summary = pipeline.run(data, work, TINY, on_stage=stages.append)
@@ -43,12 +51,14 @@ def test_every_stage_runs_and_eval_reports_map(tiny_run):
                      "eval"]
     assert not any(s.up_to_date for s in stages)
     report = summary.eval_summary.report
-    assert 0.0 <= report["mean_ap"] <= 1.0 and len(report["classes"]) == 6
+    assert len(report["classes"]) == 2
+    # a change that breaks learning (features, fine-tuning, SVMs, boxes, NMS) fails here
+    assert report["mean_ap"] >= MAP_FLOOR, report["classes"]
     with DetectionsReader(summary.detections) as reader:
-        assert len(reader.image_ids()) == 4
+        assert len(reader.image_ids()) == 8
     assert list((work / "eval").rglob("report.md")) and list((work / "eval").rglob("pr_*.png"))
     comp4 = list(work.rglob("comp4_det_test_*.txt"))
-    assert len(comp4) == 6
+    assert len(comp4) == 2
 
 
 def test_rerun_skips_everything(tiny_run):
@@ -130,14 +140,17 @@ def test_detect_with_soft_nms_records_it_and_decays_the_candidates(tiny_run, tmp
 
     data, work, summary, _ = tiny_run
     hard = read_record(summary.detections)
-    assert "soft_nms" not in hard.params  # hard NMS records nothing new: old artifacts stay valid
+    # hard NMS records nothing new, so artifacts made before Soft-NMS existed stay up to date
+    assert set(hard.params["nms"]) == {"iou_threshold", "score_threshold", "max_per_image"}
     out = tmp_path / "soft.h5"
+    # (another test adds a second cache of the test split: name the variant)
     result = CliRunner().invoke(cli, ["-w", str(work), "detect", str(data), "--name", "tiny",
-                                      "--out", str(out), "--device", "cpu", "--nms", "gaussian",
+                                      "--out", str(out), "--device", "cpu",
+                                      "--feature-variant", "s160", "--nms", "gaussian",
                                       "--nms-sigma", "0.3"])
     assert result.exit_code == 0, result.output
     record = read_record(out)
-    assert record.params["soft_nms"] == {"method": "gaussian", "sigma": 0.3}
+    assert (record.params["nms"]["method"], record.params["nms"]["sigma"]) == ("gaussian", 0.3)
     with DetectionsReader(out) as reader:
         for image_id in reader.image_ids():
             final, candidates = reader.detections(image_id), reader.candidates(image_id)

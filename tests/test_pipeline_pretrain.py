@@ -8,12 +8,13 @@ import json
 import pytest
 import yaml
 
-from sppdet.io.artifacts import read_record
-from sppdet.backbones.base import file_sha256
+from sppdet.io.records import read_record
+from sppdet.io.hashing import file_sha256
 from sppdet.classification.training import PretrainConfig
-from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import make_demo_data
 from sppdet.errors import ConfigError
-from sppdet.training.finetune import FinetuneConfig
+from sppdet.training.finetune.config import FinetuneConfig
 from sppdet.stages import pipeline
 from sppdet.stages.pipeline import CacheOptions, PipelineConfig, PretrainOptions, ProposeOptions
 

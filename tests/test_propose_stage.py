@@ -9,9 +9,11 @@ import pytest
 import scipy.io
 from click.testing import CliRunner
 
-from sppdet.io.artifacts import ItemReader, read_record
+from sppdet.io.item_store import ItemReader
+from sppdet.io.records import read_record
 from sppdet.cli import cli
-from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import make_demo_data
 from sppdet.errors import ArtifactError, ConfigError
 from sppdet.stages import propose
 
@@ -50,7 +52,7 @@ def test_killed_run_resumes_to_the_same_artifact(demo, tmp_path):
     out = tmp_path / "killed.h5"
     script = textwrap.dedent(f"""
         import os, signal
-        import sppdet.io.artifacts as art
+        import sppdet.io.item_store as art
         from sppdet.stages import propose
         real_write = art.ItemStore.write
         def write_then_die(self, *args, **kwargs):
@@ -132,14 +134,138 @@ def test_cli_propose_and_eval_proposals(demo, tmp_path):
     assert result.exit_code == 0, result.output
     assert "boxes per image" in result.output
     path = next(work.rglob("test.ss-fast.h5"))
-    result = CliRunner().invoke(cli, ["eval-proposals", str(path), str(demo), "--split", "test",
+    result = CliRunner().invoke(cli, ["eval-proposals", str(demo), str(path), "--split", "test",
                                       "--num-boxes", "10,all"])
     assert result.exit_code == 0, result.output
     assert "recall@0.5" in result.output
     assert path.with_name("test.ss-fast.recall.json").exists()
     assert path.with_name("test.ss-fast.recall.png").exists()
-    result = CliRunner().invoke(cli, ["eval-proposals", str(path), str(demo), "--split",
+    result = CliRunner().invoke(cli, ["eval-proposals", str(demo), str(path), "--split",
                                       "trainval"])
     assert result.exit_code == 1 and "not 'trainval'" in result.output
     result = CliRunner().invoke(cli, ["propose", str(demo), "--edge-model", "x.yml.gz"])
     assert result.exit_code == 2
+
+
+# --- reliability: --force, kills, leftovers, left-out images, full and read-only disks ---
+
+def test_force_rebuilds_a_corrupt_artifact_whose_record_is_unchanged(demo, tmp_path):
+    """Case 1."""
+    from tests.fault_injection import assert_same_items
+
+    out = tmp_path / "p.h5"
+    propose.run(demo, "test", out, method_options=OPTIONS)
+    propose.run(demo, "test", tmp_path / "ref.h5", method_options=OPTIONS)
+    out.write_bytes(out.read_bytes()[:2000])  # truncated; the record is unchanged
+    with pytest.raises(ArtifactError, match="--force"):
+        ItemReader(out)
+    assert propose.run(demo, "test", out, method_options=OPTIONS).up_to_date
+    rebuilt = propose.run(demo, "test", out, method_options=OPTIONS, force=True)
+    assert not rebuilt.up_to_date and rebuilt.finished
+    assert_same_items(out, tmp_path / "ref.h5")
+
+
+KILLED_PROPOSE = """
+    from sppdet.stages import propose
+    propose.run({demo!r}, "trainval", {out!r}, method_options={options!r})
+"""
+
+
+@pytest.mark.parametrize("point", ["item-committed:2", "merge-committed", "artifact-write"])
+def test_killed_propose_resumes_bit_for_bit_and_leaves_nothing(demo, tmp_path, point):
+    """Kill/resume equality (per image and in the merge step); case 3 (orphans)."""
+    from tests.fault_injection import assert_same_items, kill_at, leftovers
+
+    out = tmp_path / "killed" / "p.h5"
+    kill_at(f"propose:{point}", KILLED_PROPOSE.format(demo=str(demo), out=str(out),
+                                                      options=OPTIONS))
+    assert leftovers(out.parent)  # the kill left a temporary or a parts folder
+    propose.run(demo, "trainval", out, method_options=OPTIONS)
+    assert leftovers(out.parent) == []
+    propose.run(demo, "trainval", tmp_path / "ref.h5", method_options=OPTIONS)
+    assert_same_items(out, tmp_path / "ref.h5")
+
+
+def _broken_copy(demo, tmp_path):
+    """The demo data with one annotation missing and one split id without any file."""
+    import shutil
+
+    copy = tmp_path / "broken"
+    shutil.copytree(demo, copy)
+    (copy / "Annotations" / "000001.xml").unlink()
+    split = copy / "ImageSets" / "Main" / "trainval.txt"
+    split.write_text(split.read_text() + "ghost\n")
+    return copy
+
+
+def test_images_left_out_of_the_split_are_reported(demo, tmp_path):
+    """Case 6 (propose)."""
+    copy = _broken_copy(demo, tmp_path)
+    work = tmp_path / "work"
+    result = CliRunner().invoke(cli, ["-w", str(work), "propose", str(copy), "--max-boxes",
+                                      "50", "--max-size", "100"])
+    assert result.exit_code == 0, result.output
+    assert "Proposals (ss-fast) for 3 images" in result.output
+    assert "left out: 2 image(s) of split 'trainval'" in result.output
+    assert "000001: " in result.output and "annotation file not found" in result.output
+    assert "ghost: " in result.output
+    log = next(work.rglob("trainval.ss-fast.h5.log")).read_text()
+    assert "left out of split 'trainval': 000001" in log and "ghost" in log
+    again = CliRunner().invoke(cli, ["-w", str(work), "propose", str(copy), "--max-boxes",
+                                     "50", "--max-size", "100"])
+    assert "up to date" in again.output and "left out: 2 image(s)" in again.output
+
+
+def test_disk_full_says_so_keeps_earlier_artifacts_and_resumes(demo, tmp_path, monkeypatch):
+    """Case 8 (propose)."""
+    from tests.fault_injection import inject
+
+    work = tmp_path / "work"
+    args = ["-w", str(work), "propose", str(demo), "--max-boxes", "50", "--max-size", "100"]
+    assert CliRunner().invoke(cli, [*args, "--split", "test"]).exit_code == 0
+    earlier = next(work.rglob("test.ss-fast.h5"))
+    before = earlier.read_bytes()
+    with inject(monkeypatch, "propose:item-write:2:enospc"):
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert "Error: disk full writing " in result.output and ".parts/" in result.output
+    assert "internal error" not in result.output and "Traceback" not in result.output
+    assert earlier.read_bytes() == before and read_record(earlier)
+    resumed = CliRunner().invoke(cli, args)
+    assert resumed.exit_code == 0 and "1 already done" in resumed.output
+
+
+def test_disk_full_from_real_writes(demo, tmp_path, monkeypatch):
+    """Case 8 with the write failing inside h5py: every temporary is /dev/full."""
+    import os
+    import tempfile
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (Linux) to make real writes fail with ENOSPC")
+    real_mkstemp = tempfile.mkstemp
+
+    def full_mkstemp(*args, **kwargs):
+        fd, name = real_mkstemp(*args, **kwargs)
+        os.close(fd)
+        os.unlink(name)
+        os.symlink("/dev/full", name)  # every byte written to it fails: ENOSPC
+        return os.open(name, os.O_WRONLY), name
+
+    monkeypatch.setattr(tempfile, "mkstemp", full_mkstemp)
+    result = CliRunner().invoke(cli, ["-w", str(tmp_path / "work"), "propose", str(demo),
+                                      "--max-boxes", "50", "--max-size", "100"])
+    assert result.exit_code == 1
+    assert "Error: disk full writing " in result.output, result.output
+
+
+def test_read_only_work_dir_names_the_path_and_errno(demo, tmp_path, monkeypatch):
+    """Case 9."""
+    from tests.fault_injection import inject
+
+    with inject(monkeypatch, "propose:item-write:erofs"):
+        result = CliRunner().invoke(cli, ["-w", str(tmp_path / "work"), "propose", str(demo),
+                                          "--max-boxes", "50", "--max-size", "100"])
+    assert result.exit_code == 1
+    assert "Error: cannot write " in result.output
+    assert ": [Errno 30] Read-only file system" in result.output
+    assert "internal error" not in result.output and "bug" not in result.output

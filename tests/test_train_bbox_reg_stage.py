@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sppdet.training.bbox_regression import BBoxRegressor, paired_iou
-from sppdet.io.artifacts import read_record
+from sppdet.training.bbox_regression import BBoxRegressor
+from sppdet.training.box_targets import paired_iou
+from sppdet.io.records import read_record
 from sppdet.ops.boxes import box_iou
 from sppdet.cli import cli
 from sppdet.data.voc import VOCDataset

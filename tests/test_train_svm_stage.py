@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sppdet.io.artifacts import ItemReader, read_record
+from sppdet.io.item_store import ItemReader
+from sppdet.io.records import read_record
 from sppdet.cli import cli
 from sppdet.data.voc import VOCDataset
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import FeatureCache
 from sppdet.stages.layout import feature_variant, features_path, proposals_path
-from sppdet.training.svm import SVMWeights
+from sppdet.training.svm.weights import SVMWeights
 from sppdet.features.window_features import WindowFeaturizer
 
 from tests.fake_training_inputs import SCALES, make_inputs, negatives_of, write_fc, write_proposals
@@ -174,7 +175,8 @@ def test_images_missing_from_the_proposals_are_refused(tmp_path, inputs):
     partial = tmp_path / "partial.h5"
     write_proposals(partial, data)
     # an artifact for another split: only the first images
-    from sppdet.io.artifacts import ItemStore, Record
+    from sppdet.io.item_store import ItemStore
+    from sppdet.io.records import Record
 
     short = tmp_path / "short.h5"
     with ItemReader(partial) as reader, ItemStore(short, Record("propose", {"x": 1})) as store:
@@ -191,7 +193,8 @@ def test_images_missing_from_the_proposals_are_refused(tmp_path, inputs):
 
 
 def test_proposals_of_another_split_are_refused(tmp_path, inputs):
-    from sppdet.io.artifacts import ItemStore, Record
+    from sppdet.io.item_store import ItemStore
+    from sppdet.io.records import Record
     from sppdet.stages.common import dataset_params
 
     data = VOCDataset(inputs.dataset, "trainval")
@@ -219,7 +222,7 @@ def test_a_split_without_any_proposal_is_an_error(tmp_path):
 
 def test_exclude_difficult_trains_on_fewer_positives(tmp_path, inputs):
     counts = {}
-    for flag in ("--include-difficult", "--exclude-difficult"):
+    for flag in ("--include-difficult", "--no-include-difficult"):
         result = _train(tmp_path, inputs, "--layer", "pool5", flag)
         assert result.exit_code == 0, result.output
         record = read_record(tmp_path / "models" / "m" / "svm.npz")
@@ -227,7 +230,7 @@ def test_exclude_difficult_trains_on_fewer_positives(tmp_path, inputs):
             record.summary["classes"]["square"]["positives"]
         assert record.params["svm"]["include_difficult"] is (flag == "--include-difficult")
     # fake_training_inputs marks the first object of every fifth image difficult
-    assert counts["--exclude-difficult"] == counts["--include-difficult"] - 2
+    assert counts["--no-include-difficult"] == counts["--include-difficult"] - 2
 
 
 @pytest.mark.slow  # two worker processes importing torch: about 20 s here
@@ -271,15 +274,15 @@ def test_default_paths_follow_the_layout_and_the_fc_backbone(tmp_path, inputs):
     assert several.exit_code == 1
     assert "s240-480, s240-480-flip; choose one with --feature-variant" in several.output
     chosen = CliRunner().invoke(cli, ["-w", str(work), "train-bbox-reg", str(inputs.dataset),
-                                      "--name", "m", "--backbone", "fakenet", "--device", "cpu",
+                                      "--name", "m", "--device", "cpu",
                                       "--feature-variant", "s240-480-flip"])
     assert chosen.exit_code == 0, chosen.output
     record = json.loads((work / "models" / "m" / "bbox_reg.npz.record.json").read_text())
     assert record["inputs"]["features"]["path"].endswith("fakenet/s240-480-flip/trainval.h5")
     both = CliRunner().invoke(cli, ["-w", str(work), "train-svm", str(inputs.dataset),
-                                    "--name", "m", "--backbone", "x", "--features",
+                                    "--name", "m", "--backbone", "zf5", "--features",
                                     str(inputs.features)])
-    assert both.exit_code == 1 and "not both" in both.output
+    assert both.exit_code == 2 and "not both" in both.output  # a usage error
     nothing = CliRunner().invoke(cli, ["-w", str(work), "train-svm", str(inputs.dataset),
                                        "--name", "other", "--layer", "pool5"])
     assert nothing.exit_code == 1 and "--backbone" in nothing.output
@@ -293,3 +296,18 @@ def test_help_shows_the_defaults():
                  "[default: trainval]", "[default: 1", "[default: 0]",
                  "<work-dir>/models/<name>/fc.pt"):
         assert text in " ".join(result.output.split()), text
+
+
+def test_disk_full_says_so_and_keeps_the_earlier_svms(tmp_path, inputs, monkeypatch):
+    """Case 8 (train-svm): not a bare Errno 28."""
+    from sppdet.io.records import record_path
+    from tests.fault_injection import inject
+
+    assert _train(tmp_path, inputs, "--layer", "pool5").exit_code == 0
+    out = tmp_path / "models" / "m" / "svm.npz"
+    before = out.read_bytes(), record_path(out).read_text()
+    with inject(monkeypatch, "train-svm:artifact-write:enospc"):
+        result = _train(tmp_path, inputs, "--layer", "pool5", "--C", "0.01")
+    assert result.exit_code == 1
+    assert f"Error: disk full writing {out}" in result.output, result.output
+    assert (out.read_bytes(), record_path(out).read_text()) == before

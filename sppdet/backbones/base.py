@@ -10,7 +10,6 @@ mapping and the feature cache need: the total ``stride``, ``out_channels``, the 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from typing import Iterator, Mapping
 
@@ -25,6 +24,7 @@ from sppdet.backbones.geometry import (
     map_size_or_raise,
 )
 from sppdet.errors import DataError, ModelError
+from sppdet.io.hashing import file_sha256
 
 # torchvision's ImageNet normalisation of RGB values in [0, 1] (torchvision.transforms docs).
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
@@ -221,15 +221,6 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-
-def file_sha256(path: str, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: str, backbone_name: str) -> dict[str, Tensor]:

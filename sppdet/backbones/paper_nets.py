@@ -17,7 +17,6 @@ Weights: random init from a seed (He-normal, fan-out, zero bias), or a checkpoin
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from typing import Sequence
 
@@ -34,6 +33,7 @@ from sppdet.backbones.base import (
 from sppdet.backbones.lrn import CrossChannelLRN
 from sppdet.backbones.sequential import SequentialBackbone
 from sppdet.errors import ModelError
+from sppdet.io.atomic import atomic_path
 
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 3, 5e-5, 0.75, 1.0
 FC_NAMES = ("fc6", "fc7")
@@ -148,9 +148,8 @@ class PaperTrunk(SequentialBackbone):
         """
         if path is None:
             raise ModelError(
-                f"backbone {self.name!r} has no published weights: pass a checkpoint file "
-                f"(for example one written by pretraining) with --weights, or use the "
-                f"random init"
+                f"backbone {self.name!r} has no published weights: give it a weights file "
+                f"(for example one written by pretraining), or use the random init"
             )
         state = read_state_dict(path, self.name)
         fc_keys = [f"{fc}.{part}" for fc in FC_NAMES for part in ("weight", "bias")]
@@ -205,9 +204,9 @@ class PaperTrunk(SequentialBackbone):
             for fc in FC_NAMES:
                 state[f"{fc}.weight"] = fc_layers[fc].weight.detach().cpu()
                 state[f"{fc}.bias"] = fc_layers[fc].bias.detach().cpu()
-        temporary = f"{path}.tmp-{os.getpid()}"
-        torch.save(state, temporary)
-        os.replace(temporary, path)
+        # A plain state dict (no checkpoint tags): read_state_dict and other tools read it.
+        with atomic_path(path) as temporary:
+            torch.save(state, temporary)
 
 
 class ZF5(PaperTrunk):

@@ -100,7 +100,7 @@ class TorchvisionTrunk(Backbone):
                  + ", ".join(hub_checkpoint_path(w.url) for w in self.WEIGHTS) + ")")
         return (
             f"backbone {self.name!r}: {where}. It needs torchvision's {known}. sppdet does "
-            f"not download: fetch the file yourself and pass it with --weights PATH (or put "
+            f"not download: fetch the file yourself and give it as the weights file (or put "
             f"it at {hub_checkpoint_path(self.WEIGHTS[0].url)}), or use random init "
             f"(pretrained off)."
         )

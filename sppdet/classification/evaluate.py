@@ -27,10 +27,10 @@ from sppdet.classification.model import (
     image_tensor,
     multi_view_probabilities,
 )
+from sppdet.classification.config import MODES  # re-exported
 from sppdet.errors import ConfigError, DataError
 from sppdet.progress import progress
 
-MODES = ("crop", "full", "multiview")
 MODE_TITLES = {
     "crop": "centre {crop} crop",
     "full": "full image (shorter side {image})",

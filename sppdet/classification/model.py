@@ -35,18 +35,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sppdet.io.artifacts import atomic_path
+from sppdet.io.checkpoints import load_checkpoint, save_checkpoint
 from sppdet.backbones import Backbone, build_backbone
+from sppdet.classification.config import (  # re-exported
+    REPRESENTATIONS, VIEW_MAPPINGS, VIEW_SETS)
 from sppdet.errors import ConfigError, DataError, ModelError
 from sppdet.ops.scales import resize_image
 from sppdet.ops.spp import DEFAULT_LEVELS, spp_output_dim, spp_pool
 from sppdet.ops.window_mapping import map_windows_to_cells
 
-#: Representations :meth:`SPPClassifier.representation` gives (paper 3.2).
-REPRESENTATIONS = ("spp", "fc6", "fc7")
-#: View sets of :func:`view_windows` (paper 3.1.5).
-VIEW_SETS = ("1", "10", "18")
-VIEW_MAPPINGS = ("crop", "paper")
 CHECKPOINT_FORMAT = "sppdet-spp-classifier"
 CHECKPOINT_VERSION = 1
 
@@ -301,18 +298,14 @@ def save_classifier(model: SPPClassifier, path: str | Path, *, classes: Sequence
     """
     if len(classes) != model.num_classes:
         raise ConfigError(f"{len(classes)} class names for a {model.num_classes}-way classifier")
-    path = Path(path)
-    blob = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
+    payload = {
         "backbone": model.backbone.name,
         "config": model.config(),
         "classes": list(classes),
         "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
         "meta": dict(meta or {}),
     }
-    with atomic_path(path) as temporary:
-        torch.save(blob, temporary)
+    save_checkpoint(path, payload, format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION)
 
 
 def load_classifier(path: str | Path, *, map_location: str | torch.device = "cpu"
@@ -322,19 +315,10 @@ def load_classifier(path: str | Path, *, map_location: str | torch.device = "cpu
     Raises:
         ModelError: the file is missing or is not an sppdet classifier checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: classifier checkpoint not found; run `sppdet pretrain` first")
-    try:
-        blob = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise ModelError(f"{path}: cannot read the checkpoint ({exc})") from exc
-    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-        raise ModelError(f"{path}: not an sppdet classifier checkpoint (written by `sppdet "
-                         f"pretrain` as classifier.pt)")
-    if int(blob.get("version", 0)) > CHECKPOINT_VERSION:
-        raise ModelError(f"{path}: checkpoint version {blob['version']} is newer than this "
-                         f"sppdet reads ({CHECKPOINT_VERSION}); upgrade sppdet")
+    blob = load_checkpoint(path, format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION,
+                           what="classifier checkpoint", map_location=map_location,
+                           missing_hint="; run `sppdet pretrain` first",
+                           hint=" (written by `sppdet pretrain` as classifier.pt)")
     try:
         config = dict(blob["config"])
         backbone = build_backbone(str(blob["backbone"]), None, pretrained=False)

@@ -15,9 +15,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sppdet.errors import DataError
 
-# Photos far larger than any detection input: refuse clearly rather than let Pillow warn or
-# allocate gigabytes (a 200 Mpx image is 600 MB as RGB).
+# Photos far larger than any detection input: refuse clearly rather than allocate gigabytes
+# (a 200 Mpx image is 600 MB as RGB). This is the one limit: Pillow's own decompression-bomb
+# guard (a warning above 89 Mpx, an error above 179 Mpx by default) is set to it, so an image
+# is either read or refused by the message below, whatever Pillow's defaults.
 MAX_PIXELS = 200_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def _too_large(path: Path, width: int, height: int) -> DataError:
+    return DataError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, more "
+                     f"than sppdet reads ({MAX_PIXELS / 1e6:.0f} megapixels, "
+                     "sppdet.data.images.MAX_PIXELS); shrink the image")
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -41,18 +50,20 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise DataError(f"{path}: image file not found")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # above MAX_PIXELS Pillow warns (2x: raises); the size check below says it better
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 if image.width * image.height > MAX_PIXELS:
-                    raise DataError(f"{path}: {image.width}x{image.height} pixels is more than "
-                                    f"sppdet reads ({MAX_PIXELS} pixels)")
+                    raise _too_large(path, image.width, image.height)
                 image.load()
                 image = ImageOps.exif_transpose(image)
                 array = _to_rgb_uint8(image)
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: more than sppdet reads ({MAX_PIXELS / 1e6:.0f} megapixels, "
+                        f"sppdet.data.images.MAX_PIXELS): {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the image ({exc})") from exc
     return np.ascontiguousarray(array)
 
@@ -85,9 +96,14 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(0x0112, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                orientation = image.getexif().get(0x0112, 1)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: more than sppdet reads ({MAX_PIXELS / 1e6:.0f} megapixels, "
+                        f"sppdet.data.images.MAX_PIXELS): {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the image ({exc})") from exc
     # EXIF orientations 5-8 swap the axes (rotations by 90 degrees)

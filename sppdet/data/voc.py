@@ -5,15 +5,24 @@ Annotation boxes are 1-based inclusive pixel indices in the XML; they are conver
 with :func:`sppdet.ops.boxes.voc_to_xyxy` to sppdet's 0-based continuous ``[x1, y1, x2, y2]``.
 
 Nothing is silently repaired. Every problem found while reading (a malformed XML, a missing
-image, a box outside the image, a degenerate box, an unknown class, a float coordinate...) is
+image, a box outside the image, an inverted box, an unknown class, a float coordinate...) is
 kept as a :class:`DataProblem` naming the file; with ``strict=True`` any problem raises
 :class:`~sppdet.errors.DataError` listing them all. In the default lenient mode:
 
 - a box that sticks out of the image is clipped (problem kind ``box-clipped``);
-- a degenerate box (``xmin >= xmax`` or ``ymin >= ymax`` after clipping) is dropped;
+- an inverted box is dropped (``box-degenerate``): one whose width or height under the devkit's
+  "+1" convention, ``xmax - xmin + 1``, is not positive (for integer coordinates: ``xmin >
+  xmax``). A single-pixel box (``xmin == xmax`` or ``ymin == ymax``) is one pixel wide, valid
+  ground truth for the devkit (area 1); it is kept and reported (``box-one-pixel``,
+  informational) because it is usually an annotation slip;
 - an object of an unknown class, or without a usable ``bndbox``, is dropped;
 - an image whose XML cannot be parsed, or whose image file is missing, is left out of the split;
 - float coordinates are accepted as they are (``float-coordinate``, informational).
+
+Evaluation reads a split as the devkit does, from ``Annotations/`` and the split file alone:
+``require_images=False`` accepts a missing image (``image_path`` is then ``None``; the size
+comes from the XML) and ``clip_boxes=False`` keeps every box exactly as written, even outside
+the image. ``ImageAnnotation.boxes_voc`` always holds the XML's own coordinates, unclipped.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sppdet.ops.boxes import voc_to_xyxy
+from sppdet.ops.boxes import voc_to_xyxy, xyxy_to_voc
 from sppdet.data.images import read_image
 from sppdet.errors import DataError
 
@@ -43,6 +52,8 @@ SEVERE_KINDS = frozenset({
     "xml-malformed", "xml-missing", "image-missing", "box-degenerate", "class-unknown",
     "box-missing", "size-missing", "duplicate-id", "image-unreadable", "size-mismatch",
 })
+# Problem kinds that leave an image of the split out (lenient mode).
+LEFT_OUT_KINDS = frozenset({"xml-missing", "xml-malformed", "image-missing", "size-missing"})
 
 
 @dataclass(frozen=True)
@@ -75,22 +86,33 @@ class ImageAnnotation:
 
     Attributes:
         image_id: id as listed in the split file.
-        image_path: the image file.
-        width, height: image size in pixels (from the XML ``size``, else from the image).
-        boxes: float32 ``[N, 4]``, 0-based continuous ``x1, y1, x2, y2``.
+        image_path: the image file; ``None`` only for a dataset read with
+            ``require_images=False`` whose image is absent.
+        width, height: image size in pixels (from the XML ``size``, else from the image);
+            ``None`` only when neither exists (``require_images=False``).
+        boxes: float32 ``[N, 4]``, 0-based continuous ``x1, y1, x2, y2`` (clipped to the image
+            unless the dataset was read with ``clip_boxes=False``).
         labels: int64 ``[N]``, index into the dataset's ``classes``.
         difficult: bool ``[N]``.
         truncated: bool ``[N]``.
+        boxes_voc: float64 ``[N, 4]``, the same objects' ``xmin, ymin, xmax, ymax`` exactly as
+            the XML gives them (1-based inclusive, never clipped): what the devkit evaluates
+            against. Default: ``xyxy_to_voc(boxes)``.
     """
 
     image_id: str
-    image_path: Path
-    width: int
-    height: int
+    image_path: Path | None
+    width: int | None
+    height: int | None
     boxes: np.ndarray
     labels: np.ndarray
     difficult: np.ndarray
     truncated: np.ndarray
+    boxes_voc: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.boxes_voc is None:
+            object.__setattr__(self, "boxes_voc", xyxy_to_voc(self.boxes))
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -181,11 +203,29 @@ def parse_voc_xml(path: Path, image_id: str, problems: list[DataProblem]) -> _Pa
     return parsed
 
 
+def read_text_file(path: Path) -> str:
+    """A UTF-8 text file of the dataset (split lists, ``classes.txt``).
+
+    Raises:
+        DataError: it is not UTF-8 (e.g. a Latin-1 image id); the message names the file, the
+            line and the bytes.
+    """
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        bad = raw[exc.start:exc.end + 3]
+        raise DataError(f"{path}: line {line} is not UTF-8 text (bytes {bad!r}, e.g. a Latin-1 "
+                        "name); save the file as UTF-8 and name the image files to match")\
+            from None
+
+
 def read_split_ids(root: Path, split: str) -> list[str]:
     """Image ids of ``ImageSets/Main/<split>.txt`` (first column; blank lines skipped).
 
     Raises:
-        DataError: the split file is missing or lists no image.
+        DataError: the split file is missing, not UTF-8, or lists no image.
     """
     split_file = root / "ImageSets" / "Main" / f"{split}.txt"
     if not split_file.is_file():
@@ -193,7 +233,7 @@ def read_split_ids(root: Path, split: str) -> list[str]:
                            if "_" not in p.stem) if (root / "ImageSets" / "Main").is_dir() else []
         hint = f" Splits found: {', '.join(available)}." if available else ""
         raise DataError(f"{split_file}: split file not found.{hint}")
-    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    ids = [line.split()[0] for line in read_text_file(split_file).splitlines() if line.strip()]
     if not ids:
         raise DataError(f"{split_file}: the split '{split}' lists no image")
     return ids
@@ -209,7 +249,7 @@ def discover_classes(root: Path) -> tuple[str, ...]:
     """
     classes_file = root / "classes.txt"
     if classes_file.is_file():
-        names = [ln.strip() for ln in classes_file.read_text().splitlines() if ln.strip()]
+        names = [ln.strip() for ln in read_text_file(classes_file).splitlines() if ln.strip()]
         if names:
             return tuple(names)
     found: set[str] = set()
@@ -233,6 +273,12 @@ class VOCDataset:
         split: split name, e.g. ``"trainval"`` or ``"test"``.
         classes: class names in label order; default :func:`discover_classes`.
         strict: raise :class:`DataError` on any severe problem instead of reporting it.
+        require_images: ``True`` (default, every stage that reads pixels): an image whose file
+            is missing is left out (``image-missing``). ``False`` (evaluation, as the devkit
+            reads only ``Annotations/`` and ``ImageSets/``): the image is kept with
+            ``image_path = None``; ``JPEGImages/`` may be absent altogether.
+        clip_boxes: ``True`` (default): clip boxes to the image and drop those left empty.
+            ``False``: keep every valid box as written (the devkit does not clip).
 
     Attributes:
         classes: tuple of class names; ``labels`` index into it.
@@ -241,9 +287,12 @@ class VOCDataset:
     """
 
     def __init__(self, root: str | os.PathLike[str], split: str,
-                 classes: Sequence[str] | None = None, *, strict: bool = False) -> None:
+                 classes: Sequence[str] | None = None, *, strict: bool = False,
+                 require_images: bool = True, clip_boxes: bool = True) -> None:
         self.root = Path(root)
         self.split = split
+        self.require_images = require_images
+        self.clip_boxes = clip_boxes
         if not self.root.is_dir():
             raise DataError(f"{self.root}: dataset folder not found")
         if not (self.root / "Annotations").is_dir():
@@ -281,12 +330,30 @@ class VOCDataset:
     def __contains__(self, image_id: str) -> bool:
         return image_id in self._annotations
 
+    @property
+    def images_present(self) -> bool:
+        """Whether every image of the split has its file (always, with ``require_images``)."""
+        return all(a.image_path is not None for a in self._annotations.values())
+
     def load_image(self, image_id: str) -> np.ndarray:
-        """The image as RGB uint8 ``[H, W, 3]`` (see :func:`sppdet.data.images.read_image`)."""
-        return read_image(self[image_id].image_path)
+        """The image as RGB uint8 ``[H, W, 3]`` (see :func:`sppdet.data.images.read_image`).
+
+        Raises:
+            DataError: the image file is absent (a dataset read with ``require_images=False``).
+        """
+        path = self[image_id].image_path
+        if path is None:
+            raise DataError(f"image {image_id}: no image file in {self.root / 'JPEGImages'}")
+        return read_image(path)
 
     def severe_problems(self) -> list[DataProblem]:
         return [p for p in self.problems if p.severe]
+
+    @property
+    def left_out(self) -> dict[str, str]:
+        """Image id -> why, for every image of the split file left out (lenient mode): no or a
+        malformed annotation, no image file, no size known."""
+        return {p.image_id: str(p) for p in self.problems if p.kind in LEFT_OUT_KINDS}
 
     def raise_if_problems(self) -> None:
         """Raise :class:`DataError` listing every severe problem (strict mode)."""
@@ -324,13 +391,19 @@ class VOCDataset:
             if parsed is None:
                 continue
             image_path = self._find_image(image_id, parsed.filename)
-            if image_path is None:
+            if image_path is None and self.require_images:
                 self.problems.append(DataProblem(
                     "image-missing", image_id, str(self.root / "JPEGImages" / f"{image_id}.jpg"),
                     "image file not found; image left out"))
                 continue
             width, height = parsed.width, parsed.height
-            if width is None or height is None:
+            if (width is None or height is None) and image_path is None:
+                # only without require_images: the devkit needs no image size, nor does AP
+                self.problems.append(DataProblem("size-unknown", image_id, str(xml_path),
+                                                 "no <size> in the XML and no image file; "
+                                                 "boxes are not clipped"))
+                width = height = None
+            elif width is None or height is None:
                 from sppdet.data.images import image_size
 
                 try:
@@ -347,9 +420,10 @@ class VOCDataset:
             raise DataError(f"split '{self.split}' of {self.root} has no usable image:\n  "
                             + "\n  ".join(str(p) for p in self.problems[:20]))
 
-    def _build(self, image_id: str, image_path: Path, xml_path: Path, width: int, height: int,
-               parsed: _ParsedXml, class_index: dict[str, int]) -> ImageAnnotation:
-        boxes, labels, difficult, truncated = [], [], [], []
+    def _build(self, image_id: str, image_path: Path | None, xml_path: Path,
+               width: int | None, height: int | None, parsed: _ParsedXml,
+               class_index: dict[str, int]) -> ImageAnnotation:
+        boxes, boxes_voc, labels, difficult, truncated = [], [], [], [], []
         for index, obj in enumerate(parsed.objects):
             where = f"object {index} ({obj.name}) {obj.box_voc}"
             if obj.name not in class_index:
@@ -358,38 +432,51 @@ class VOCDataset:
                                                  f"{', '.join(self.classes)}); dropped"))
                 continue
             xmin, ymin, xmax, ymax = obj.box_voc
-            # Degenerate in the annotation's own terms (the issue and BCCD's two bad boxes):
-            # xmin >= xmax or ymin >= ymax in 1-based pixels, although under the devkit's +1
-            # convention such a box would still be one pixel wide.
-            if xmin >= xmax or ymin >= ymax:
+            # The devkit's widths are xmax - xmin + 1 (VOCevaldet): xmin == xmax is one pixel
+            # wide, valid ground truth; only a box with no positive width or height (for
+            # integer coordinates, xmin > xmax: inverted) is invalid. (The devkit itself would
+            # count an inverted box as a positive that nothing can match.)
+            width_voc, height_voc = xmax - xmin + 1, ymax - ymin + 1
+            if width_voc <= 0 or height_voc <= 0:
                 self.problems.append(DataProblem(
                     "box-degenerate", image_id, str(xml_path),
-                    f"{where}: degenerate box (xmin >= xmax or ymin >= ymax); dropped"))
+                    f"{where}: inverted box (xmin > xmax or ymin > ymax); dropped"))
                 continue
+            if width_voc <= 1 or height_voc <= 1:
+                self.problems.append(DataProblem(
+                    "box-one-pixel", image_id, str(xml_path),
+                    f"{where}: box is {width_voc:g}x{height_voc:g} pixels (xmin == xmax or "
+                    "ymin == ymax); kept: valid ground truth under the devkit's +1 convention, "
+                    "though often an annotation slip"))
             box = voc_to_xyxy(np.array(obj.box_voc))[0]
             clipped = box.copy()
-            clipped[0::2] = np.clip(clipped[0::2], 0, width)
-            clipped[1::2] = np.clip(clipped[1::2], 0, height)
-            if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+            if self.clip_boxes and width is not None and height is not None:
+                clipped[0::2] = np.clip(clipped[0::2], 0, width)
+                clipped[1::2] = np.clip(clipped[1::2], 0, height)
+                if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+                    self.problems.append(DataProblem(
+                        "box-degenerate", image_id, str(xml_path),
+                        f"{where}: box lies outside the {width}x{height} image; dropped"))
+                    continue
+            if width is not None and height is not None and (
+                    box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height):
+                done = "clipped" if self.clip_boxes else "kept as written"
                 self.problems.append(DataProblem(
-                    "box-degenerate", image_id, str(xml_path),
-                    f"{where}: box lies outside the {width}x{height} image; dropped"))
-                continue
-            if not np.array_equal(clipped, box):
-                self.problems.append(DataProblem(
-                    "box-clipped", image_id, str(xml_path),
-                    f"{where}: box extends outside the {width}x{height} image; clipped"))
+                    "box-clipped" if self.clip_boxes else "box-outside", image_id, str(xml_path),
+                    f"{where}: box extends outside the {width}x{height} image; {done}"))
             boxes.append(clipped)
+            boxes_voc.append(obj.box_voc)
             labels.append(class_index[obj.name])
             difficult.append(obj.difficult)
             truncated.append(obj.truncated)
         return ImageAnnotation(
             image_id=image_id,
             image_path=image_path,
-            width=int(width),
-            height=int(height),
+            width=None if width is None else int(width),
+            height=None if height is None else int(height),
             boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
             labels=np.asarray(labels, dtype=np.int64),
             difficult=np.asarray(difficult, dtype=bool),
             truncated=np.asarray(truncated, dtype=bool),
+            boxes_voc=np.asarray(boxes_voc, dtype=np.float64).reshape(-1, 4),
         )

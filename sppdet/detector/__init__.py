@@ -1,2 +1,2 @@
-"""The detector at test time: scoring windows, detections and their files, combination,
-drawing."""
+"""The detector at test time: the model and the scoring of windows (:mod:`.model`),
+detections and their files, combination, drawing."""

@@ -1,6 +1,6 @@
 """The detections artifact: what ``detect`` and ``combine`` write and ``combine``/``eval`` read.
 
-A per-image HDF5 written through :class:`sppdet.io.artifacts.ItemStore`, one item per image:
+A per-image HDF5 written through :class:`sppdet.io.item_store.ItemStore`, one item per image:
 
 - ``boxes`` float32 ``[K, 4]`` (0-based continuous xyxy), ``scores`` float32 ``[K]``, ``labels``
   int64 ``[K]``: the final detections, after per-class NMS and the per-image cap;
@@ -25,10 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import ItemReader, ItemStore, Record
+from sppdet.io.item_store import ItemReader, ItemStore
+from sppdet.io.records import Record
 from sppdet.detector.detections import ImageDetections
 from sppdet.errors import ArtifactError, ConfigError, DataError
-from sppdet.ops.nms import DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_PER_IMAGE, DEFAULT_SCORE_THRESHOLD
+from sppdet.ops.nms import (DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_PER_IMAGE, DEFAULT_SCORE_THRESHOLD,
+                            DEFAULT_SOFT_NMS_SIGMA)
+from sppdet.io.closing import Closing
 
 DETECTIONS_STAGES = ("detect", "combine")
 CANDIDATES_GROUP = "candidates"
@@ -42,14 +45,22 @@ class NMSSettings:
         iou_threshold: suppress a window whose IoU with a kept window of its class is greater.
         score_threshold: keep windows scoring above it; ``None`` keeps all.
         max_per_image: at most this many detections per image; ``None`` for no limit.
+        method: ``hard`` NMS, or Soft-NMS ``linear`` / ``gaussian``
+            (:func:`sppdet.ops.nms.class_nms`).
+        sigma: the Gaussian Soft-NMS width.
     """
 
     iou_threshold: float = DEFAULT_IOU_THRESHOLD
     score_threshold: float | None = DEFAULT_SCORE_THRESHOLD
     max_per_image: int | None = DEFAULT_MAX_PER_IMAGE
+    method: str = "hard"
+    sigma: float = DEFAULT_SOFT_NMS_SIGMA
 
     def to_params(self) -> dict[str, Any]:
-        return asdict(self)
+        params = asdict(self)
+        if self.method == "hard":  # records of hard NMS stay as they were: still up to date
+            del params["method"], params["sigma"]
+        return params
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], source: Path) -> NMSSettings:
@@ -60,7 +71,9 @@ class NMSSettings:
             cap = nms["max_per_image"]
             return cls(iou_threshold=float(nms["iou_threshold"]),
                        score_threshold=None if score is None else float(score),
-                       max_per_image=None if cap is None else int(cap))
+                       max_per_image=None if cap is None else int(cap),
+                       method=str(nms.get("method", "hard")),
+                       sigma=float(nms.get("sigma", DEFAULT_SOFT_NMS_SIGMA)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{source}: the record has no usable NMS settings ({exc}); "
                                 "rerun `sppdet detect` with --force") from exc
@@ -122,7 +135,7 @@ def write_detections_artifact(path: str | os.PathLike[str], record: Record,
     return final
 
 
-class DetectionsReader:
+class DetectionsReader(Closing):
     """Open a finished detections artifact; images are read on demand.
 
     Attributes:
@@ -159,12 +172,6 @@ class DetectionsReader:
 
     def close(self) -> None:
         self._reader.close()
-
-    def __enter__(self) -> DetectionsReader:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     @property
     def failures(self) -> dict[str, str]:

@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 
 from sppdet.detector.detections import ImageDetections
+from sppdet.errors import ConfigError
+from sppdet.io.atomic import atomic_path
 
 # Distinct, readable colours (RGB), cycled over classes.
 _PALETTE = np.array([
@@ -61,9 +63,23 @@ def draw_detections(image_rgb: np.ndarray, detections: ImageDetections,
 
 
 def save_image(path: str | os.PathLike[str], image_rgb: np.ndarray) -> Path:
-    """Write an RGB image (PNG or JPEG by the file's suffix)."""
+    """Write an RGB image (PNG or JPEG by the file's suffix), atomically.
+
+    OpenCV only encodes; Python writes the bytes, so any file name the OS accepts works
+    (``cv2.imwrite`` crashes on names that are not UTF-8).
+
+    Raises:
+        ConfigError: OpenCV cannot encode to the file's suffix.
+        StorageError: the file cannot be written.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: could not write the image (unknown suffix?)")
+    try:
+        ok, encoded = cv2.imencode(path.suffix or ".png",
+                                   cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{path}: cannot encode an image as {path.suffix!r}")
+    with atomic_path(path, durable=False) as tmp:
+        tmp.write_bytes(encoded.tobytes())
     return path

@@ -1,5 +1,8 @@
-"""PASCAL VOC evaluation: devkit-exact AP (:mod:`.voc_ap`), VOC result files (:mod:`.comp4`)
-and reports (:mod:`.report`)."""
+"""PASCAL VOC evaluation: devkit-exact AP (:mod:`.voc_ap`, on the records of :mod:`.records`),
+VOC result files (:mod:`.comp4`) and reports (:mod:`.report`, :mod:`.html_report`); beside
+them the false-positive analysis (:mod:`.analysis`, :mod:`.analysis_plots`), COCO metrics
+(:mod:`.coco`, needs pycocotools) and a gallery of detections (:mod:`.gallery`), imported
+where used."""
 
 from sppdet.evaluation.comp4 import (
     Comp4Results,
@@ -22,12 +25,16 @@ from sppdet.evaluation.voc_ap import (
     VOC07_RECALL_THRESHOLDS,
     ClassDetections,
     ClassResult,
+    DetectionMatches,
     ImageGroundTruth,
     VOCEvaluation,
+    ap_of_curve,
     area_ap,
     class_detections_from_images,
+    devkit_overlaps,
     evaluate_class,
     evaluate_detections,
+    precision_recall,
     voc07_11point_ap,
 )
 
@@ -37,15 +44,19 @@ __all__ = [
     "ClassDetections",
     "ClassResult",
     "Comp4Results",
+    "DetectionMatches",
     "ImageGroundTruth",
     "VOCEvaluation",
+    "ap_of_curve",
     "ap_table",
     "area_ap",
     "class_detections_from_images",
     "comp4_filename",
+    "devkit_overlaps",
     "evaluate_class",
     "evaluate_detections",
     "plot_pr_curves",
+    "precision_recall",
     "read_comp4_dir",
     "read_comp4_file",
     "report_dict",

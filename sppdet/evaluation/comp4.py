@@ -2,8 +2,10 @@
 
 One line per detection, ``<image_id> <score> <xmin> <ymin> <xmax> <ymax>``, with VOC's 1-based
 pixel coordinates, which is what the official devkit's ``VOCevaldet`` reads. The conversion
-to and from sppdet's 0-based continuous boxes is :func:`sppdet.ops.boxes.xyxy_to_voc` /
-:func:`sppdet.ops.boxes.voc_to_xyxy` (``xmin = x1 + 1``, ``xmax = x2``) and happens only here.
+from sppdet's 0-based continuous boxes is :func:`sppdet.ops.boxes.xyxy_to_voc` (``xmin = x1 +
+1``, ``xmax = x2``, in float64); :class:`~sppdet.evaluation.voc_ap.ClassDetections` applies the
+same conversion to a detections artifact, so its evaluation sees the numbers its comp4 files
+hold. Files are read back into the devkit's coordinates, unchanged.
 
 Numbers are written as the shortest decimal string that reads back to the same value
 (``numpy.format_float_positional(..., unique=True)``; scores in their own dtype, float32 for
@@ -22,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sppdet.io.artifacts import write_text_atomic
-from sppdet.ops.boxes import voc_to_xyxy, xyxy_to_voc
+from sppdet.io.atomic import write_text_atomic
+from sppdet.ops.boxes import xyxy_to_voc
 from sppdet.detector.detections import ImageDetections
 from sppdet.errors import ConfigError, DataError
 from sppdet.evaluation.voc_ap import ClassDetections
@@ -130,10 +132,12 @@ def write_comp4_files(
 
 
 def read_comp4_file(path: str | os.PathLike) -> ClassDetections:
-    """Read one comp4 file (from sppdet or any other tool) into 0-based continuous boxes.
+    """Read one comp4 file (from sppdet or any other tool).
 
-    Blank lines are skipped (the devkit's ``textscan`` skips them too). Boxes go through
-    :func:`sppdet.ops.boxes.voc_to_xyxy` (float32), scores stay float64.
+    Blank lines are skipped (the devkit's ``textscan`` skips them too). The coordinates are
+    kept exactly as read (float64, 1-based: ``ClassDetections.boxes_voc``, on which the
+    overlaps are computed, as the devkit computes them); ``boxes`` is their 0-based form
+    (``xmin - 1``). Scores are float64.
 
     Raises:
         DataError: a line without exactly 6 fields, or a field that is not a finite number;
@@ -180,8 +184,8 @@ def _parse_comp4_file(path: Path) -> tuple[ClassDetections, np.ndarray]:
             f"{path}:{line_number}: score and coordinates must be finite, "
             f"got {text.splitlines()[line_number - 1].strip()!r}"
         )
-    detections = ClassDetections(
-        np.array(image_ids, dtype=object), table[:, 0], voc_to_xyxy(table[:, 1:5])
+    detections = ClassDetections.from_voc(
+        np.array(image_ids, dtype=object), table[:, 0], table[:, 1:5]
     )
     return detections, np.array(line_numbers, dtype=np.int64)
 
@@ -227,7 +231,9 @@ def read_comp4_dir(
         unknown_images: ``"error"`` (default): DataError naming the file, the first such line
             and a few ids; ``"drop"``: skip those lines and list them in the result.
         missing_files: ``"error"`` (default): DataError naming the missing files;
-            ``"empty"``: treat a missing class file as no detections and list the class.
+            ``"empty"``: treat a missing class file as no detections and list the class (as
+            the devkit evaluates class by class). When no class has a file at all, either
+            mode raises DataError naming the split of the files that are there.
     """
     if unknown_images not in ("error", "drop"):
         raise ConfigError(f"unknown_images must be 'error' or 'drop', got {unknown_images!r}")
@@ -238,6 +244,13 @@ def read_comp4_dir(
         raise DataError(f"comp4 folder {folder} does not exist or is not a folder")
     paths = {name: folder / comp4_filename(split, name) for name in class_names}
     missing = [name for name, p in paths.items() if not p.is_file()]
+    if class_names and len(missing) == len(paths):
+        found = sorted(p.name for p in folder.glob("comp4_det_*.txt"))
+        raise DataError(
+            f"no comp4 file for split {split!r} in {folder} (expected names like "
+            f"{paths[class_names[0]].name}); "
+            + (f"found {len(found)} other(s), e.g. {found[:3]}" if found else "it holds none")
+        )
     if missing and missing_files == "error":
         raise DataError(
             f"missing comp4 files in {folder}: "

@@ -11,13 +11,13 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sppdet.io.artifacts import write_text_atomic
+from sppdet.io.atomic import write_text_atomic
 from sppdet.errors import ConfigError
 from sppdet.evaluation.voc_ap import (
     FLAG_ALL_IGNORED,
@@ -92,7 +92,9 @@ def _notes(evaluation: VOCEvaluation) -> list[str]:
         notes.append(
             "AP undefined (no non-difficult ground-truth object), left out of the mAP: "
             + ", ".join(excluded)
-            + ". The devkit would count these classes as 0 (11-point) or NaN (area)."
+            + ". The devkit gives these classes AP 0 (11-point; area: 0 without detections, "
+            "NaN with some); its mean over all classes with them as 0 is the devkit mAP "
+            f"{_percent(evaluation.devkit_mean_ap, 1)} %."
         )
     ignored = [r.class_name for r in evaluation.per_class if FLAG_ALL_IGNORED in r.flags]
     if ignored:
@@ -145,6 +147,8 @@ def report_dict(evaluation: VOCEvaluation, *, extra: Mapping[str, Any] | None = 
         "n_images": evaluation.n_images,
         "mean_ap": finite_or_none(evaluation.mean_ap),
         "mean_ap_percent": None if evaluation.mean_ap is None else 100.0 * evaluation.mean_ap,
+        # the mean over every class, classes without positives as 0 (the VOC2007 devkit's)
+        "devkit_mean_ap": finite_or_none(evaluation.devkit_mean_ap),
         "classes_in_mean": list(evaluation.classes_in_mean),
         "classes_excluded_from_mean": list(evaluation.classes_excluded_from_mean),
         "classes": classes,
@@ -172,17 +176,25 @@ def report_markdown(
     extra: Mapping[str, Any] | None = None,
     figures: list[str] | None = None,
     method: str = "sppdet",
+    sections: Sequence[str] = (),
 ) -> str:
-    """The text of ``report.md``: protocol, mAP, the AP table (one row named ``method``) and a
-    per-class detail table."""
+    """The text of ``report.md``: protocol, mAP, the AP table (one row named ``method``), a
+    per-class detail table, then ``sections`` (more Markdown, e.g. COCO metrics) and the
+    figures. ``extra`` entries print as a list (those whose value is a dict or list are left
+    to report.json)."""
     lines = [f"# {title}", "", f"Protocol: {evaluation.protocol}, IoU >= "
              f"{evaluation.iou_threshold:g}.", "",
              f"Images: {evaluation.n_images}. mAP: {_percent(evaluation.mean_ap, 1)} %"
-             f" over {len(evaluation.classes_in_mean)} of {len(evaluation.per_class)} classes.",
+             f" over {len(evaluation.classes_in_mean)} of {len(evaluation.per_class)} classes"
+             + (f"; devkit mAP (classes without ground truth as 0): "
+                f"{_percent(evaluation.devkit_mean_ap, 1)} % over all "
+                f"{len(evaluation.per_class)}" if evaluation.classes_excluded_from_mean
+                else "") + ".",
              ""]
-    for key, value in (extra or {}).items():
+    plain = {k: v for k, v in (extra or {}).items() if not isinstance(v, (dict, list))}
+    for key, value in plain.items():
         lines.append(f"- {key}: {value}")
-    if extra:
+    if plain:
         lines.append("")
     lines += ["## AP (%)", "", ap_table({method: evaluation}), "", "## Per class", ""]
     header = ["class", "AP (%)", "npos", "detections", "TP", "FP", "ignored", "flags"]
@@ -203,6 +215,8 @@ def report_markdown(
     notes = _notes(evaluation)
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    for section in sections:
+        lines += [section.rstrip("\n"), ""]
     if figures:
         lines += ["## Precision/recall curves", ""] + [f"![{f}]({f})" for f in figures] + [""]
     return "\n".join(lines)
@@ -216,17 +230,19 @@ def write_report_markdown(
     extra: Mapping[str, Any] | None = None,
     figures: list[str] | None = None,
     method: str = "sppdet",
+    sections: Sequence[str] = (),
 ) -> Path:
     """Write :func:`report_markdown` to ``path`` (atomically)."""
     path = Path(path)
     write_text_atomic(
         path,
-        report_markdown(evaluation, title=title, extra=extra, figures=figures, method=method),
+        report_markdown(evaluation, title=title, extra=extra, figures=figures, method=method,
+                        sections=sections),
     )
     return path
 
 
-def _safe_name(name: str) -> str:
+def safe_file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "class"
 
 
@@ -250,10 +266,9 @@ def plot_pr_curves(
         the paths written. Points where precision is undefined (only ignored detections so
         far) are not drawn.
     """
-    import matplotlib
+    from sppdet.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -281,17 +296,15 @@ def plot_pr_curves(
         if plotted:
             ax.legend(fontsize=7, loc="lower left", ncol=2)
         path = out / "pr_all.png"
-        fig.savefig(path, dpi=dpi)
-        plt.close(fig)
+        save_png(fig, path, dpi=dpi)
         written.append(path)
     if per_class:
         for r in plotted:
             fig, ax = plt.subplots(figsize=(5, 4))
             draw(ax, r, r.class_name)
             finish(ax, f"{r.class_name}: AP {100 * r.ap:.1f} %\n{evaluation.protocol}")
-            path = out / f"pr_{_safe_name(r.class_name)}.png"
-            fig.savefig(path, dpi=dpi)
-            plt.close(fig)
+            path = out / f"pr_{safe_file_name(r.class_name)}.png"
+            save_png(fig, path, dpi=dpi)
             written.append(path)
     return written
 
@@ -304,10 +317,13 @@ def write_report(
     extra: Mapping[str, Any] | None = None,
     plots: bool = True,
     method: str = "sppdet",
+    sections: Sequence[str] = (),
+    more_figures: Sequence[str] = (),
 ) -> dict[str, Path | list[Path]]:
     """Write ``report.json``, ``report.md`` and (when ``plots``) the PR curve PNGs to ``out_dir``.
 
-    ``method`` names the row of the AP table in ``report.md``.
+    ``method`` names the row of the AP table in ``report.md``; ``sections`` are more Markdown
+    for it and ``more_figures`` more image files (names in ``out_dir``) to show after the curves.
 
     Returns:
         ``{"json": path, "markdown": path, "figures": [paths]}``.
@@ -321,7 +337,8 @@ def write_report(
         evaluation,
         title=title,
         extra=extra,
-        figures=[f.name for f in figures],
+        figures=[f.name for f in figures] + list(more_figures),
         method=method,
+        sections=sections,
     )
     return {"json": json_path, "markdown": md_path, "figures": figures}

@@ -22,17 +22,30 @@ The matching rules are the devkit's, line for line (REFERENCE.md section 9):
 - ``npos`` counts non-difficult objects; recall ``= cumsum(tp) / npos``, precision
   ``= cumsum(tp) / (cumsum(tp) + cumsum(fp))``.
 
-Boxes are sppdet's 0-based continuous xyxy (:mod:`sppdet.ops.boxes`): ``x2 - x1`` equals the
-devkit's ``xmax - xmin + 1``, so the overlaps are the devkit's "+1" overlaps.
+Overlaps are computed on the devkit's own 1-based coordinates (``boxes_voc``: the comp4 file's
+numbers as read, the XML's as written) with VOCevaldet's formula and order of operations::
+
+    bi = [max(bb(1),bbgt(1)); max(bb(2),bbgt(2)); min(bb(3),bbgt(3)); min(bb(4),bbgt(4))]
+    iw = bi(3)-bi(1)+1;  ih = bi(4)-bi(2)+1          % only pairs with iw > 0 and ih > 0
+    ua = (bb(3)-bb(1)+1)*(bb(4)-bb(2)+1) + (bbgt(3)-bbgt(1)+1)*(bbgt(4)-bbgt(2)+1) - iw*ih
+    ov = iw*ih/ua
+
+so a float box whose overlap is exactly 0.5 in the devkit's arithmetic is exactly 0.5 here
+(computing on 0-based coordinates, ``x2 - x1``, is equal in exact arithmetic but rounds
+differently). Detections given only as sppdet's 0-based boxes (a detections artifact) get
+``boxes_voc = xyxy_to_voc(boxes)``, the very numbers that :mod:`.comp4` writes to a result file,
+so evaluating the artifact and evaluating its comp4 files agree exactly.
 
 Where sppdet reports something other than the devkit, it says so in the result's ``flags``:
 
 - every detection of a class ignored (all on difficult objects): the devkit's precision is
   0/0 and its 11-point AP is NaN; sppdet reports AP 0 with flag ``all_detections_ignored``;
 - a class with no non-difficult object (``npos == 0``): AP is undefined. The devkit gives 0
-  (11-point, when there are detections) or NaN (area); sppdet reports ``ap = None`` with flag
-  ``no_positives`` and leaves the class out of the mean AP. ``ClassResult.devkit_ap`` keeps
-  the devkit's own number;
+  (11-point; also area when the class has no detection) or NaN (area, with detections); sppdet
+  reports ``ap = None`` with flag ``no_positives`` and leaves the class out of the mean AP.
+  ``ClassResult.devkit_ap`` keeps the devkit's own number, and
+  ``VOCEvaluation.devkit_mean_ap`` is the mean over every class with those classes at 0, as
+  the VOC2007 devkit's mean comes out;
 - a class with no detections gets AP 0 (as in the devkit) with flag ``no_detections``;
 - an image with no objects is legal (the devkit's annotation reader fails on it); an image id
   listed twice in the ground truth is an error, and so is a detection on an image that the
@@ -42,12 +55,25 @@ Where sppdet reports something other than the devkit, it says so in the result's
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from sppdet.detector.detections import ImageDetections
 from sppdet.errors import ConfigError, DataError
+from sppdet.evaluation.records import (
+    ClassDetections,
+    ClassResult,
+    DetectionMatches,
+    ImageGroundTruth,
+    VOCEvaluation,
+)
+
+__all__ = [
+    "METRICS", "VOC07_RECALL_THRESHOLDS", "ClassDetections", "ClassResult", "DetectionMatches",
+    "ImageGroundTruth", "VOCEvaluation", "ap_of_curve", "area_ap",
+    "class_detections_from_images", "devkit_overlaps", "evaluate_class", "evaluate_detections",
+    "precision_recall", "voc07_11point_ap",
+]
 
 METRICS: dict[str, str] = {
     "11point": "VOC2007 11-point AP, devkit rules (VOCevaldet)",
@@ -66,171 +92,6 @@ VOC07_RECALL_THRESHOLDS: tuple[float, ...] = (
 FLAG_NO_POSITIVES = "no_positives"
 FLAG_NO_DETECTIONS = "no_detections"
 FLAG_ALL_IGNORED = "all_detections_ignored"
-
-
-@dataclass
-class ImageGroundTruth:
-    """The annotated objects of one image.
-
-    Attributes:
-        image_id: the dataset's image id.
-        boxes: float32 ``[M, 4]`` 0-based continuous xyxy (``voc_to_xyxy`` of the XML boxes).
-        labels: int64 ``[M]``, 0-based class indices.
-        difficult: bool ``[M]``; ``None`` means no object is difficult.
-
-    ``M = 0`` (an image with no objects) is allowed.
-    """
-
-    image_id: str
-    boxes: np.ndarray
-    labels: np.ndarray
-    difficult: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.image_id, str) or not self.image_id:
-            raise DataError(f"image id must be a non-empty string, got {self.image_id!r}")
-        boxes = np.asarray(self.boxes, dtype=np.float32)
-        if boxes.size == 0:
-            boxes = boxes.reshape(0, 4)
-        labels = np.asarray(self.labels)
-        if labels.size and not np.issubdtype(labels.dtype, np.integer):
-            raise DataError(
-                f"image {self.image_id}: ground-truth labels must be integers, "
-                f"got dtype {labels.dtype}"
-            )
-        labels = labels.astype(np.int64).reshape(-1)
-        if self.difficult is None:
-            difficult = np.zeros(labels.shape[0], dtype=bool)
-        else:
-            difficult = np.asarray(self.difficult).astype(bool).reshape(-1)
-        if boxes.ndim != 2 or boxes.shape[1] != 4:
-            raise DataError(
-                f"image {self.image_id}: ground-truth boxes must have shape [M, 4], "
-                f"got {boxes.shape}"
-            )
-        if not (boxes.shape[0] == labels.shape[0] == difficult.shape[0]):
-            raise DataError(
-                f"image {self.image_id}: ground-truth boxes, labels and difficult flags must "
-                f"have the same length, got {boxes.shape[0]}, {labels.shape[0]}, "
-                f"{difficult.shape[0]}"
-            )
-        if not np.isfinite(boxes).all():
-            raise DataError(f"image {self.image_id}: ground-truth boxes must be finite")
-        if labels.size and labels.min() < 0:
-            raise DataError(
-                f"image {self.image_id}: ground-truth labels must be >= 0, "
-                f"got {int(labels.min())}"
-            )
-        self.boxes = boxes
-        self.labels = labels
-        self.difficult = difficult
-
-
-@dataclass
-class ClassDetections:
-    """All detections of one class over a split, as in one VOC result (comp4) file.
-
-    Attributes:
-        image_ids: object array ``[D]`` of image id strings.
-        scores: float64 ``[D]``.
-        boxes: float64 ``[D, 4]`` 0-based continuous xyxy.
-
-    The order is the file's (or the producer's) order; it decides between equal scores.
-    """
-
-    image_ids: np.ndarray
-    scores: np.ndarray
-    boxes: np.ndarray
-
-    def __post_init__(self) -> None:
-        image_ids = np.empty(len(self.image_ids), dtype=object)
-        image_ids[:] = [str(i) for i in self.image_ids]
-        scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
-        boxes = np.asarray(self.boxes, dtype=np.float64)
-        if boxes.size == 0:
-            boxes = boxes.reshape(0, 4)
-        if boxes.ndim != 2 or boxes.shape[1] != 4:
-            raise DataError(f"detection boxes must have shape [D, 4], got {boxes.shape}")
-        if not (image_ids.shape[0] == scores.shape[0] == boxes.shape[0]):
-            raise DataError(
-                "detection image ids, scores and boxes must have the same length, got "
-                f"{image_ids.shape[0]}, {scores.shape[0]}, {boxes.shape[0]}"
-            )
-        if not (np.isfinite(scores).all() and np.isfinite(boxes).all()):
-            raise DataError("detection scores and boxes must be finite")
-        self.image_ids = image_ids
-        self.scores = scores
-        self.boxes = boxes
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    @classmethod
-    def empty(cls) -> ClassDetections:
-        return cls(np.empty(0, dtype=object), np.zeros(0), np.zeros((0, 4)))
-
-
-@dataclass
-class ClassResult:
-    """Evaluation of one class.
-
-    Attributes:
-        class_index, class_name: which class.
-        ap: average precision in [0, 1]; ``None`` when undefined (``npos == 0``).
-        devkit_ap: the number the devkit itself would give (NaN where it gives NaN).
-        npos: non-difficult ground-truth objects.
-        n_detections: detections of the class (including ignored ones).
-        n_true_positives, n_false_positives, n_ignored: the devkit's assignment counts.
-        recall, precision: float64 ``[n_detections]``, cumulative, in score order, exactly
-            the devkit's ``rec`` and ``prec``: precision is NaN while only ignored detections
-            have been seen (0/0), recall is NaN everywhere when ``npos == 0``.
-        flags: any of ``no_positives``, ``no_detections``, ``all_detections_ignored``.
-    """
-
-    class_index: int
-    class_name: str
-    ap: float | None
-    devkit_ap: float
-    npos: int
-    n_detections: int
-    n_true_positives: int
-    n_false_positives: int
-    n_ignored: int
-    recall: np.ndarray = field(repr=False)
-    precision: np.ndarray = field(repr=False)
-    flags: tuple[str, ...] = ()
-
-
-@dataclass
-class VOCEvaluation:
-    """Per-class results and the mean AP over the classes whose AP is defined.
-
-    Attributes:
-        metric: ``"11point"`` or ``"area"``; ``protocol`` says it in words.
-        iou_threshold: the overlap that counts as a match (0.5 in VOC).
-        n_images: images in the ground truth.
-        per_class: one :class:`ClassResult` per class, in class-index order.
-        mean_ap: mean of the defined per-class APs; ``None`` when no class has positives.
-    """
-
-    metric: str
-    protocol: str
-    iou_threshold: float
-    n_images: int
-    per_class: tuple[ClassResult, ...]
-    mean_ap: float | None
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return tuple(r.class_name for r in self.per_class)
-
-    @property
-    def classes_in_mean(self) -> tuple[str, ...]:
-        return tuple(r.class_name for r in self.per_class if r.ap is not None)
-
-    @property
-    def classes_excluded_from_mean(self) -> tuple[str, ...]:
-        return tuple(r.class_name for r in self.per_class if r.ap is None)
 
 
 def voc07_11point_ap(recall: np.ndarray, precision: np.ndarray) -> float:
@@ -273,24 +134,24 @@ def area_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((mrec[changes] - mrec[changes - 1]) * mpre[changes]))
 
 
-def _devkit_overlaps(det_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
+def devkit_overlaps(det_voc: np.ndarray, gt_voc: np.ndarray) -> np.ndarray:
     """Overlap of paired boxes ``[P, 4]``, ``[P, 4]`` -> ``[P]``; -inf where they do not intersect.
 
-    Elementwise (each detection only meets the boxes of its own image), which the all-pairs
-    ``box_iou`` does not do; the formula and its order of operations are VOCevaldet's
-    (``iw*ih / (area_det + area_gt - iw*ih)``, only when ``iw > 0 and ih > 0``).
+    Both in the devkit's 1-based ``xmin, ymin, xmax, ymax`` (float64). Elementwise (each
+    detection only meets the boxes of its own image), which the all-pairs ``box_iou`` does not
+    do; the formula and its order of operations are VOCevaldet's, so the result is bit for bit
+    the devkit's ``ov`` (only when ``iw > 0 and ih > 0``; otherwise the devkit skips the pair).
     """
-    iw = np.minimum(det_boxes[:, 2], gt_boxes[:, 2]) - np.maximum(det_boxes[:, 0], gt_boxes[:, 0])
-    ih = np.minimum(det_boxes[:, 3], gt_boxes[:, 3]) - np.maximum(det_boxes[:, 1], gt_boxes[:, 1])
+    iw = np.minimum(det_voc[:, 2], gt_voc[:, 2]) - np.maximum(det_voc[:, 0], gt_voc[:, 0]) + 1
+    ih = np.minimum(det_voc[:, 3], gt_voc[:, 3]) - np.maximum(det_voc[:, 1], gt_voc[:, 1]) + 1
     intersects = (iw > 0) & (ih > 0)
-    inter = iw * ih
     union = (
-        (det_boxes[:, 2] - det_boxes[:, 0]) * (det_boxes[:, 3] - det_boxes[:, 1])
-        + (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
-        - inter
+        (det_voc[:, 2] - det_voc[:, 0] + 1) * (det_voc[:, 3] - det_voc[:, 1] + 1)
+        + (gt_voc[:, 2] - gt_voc[:, 0] + 1) * (gt_voc[:, 3] - gt_voc[:, 1] + 1)
+        - iw * ih
     )
-    overlaps = np.full(det_boxes.shape[0], -np.inf)
-    overlaps[intersects] = inter[intersects] / union[intersects]
+    overlaps = np.full(det_voc.shape[0], -np.inf)
+    overlaps[intersects] = (iw * ih)[intersects] / union[intersects]
     return overlaps
 
 
@@ -311,11 +172,11 @@ class _GroundTruthIndex:
         counts = np.array([r.labels.shape[0] for r in ground_truth], dtype=np.int64)
         self.object_image = np.repeat(np.arange(self.n_images, dtype=np.int64), counts)
         if self.n_images and counts.sum():
-            self.boxes = np.concatenate([r.boxes for r in ground_truth]).astype(np.float64)
+            self.boxes_voc = np.concatenate([r.boxes_voc for r in ground_truth])
             self.labels = np.concatenate([r.labels for r in ground_truth])
             self.difficult = np.concatenate([r.difficult for r in ground_truth])
         else:
-            self.boxes = np.zeros((0, 4))
+            self.boxes_voc = np.zeros((0, 4))
             self.labels = np.zeros(0, np.int64)
             self.difficult = np.zeros(0, bool)
 
@@ -333,16 +194,40 @@ class _GroundTruthIndex:
         return out
 
 
-def _evaluate_class_indexed(
+def precision_recall(
+    true_positive: np.ndarray, false_positive: np.ndarray, npos: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The devkit's curves from per-detection flags in score order, bool ``[D]`` each.
+
+    ``rec = cumsum(tp) / npos`` (NaN everywhere when ``npos == 0``), ``prec = cumsum(tp) /
+    (cumsum(tp) + cumsum(fp))`` (NaN while only ignored detections have been seen).
+    """
+    tp_cum = np.cumsum(true_positive, dtype=np.float64)
+    fp_cum = np.cumsum(false_positive, dtype=np.float64)
+    counted = tp_cum + fp_cum
+    precision = np.full(tp_cum.shape[0], np.nan)
+    np.divide(tp_cum, counted, out=precision, where=counted > 0)
+    recall = tp_cum / npos if npos > 0 else np.full(tp_cum.shape[0], np.nan)
+    return recall, precision
+
+
+def ap_of_curve(recall: np.ndarray, precision: np.ndarray, metric: str) -> float:
+    """The devkit's AP of a curve under ``metric`` (may be NaN, as the devkit's)."""
+    if metric == "11point":
+        return voc07_11point_ap(recall, precision)
+    return area_ap(recall, precision)
+
+
+def _match_class(
     index: _GroundTruthIndex,
     class_index: int,
     class_name: str,
     detections: ClassDetections,
-    metric: str,
     iou_threshold: float,
-) -> ClassResult:
-    in_class = index.labels == class_index
-    gt_boxes = index.boxes[in_class]
+) -> tuple[DetectionMatches, int]:
+    """VOCevaldet's assignment loop for one class, vectorised; returns the matches and npos."""
+    in_class = np.flatnonzero(index.labels == class_index)  # global object indices, in order
+    gt_boxes = index.boxes_voc[in_class]
     gt_difficult = index.difficult[in_class]
     gt_image = index.object_image[in_class]  # ascending: objects are stored in image order
     gt_count = np.bincount(gt_image, minlength=index.n_images)
@@ -353,7 +238,7 @@ def _evaluate_class_indexed(
     # VOCevaldet: [~, si] = sort(-confidence); MATLAB's sort is stable.
     order = np.argsort(-detections.scores, kind="stable")
     det_image = det_image[order]
-    det_boxes = detections.boxes[order]
+    det_boxes = detections.boxes_voc[order]
     n_det = det_image.shape[0]
 
     # Every (detection, ground-truth box of its image) pair, grouped by detection, boxes in
@@ -364,7 +249,7 @@ def _evaluate_class_indexed(
         np.cumsum(pair_counts) - pair_counts, pair_counts
     )
     pair_gt = np.repeat(gt_start[det_image], pair_counts) + position_in_group
-    overlaps = _devkit_overlaps(det_boxes[pair_det], gt_boxes[pair_gt])
+    overlaps = devkit_overlaps(det_boxes[pair_det], gt_boxes[pair_gt])
 
     best_overlap = np.full(n_det, -np.inf)
     np.maximum.at(best_overlap, pair_det, overlaps)
@@ -374,6 +259,7 @@ def _evaluate_class_indexed(
     best_gt = np.full(n_det, -1, dtype=np.int64)
     best_gt[best_dets] = pair_gt[is_best][first_pair]
 
+    # VOCevaldet: ``if ovmax >= VOCopts.minoverlap`` (inclusive)
     matched = best_overlap >= iou_threshold
     true_positive = np.zeros(n_det, dtype=bool)
     false_positive = ~matched
@@ -385,24 +271,35 @@ def _evaluate_class_indexed(
     # The first detection (in score order) on a box takes it; later ones are duplicates.
     _, first_on_box = np.unique(countable_gt, return_index=True)
     true_positive[countable[first_on_box]] = True
-    duplicate = np.ones(countable.shape[0], dtype=bool)
-    duplicate[first_on_box] = False
-    false_positive[countable[duplicate]] = True
+    is_duplicate = np.ones(countable.shape[0], dtype=bool)
+    is_duplicate[first_on_box] = False
+    duplicate = np.zeros(n_det, dtype=bool)
+    duplicate[countable[is_duplicate]] = True
+    false_positive |= duplicate
 
-    tp_cum = np.cumsum(true_positive, dtype=np.float64)
-    fp_cum = np.cumsum(false_positive, dtype=np.float64)
-    counted = tp_cum + fp_cum
-    precision = np.full(n_det, np.nan)
-    np.divide(tp_cum, counted, out=precision, where=counted > 0)
-    if npos > 0:
-        recall = tp_cum / npos
-    else:
-        recall = np.full(n_det, np.nan)
+    best_object = np.full(n_det, -1, dtype=np.int64)
+    has_best = best_gt >= 0
+    best_object[has_best] = in_class[best_gt[has_best]]
+    matches = DetectionMatches(order=order, image_index=det_image, true_positive=true_positive,
+                               false_positive=false_positive, duplicate=duplicate,
+                               best_overlap=best_overlap, best_object=best_object)
+    return matches, npos
 
-    devkit_ap = voc07_11point_ap(recall, precision) if metric == "11point" else area_ap(
-        recall, precision
-    )
-    n_ignored = int(matched_dets.shape[0] - countable.shape[0])
+
+def _evaluate_class_indexed(
+    index: _GroundTruthIndex,
+    class_index: int,
+    class_name: str,
+    detections: ClassDetections,
+    metric: str,
+    iou_threshold: float,
+) -> ClassResult:
+    matches, npos = _match_class(index, class_index, class_name, detections, iou_threshold)
+    true_positive, false_positive = matches.true_positive, matches.false_positive
+    n_det = true_positive.shape[0]
+    recall, precision = precision_recall(true_positive, false_positive, npos)
+    devkit_ap = ap_of_curve(recall, precision, metric)
+    n_ignored = int(n_det - true_positive.sum() - false_positive.sum())
     flags: list[str] = []
     ap: float | None = devkit_ap
     if npos == 0:
@@ -429,6 +326,7 @@ def _evaluate_class_indexed(
         recall=recall,
         precision=precision,
         flags=tuple(flags),
+        matches=matches,
     )
 
 
@@ -543,6 +441,9 @@ def evaluate_detections(
     )
     defined = [r.ap for r in results if r.ap is not None]
     mean_ap = float(np.mean(defined)) if defined else None
+    # The VOC2007 devkit's own mean: a class without positives scores 0 there (11-point).
+    with_zeros = [0.0 if r.ap is None else r.ap for r in results]
+    devkit_mean_ap = float(np.mean(with_zeros)) if with_zeros and defined else None
     return VOCEvaluation(
         metric=metric,
         protocol=METRICS[metric],
@@ -550,4 +451,5 @@ def evaluate_detections(
         n_images=index.n_images,
         per_class=results,
         mean_ap=mean_ap,
+        devkit_mean_ap=devkit_mean_ap,
     )

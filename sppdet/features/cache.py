@@ -1,7 +1,7 @@
 """The conv5 feature cache: its per-image layout and the reader that pools windows from it.
 
 A features artifact (written by the ``cache-features`` stage through
-:class:`sppdet.io.artifacts.ItemStore`) holds one group per image with
+:class:`sppdet.io.item_store.ItemStore`) holds one group per image with
 
 - datasets ``s<scale>``: conv5 map ``[C, h, w]`` (float16 by default) of the image resized so
   that ``min(H, W) = scale`` (:func:`sppdet.ops.scales.resized_size`);
@@ -15,7 +15,8 @@ The record's params carry ``backbone`` (name and weights identity), ``stride``, 
 hdf5plugin package to read, which :class:`FeatureCache` loads).
 
 :class:`FeatureCache` reads maps (a small LRU cache of decoded maps, since training visits an
-image's windows in bursts) and pools windows with :func:`sppdet.ops.spp.pool_windows`.
+image's windows in bursts, bounded both in images and in bytes) and pools windows with
+:func:`sppdet.ops.spp.pool_windows`.
 """
 
 from __future__ import annotations
@@ -29,15 +30,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sppdet.io.artifacts import ItemReader
+from sppdet.io.item_store import ItemReader
 from sppdet.backbones import Backbone
 from sppdet.errors import ConfigError, DataError
 from sppdet.ops.scales import resize_image, resized_size
 from sppdet.ops.spp import DEFAULT_LEVELS, pool_windows
+from sppdet.io.closing import Closing
 
 FEATURES_STAGE = "cache-features"
 #: Codecs HDF5 decodes by itself; the others (``zstd``) need the hdf5plugin package loaded.
 BUILTIN_CODECS = ("none", "lzf", "gzip")
+#: Decoded maps (float32, every scale of an image) a :class:`FeatureCache` keeps at most.
+DEFAULT_MAX_CACHED_BYTES = 256 * 1024 * 1024
+
+
+def _nbytes(maps: dict[int, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in maps.values())
 
 
 def map_name(scale: int, flip: bool = False) -> str:
@@ -81,16 +89,20 @@ def flip_boxes(boxes_xyxy: np.ndarray, width: int) -> np.ndarray:
     return boxes
 
 
-class FeatureCache:
+class FeatureCache(Closing):
     """Reader of a features artifact.
 
     Args:
         path: the features artifact (``.h5``).
         device: where pooled features go (``"cpu"`` or a CUDA device).
         max_cached_images: decoded images kept in memory (all their scales).
+        max_cached_bytes: bytes of decoded maps kept in memory at most (default 256 MiB);
+            the least recently used images are dropped first. The image being read is kept
+            even when it alone is larger (it is needed), so the bound is
+            ``max(max_cached_bytes, one image's maps)``.
 
     Attributes:
-        record: the artifact's :class:`~sppdet.io.artifacts.Record`.
+        record: the artifact's :class:`~sppdet.io.records.Record`.
         backbone: backbone name.
         stride: total stride of the maps (pixels).
         channels: channels ``C`` of the maps.
@@ -99,7 +111,11 @@ class FeatureCache:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, device: str | torch.device = "cpu",
-                 max_cached_images: int = 4) -> None:
+                 max_cached_images: int = 4,
+                 max_cached_bytes: int = DEFAULT_MAX_CACHED_BYTES) -> None:
+        if max_cached_images < 1 or max_cached_bytes < 1:
+            raise ConfigError(f"the decoded-map cache needs room for at least one image, got "
+                              f"{max_cached_images} images and {max_cached_bytes} bytes")
         self.path = Path(path)
         self._reader = ItemReader(self.path, made_by=FEATURES_STAGE)
         self.record = self._reader.record
@@ -115,16 +131,22 @@ class FeatureCache:
         load_codec(str(params.get("compression", "lzf")), self.path)
         self.device = torch.device(device)
         self._max_cached = max_cached_images
+        self._max_cached_bytes = int(max_cached_bytes)
         self._cache: OrderedDict[tuple[str, bool], dict[int, torch.Tensor]] = OrderedDict()
+        self._cached_bytes = 0
+
+    @property
+    def cached_images(self) -> int:
+        """(image, mirrored) entries of decoded maps held now."""
+        return len(self._cache)
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of the decoded maps held now (every scale of every held entry)."""
+        return self._cached_bytes
 
     def close(self) -> None:
         self._reader.close()
-
-    def __enter__(self) -> "FeatureCache":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def image_ids(self) -> list[str]:
         return self._reader.ids()
@@ -173,8 +195,12 @@ class FeatureCache:
                                     f"{scale} holds NaN or inf; rebuild the cache with --force")
                 cached[scale] = tensor.to(self.device)
             self._cache[key] = cached
-            while len(self._cache) > self._max_cached:
-                self._cache.popitem(last=False)
+            self._cached_bytes += _nbytes(cached)
+            # Least recently used first; the entry just read always stays.
+            while len(self._cache) > 1 and (len(self._cache) > self._max_cached
+                                            or self._cached_bytes > self._max_cached_bytes):
+                _, dropped = self._cache.popitem(last=False)
+                self._cached_bytes -= _nbytes(dropped)
         else:
             self._cache.move_to_end(key)
         return {s: cached[s] for s in wanted}
@@ -262,8 +288,6 @@ def compute_maps(backbone: Backbone, image_rgb: np.ndarray, scales: tuple[int, .
                 raise DataError(f"the conv map at scale {scale} holds NaN or inf")
             arrays[map_name(scale, mirrored)] = fmap.cpu().numpy().astype(dtype)
     return arrays, centers
-
-
 
 
 class ComputedFeatures:

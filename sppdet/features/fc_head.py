@@ -8,15 +8,17 @@ ReLU overwrites the fc blobs).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from sppdet.errors import ConfigError, ModelError
+from sppdet.io.checkpoints import check_checkpoint, read_checkpoint, save_checkpoint
 
 LAYERS = ("pool5", "fc6", "fc7")
+CHECKPOINT_FORMAT = "sppdet-fc-head"
+CHECKPOINT_VERSION = 1
 
 
 class FcHead(nn.Module):
@@ -29,7 +31,7 @@ class FcHead(nn.Module):
         dropout: dropout probability after fc6 and fc7 (0.5 in the paper).
         seed: seed of the initialisation; fc8 is Gaussian with sigma 0.01 (paper), fc6/fc7
             Gaussian with sigma 0.005 and zero bias; `sppdet finetune` re-initialises fc6/fc7
-            (He by default, see :class:`sppdet.training.finetune.FinetuneConfig`).
+            (He by default, see :class:`sppdet.training.finetune.config.FinetuneConfig`).
     """
 
     def __init__(self, in_dim: int, num_classes: int, *, hidden: int = 4096,
@@ -70,19 +72,21 @@ class FcHead(nn.Module):
             raise ConfigError(f"layer must be one of {LAYERS}, got {layer!r}")
         if layer == "pool5":
             return pooled
-        x = torch.relu(torch.nn.functional.linear(pooled, self.fc6.weight, self.fc6.bias))
+        # The modules, not their weights: fc6/fc7 may be replaced by their SVD or int8 forms
+        # (sppdet.features.fast_fc).
+        x = torch.relu(self.fc6(pooled))
         if layer == "fc6":
             return x
-        return torch.relu(torch.nn.functional.linear(x, self.fc7.weight, self.fc7.bias))
+        return torch.relu(self.fc7(x))
 
     def config(self) -> dict[str, Any]:
         return {"in_dim": self.in_dim, "num_classes": self.num_classes, "hidden": self.hidden,
                 "dropout": self.dropout_p}
 
     def save(self, path: str | os.PathLike[str], **meta: Any) -> None:
-        """Save weights and config (plus ``meta``) with ``torch.save`` to ``path``."""
-        torch.save({"config": self.config(), "state_dict": self.state_dict(), "meta": meta},
-                   path)
+        """Save weights and config (plus ``meta``) to ``path`` (atomically, with ``torch.save``)."""
+        save_checkpoint(path, {"config": self.config(), "state_dict": self.state_dict(),
+                               "meta": meta}, format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *,
@@ -92,11 +96,12 @@ class FcHead(nn.Module):
         Raises:
             ModelError: the file is missing or is not an fc head checkpoint.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise ModelError(f"{path}: fc checkpoint not found; run `sppdet finetune` first")
+        blob = read_checkpoint(path, what="fc checkpoint", map_location=map_location,
+                               missing_hint="; run `sppdet finetune` first")
+        if "format" in blob:  # files written before the format tag have the same layout
+            check_checkpoint(blob, path, format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION,
+                             what="fc checkpoint")
         try:
-            blob = torch.load(path, map_location=map_location, weights_only=True)
             head = cls(**blob["config"])
             head.load_state_dict(blob["state_dict"])
         except (KeyError, TypeError, RuntimeError, OSError) as exc:

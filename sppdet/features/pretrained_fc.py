@@ -19,12 +19,11 @@ from typing import Any
 from torch import nn
 
 from sppdet.backbones import build_backbone
-from sppdet.backbones.base import file_sha256
-from sppdet.errors import ConfigError, ModelError, StaleArtifactError
+from sppdet.io.hashing import file_sha256
+from sppdet.errors import ConfigError, ModelError, ParameterError, StaleArtifactError
 
-NEEDS_FC = ("`--init pretrained` needs features cached with a weights file that holds fc6/fc7, "
-            "e.g. one written by `sppdet pretrain` (cache-features --backbone zf5 --weights "
-            "FILE)")
+NEEDS_FC = ("init 'pretrained' needs features cached with a weights file that holds fc6/fc7, "
+            "e.g. the weights.pt of `sppdet pretrain` given to `sppdet cache-features`")
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,8 @@ def check_pretrained_shapes(fc6: nn.Linear, *, in_dim: int, levels: Sequence[int
 
     Raises:
         ModelError: ``fc6.in_features != in_dim`` (names both numbers and the levels).
-        ConfigError: ``fc6.out_features != hidden`` (says which ``--hidden`` to pass).
+        ParameterError: (``param == "hidden"``) ``fc6.out_features != hidden``; says the
+            width to fine-tune with.
     """
     if fc6.in_features != in_dim:
         bins = sum(int(n) * int(n) for n in levels)
@@ -144,8 +144,9 @@ def check_pretrained_shapes(fc6: nn.Linear, *, in_dim: int, levels: Sequence[int
             f"{tuple(int(n) for n in levels)}); pretrain and fine-tune with the same backbone "
             "and pyramid levels")
     if fc6.out_features != hidden:
-        raise ConfigError(f"the pretrained fc6 has {fc6.out_features} outputs; pass --hidden "
-                          f"{fc6.out_features} (got {hidden})")
+        raise ParameterError("hidden", f"the pretrained fc6 has {fc6.out_features} outputs, "
+                                       f"not {hidden}: fine-tune fc6/fc7 {fc6.out_features} "
+                                       "wide")
 
 
 __all__ = ["NEEDS_FC", "PretrainedFc", "check_pretrained_shapes", "load_pretrained_fc",

@@ -31,6 +31,8 @@ plain max; the two agree on post-ReLU features.
 from __future__ import annotations
 
 import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -41,14 +43,15 @@ from torchvision.ops import roi_pool
 
 from sppdet.errors import ConfigError, DataError
 from sppdet.ops.scales import resized_size, scale_boxes, select_scales
+from sppdet.ops.spp_levels import DEFAULT_LEVELS  # re-exported
 from sppdet.ops.window_mapping import RELEASED_OFFSET, map_windows_to_cells
 
-#: The paper's 4-level pyramid {6x6, 3x3, 2x2, 1x1} = 50 bins.
-DEFAULT_LEVELS: tuple[int, ...] = (6, 3, 2, 1)
 
 # Window sizes (cells) up to which a level's roi_pool partition is checked at least.
 _EXACTNESS_CHECK_CELLS = 4096
 _POOL_DTYPES = (torch.float32, torch.float64)
+# Below this many windows per thread, the thread hand-off costs more than it saves.
+_MIN_WINDOWS_PER_THREAD = 64
 
 
 def spp_output_dim(channels: int, levels: Sequence[int] = DEFAULT_LEVELS) -> int:
@@ -119,11 +122,15 @@ def spp_pool(
     cells: Tensor | np.ndarray,
     batch_idx: Tensor | np.ndarray | None = None,
     levels: Sequence[int] = DEFAULT_LEVELS,
+    *,
+    threads: int | None = None,
 ) -> Tensor:
     """Spatial pyramid max pooling of windows given in feature-map cells.
 
     One ``torchvision.ops.roi_pool`` call over all windows (no loop over windows) for the finest
-    level; coarser levels that divide it are max-pooled from its grid.
+    level; coarser levels that divide it are max-pooled from its grid. On the CPU the windows
+    are split over ``threads`` threads (default ``torch.get_num_threads()``; torchvision's CPU
+    roi_pool uses one); the result is bit-identical for any thread count.
     Differentiable with respect to ``feature_map``; works on any device roi_pool supports.
 
     Args:
@@ -134,6 +141,8 @@ def spp_pool(
         batch_idx: int ``[N]``, the map of each window in a ``[B, C, H, W]`` batch; may be
             omitted when there is one map.
         levels: bins per side of each pyramid level, in output order (default ``(6, 3, 2, 1)``).
+        threads: CPU threads to pool with (default ``torch.get_num_threads()``); ignored on a
+            GPU and when the map requires grad (one call, so autograd sees one op).
 
     Returns:
         ``[N, C * sum(n * n)]`` of the map's dtype and device, laid out as in the module
@@ -141,7 +150,7 @@ def spp_pool(
 
     Raises:
         DataError: wrong shapes or dtypes, cells outside the map or with ``x0 > x1``.
-        ConfigError: invalid levels, or a level roi_pool cannot pool exactly.
+        ConfigError: invalid levels, a level roi_pool cannot pool exactly, or threads < 1.
     """
     levels = _check_levels(levels)
     if not isinstance(feature_map, Tensor) or feature_map.dim() not in (3, 4):
@@ -194,7 +203,16 @@ def spp_pool(
 
     # roi_pool takes [K, 5] (batch index, x1, y1, x2, y2); integers are exact in float32/64.
     rois = torch.cat([batch_t[:, None], cells_t], dim=1).to(maps.dtype)  # [N, 5]
-    grids: dict[int, Tensor] = {}  # level -> [N, C, n, n]
+    workers = _pool_workers(maps, num_windows, threads)
+    if workers <= 1:
+        grids = _pyramid_grids(maps, rois, levels)
+        return torch.cat([grids[level].flatten(1) for level in levels], dim=1)  # [N, C*sum]
+    return _spp_pool_threaded(maps, rois, levels, workers)
+
+
+def _pyramid_grids(maps: Tensor, rois: Tensor, levels: tuple[int, ...]) -> dict[int, Tensor]:
+    """level -> ``[N, C, n, n]`` grid of ``rois`` (``[N, 5]``); only the finest levels read maps."""
+    grids: dict[int, Tensor] = {}
     for level in sorted(set(levels), reverse=True):
         finer = min((m for m in grids if m % level == 0), default=None)
         if finer is None:
@@ -203,7 +221,67 @@ def spp_pool(
             # Exact: level n's bins are unions of k x k bins of level m = k n (_direct_levels).
             factor = finer // level
             grids[level] = F.max_pool2d(grids[finer], kernel_size=factor, stride=factor)
-    return torch.cat([grids[level].flatten(1) for level in levels], dim=1)  # [N, C*sum(n*n)]
+    return grids
+
+
+def _pool_workers(maps: Tensor, num_windows: int, threads: int | None) -> int:
+    """Threads to pool with: 1 on a GPU, for few windows, or when the result needs a graph.
+
+    torchvision's CPU roi_pool runs on one thread, so windows are split in chunks pooled on
+    ``threads`` (default ``torch.get_num_threads()``) Python threads; roi_pool releases the GIL
+    while it runs. A map that requires grad is pooled in one call so autograd sees one op.
+    """
+    if maps.device.type != "cpu" or (maps.requires_grad and torch.is_grad_enabled()):
+        return 1
+    wanted = torch.get_num_threads() if threads is None else int(threads)
+    if wanted < 1:
+        raise ConfigError(f"pooling threads must be >= 1, got {threads}")
+    return max(1, min(wanted, num_windows // _MIN_WINDOWS_PER_THREAD))
+
+
+def _spp_pool_threaded(maps: Tensor, rois: Tensor, levels: tuple[int, ...],
+                       workers: int) -> Tensor:
+    """:func:`spp_pool` of ``rois`` split in ``workers`` contiguous chunks pooled in parallel.
+
+    Max pooling is exact, so every chunking gives bit-identical rows. Each thread writes its
+    rows of the output in place (no concatenation of chunks).
+    """
+    num_windows, channels = rois.shape[0], maps.shape[1]
+    offsets = np.cumsum([0] + [channels * n * n for n in levels])
+    # A plain tensor even under inference mode: the pool threads are not in inference mode
+    # (it is thread-local) and may not write into an inference tensor.
+    with torch.inference_mode(False):
+        out = maps.new_empty((num_windows, int(offsets[-1])))
+    bounds = np.linspace(0, num_windows, workers + 1).astype(int)
+
+    def pool_chunk(first: int, last: int) -> None:
+        with torch.no_grad():
+            grids = _pyramid_grids(maps, rois[first:last], levels)
+            for index, level in enumerate(levels):
+                out[first:last, offsets[index]:offsets[index + 1]] = grids[level].flatten(1)
+
+    futures = [_executor(workers).submit(pool_chunk, int(bounds[i]), int(bounds[i + 1]))
+               for i in range(workers)]
+    for future in futures:
+        future.result()  # re-raises a worker's error here
+    return out
+
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+_EXECUTOR_SIZE = 0
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """A process-wide thread pool with at least ``workers`` threads (grown on demand)."""
+    global _EXECUTOR, _EXECUTOR_SIZE
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None or _EXECUTOR_SIZE < workers:
+            if _EXECUTOR is not None:
+                _EXECUTOR.shutdown(wait=False)
+            _EXECUTOR = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spp-pool")
+            _EXECUTOR_SIZE = workers
+        return _EXECUTOR
 
 
 class SpatialPyramidPool(nn.Module):

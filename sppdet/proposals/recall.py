@@ -164,10 +164,9 @@ class RecallReport:
 
     def plot(self, path: str | Path, title: str | None = None) -> Path:
         """Write a PNG of overall recall@0.5, recall@0.7 and AR versus mean boxes per image."""
-        import matplotlib
+        from sppdet.plotting import pyplot, save_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         path = Path(path)
         x = np.asarray(self.mean_boxes_per_image, dtype=np.float64)
@@ -189,9 +188,7 @@ class RecallReport:
         axes.legend(loc="lower right")
         axes.set_title(title or f"proposal recall ({self.overall.num_objects} objects)")
         figure.tight_layout()
-        figure.savefig(path, format="png")
-        plt.close(figure)
-        return path
+        return save_png(figure, path)
 
 
 def evaluate_recall(
@@ -201,6 +198,7 @@ def evaluate_recall(
     num_boxes: Sequence[int | None] = DEFAULT_NUM_BOXES,
     iou_thresholds: Sequence[float] = AR_IOU_THRESHOLDS,
     include_difficult: bool = False,
+    image_rows: Mapping[str, tuple[np.ndarray, list[tuple[str, np.ndarray]]]] | None = None,
 ) -> RecallReport:
     """Recall of proposals against ground truth, per class and overall, per box budget.
 
@@ -212,6 +210,8 @@ def evaluate_recall(
         num_boxes: box budgets ``k`` (positive ints, ``None`` = all boxes).
         iou_thresholds: IoU thresholds; 0.50:0.05:0.95 must be among them (for AR).
         include_difficult: count difficult objects too.
+        image_rows: each image's :func:`image_best_ious`, computed elsewhere (e.g. by
+            workers); then ``proposals`` is not read (pass ``{}``).
 
     Returns:
         :class:`RecallReport`.
@@ -226,7 +226,7 @@ def evaluate_recall(
     missing_ar = [t for t in AR_IOU_THRESHOLDS if not any(math.isclose(t, u) for u in thresholds)]
     if missing_ar:
         raise DataError(f"iou_thresholds must include 0.50:0.05:0.95 for AR; missing {missing_ar}")
-    missing = sorted(set(ground_truth) - set(proposals))
+    missing = sorted(set(ground_truth) - set(proposals if image_rows is None else image_rows))
     if missing:
         raise DataError(
             f"no proposals for {len(missing)} evaluated image(s), e.g. {missing[:5]}; "
@@ -237,41 +237,13 @@ def evaluate_recall(
     best_per_label: dict[str, list[np.ndarray]] = {}
     used_boxes = np.zeros(len(budgets), dtype=np.float64)
     for image_id, truth in ground_truth.items():
-        boxes = _proposal_boxes(proposals[image_id], image_id)
-        counts = np.array(
-            [boxes.shape[0] if k is None else min(k, boxes.shape[0]) for k in budgets]
-        )
+        if image_rows is not None:
+            counts, rows = image_rows[image_id]
+        else:
+            counts, rows = image_best_ious(image_id, truth, proposals[image_id], budgets,
+                                           include_difficult)
         used_boxes += counts
-        gt_boxes = np.asarray(truth.boxes, dtype=np.float64).reshape(-1, 4)
-        labels = [str(label) for label in truth.labels]
-        if len(labels) != gt_boxes.shape[0]:
-            raise DataError(
-                f"image {image_id}: {gt_boxes.shape[0]} ground-truth boxes but {len(labels)} labels"
-            )
-        difficult = (
-            np.zeros(gt_boxes.shape[0], dtype=bool)
-            if truth.difficult is None
-            else np.asarray(truth.difficult, dtype=bool).reshape(-1)
-        )
-        if difficult.shape[0] != gt_boxes.shape[0]:
-            raise DataError(
-                f"image {image_id}: {gt_boxes.shape[0]} ground-truth boxes but "
-                f"{difficult.shape[0]} difficult flags"
-            )
-        counted = np.ones_like(difficult) if include_difficult else ~difficult
-        if not counted.any():
-            continue
-        gt_boxes = gt_boxes[counted]
-        labels = [label for label, keep in zip(labels, counted) if keep]
-        # best[g, j] = best IoU of object g over the top counts[j] boxes.
-        best = np.zeros((gt_boxes.shape[0], len(budgets)), dtype=np.float64)
-        if boxes.shape[0] > 0:
-            iou = box_iou(gt_boxes, boxes)  # [G, N]
-            running_max = np.maximum.accumulate(iou, axis=1)  # [G, N]
-            for j, count in enumerate(counts):
-                if count > 0:
-                    best[:, j] = running_max[:, count - 1]
-        for label, row in zip(labels, best):
+        for label, row in rows:
             best_per_label.setdefault(label, []).append(row)
 
     threshold_array = np.asarray(thresholds, dtype=np.float64)
@@ -295,6 +267,55 @@ def evaluate_recall(
         overall=curve_of(all_rows),
         per_class={label: curve_of(rows) for label, rows in best_per_label.items()},
     )
+
+
+def image_best_ious(image_id: str, truth: ImageGroundTruth,
+                    proposals: ProposalResult | np.ndarray, budgets: Sequence[int | None],
+                    include_difficult: bool
+                    ) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """One image's part of :func:`evaluate_recall`.
+
+    Returns:
+        The boxes counted per budget ``[K]``, and per counted object its label and its best
+        IoU over the top boxes of each budget (``[K]`` float64).
+
+    Raises:
+        DataError: malformed ground truth or proposals.
+    """
+    boxes = _proposal_boxes(proposals, image_id)
+    counts = np.array(
+        [boxes.shape[0] if k is None else min(k, boxes.shape[0]) for k in budgets]
+    )
+    gt_boxes = np.asarray(truth.boxes, dtype=np.float64).reshape(-1, 4)
+    labels = [str(label) for label in truth.labels]
+    if len(labels) != gt_boxes.shape[0]:
+        raise DataError(
+            f"image {image_id}: {gt_boxes.shape[0]} ground-truth boxes but {len(labels)} labels"
+        )
+    difficult = (
+        np.zeros(gt_boxes.shape[0], dtype=bool)
+        if truth.difficult is None
+        else np.asarray(truth.difficult, dtype=bool).reshape(-1)
+    )
+    if difficult.shape[0] != gt_boxes.shape[0]:
+        raise DataError(
+            f"image {image_id}: {gt_boxes.shape[0]} ground-truth boxes but "
+            f"{difficult.shape[0]} difficult flags"
+        )
+    counted = np.ones_like(difficult) if include_difficult else ~difficult
+    if not counted.any():
+        return counts, []
+    gt_boxes = gt_boxes[counted]
+    labels = [label for label, keep in zip(labels, counted) if keep]
+    # best[g, j] = best IoU of object g over the top counts[j] boxes.
+    best = np.zeros((gt_boxes.shape[0], len(budgets)), dtype=np.float64)
+    if boxes.shape[0] > 0:
+        iou = box_iou(gt_boxes, boxes)  # [G, N]
+        running_max = np.maximum.accumulate(iou, axis=1)  # [G, N]
+        for j, count in enumerate(counts):
+            if count > 0:
+                best[:, j] = running_max[:, count - 1]
+    return counts, list(zip(labels, best))
 
 
 def _proposal_boxes(entry: ProposalResult | np.ndarray, image_id: str) -> np.ndarray:

@@ -1,10 +1,7 @@
 """Bounding-box regression, R-CNN style, as SPP-net uses it (REFERENCE.md section 7).
 
-A proposal P is moved towards a ground-truth box G by four targets (R-CNN appendix C):
-``t_x = (G_x - P_x) / P_w``, ``t_y = (G_y - P_y) / P_h``, ``t_w = log(G_w / P_w)``,
-``t_h = log(G_h / P_h)``, where ``(x, y)`` is a box's centre and ``(w, h)`` its size. Boxes are
-sppdet's 0-based continuous ``[x1, y1, x2, y2]`` (``sppdet.ops.boxes``), so ``w = x2 - x1`` and the
-centre is ``x1 + 0.5 * w``, as in torchvision's ``BoxCoder``.
+A proposal P is moved towards a ground-truth box G by four targets (R-CNN appendix C;
+:mod:`sppdet.training.box_targets` computes them and selects the training windows).
 
 One ridge regressor per class predicts the four targets from the pooled conv5 (SPP) features,
 scaled to mean norm 20. The released SPP-net code (``spp_train_bbox_regressor.m``): training
@@ -19,7 +16,7 @@ import logging
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.linalg
@@ -28,154 +25,12 @@ from sklearn.base import BaseEstimator
 from sklearn.linear_model import Ridge
 from sklearn.utils.validation import check_is_fitted
 
-from sppdet.ops.boxes import box_iou, clip_boxes
 from sppdet.errors import ConfigError, DataError, ModelError
+from sppdet.io.npz import save_npz
+from sppdet.ops.boxes import clip_boxes
+from sppdet.training.box_targets import as_boxes, decode, encode, paired_iou
 
 logger = logging.getLogger(__name__)
-
-#: Cap on predicted log-scale changes before ``exp`` (torchvision's ``BoxCoder`` uses the same
-#: ``log(1000 / 16)``): keeps a wild prediction from overflowing to an infinite box.
-MAX_LOG_SCALE = math.log(1000.0 / 16.0)
-
-
-def _centers_sizes(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(cx, cy, w, h)`` of ``[N, 4]`` 0-based continuous boxes (float64, each ``[N]``)."""
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    return boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h, w, h
-
-
-def _as_boxes(boxes: np.ndarray, what: str) -> np.ndarray:
-    arr = np.asarray(boxes, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        if arr.size == 0:
-            return arr.reshape(0, 4)
-        raise DataError(f"{what}: expected boxes [N, 4], got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise DataError(f"{what}: boxes contain NaN or infinite coordinates")
-    return arr
-
-
-def encode(proposals: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
-    """Regression targets that move each proposal onto its ground-truth box.
-
-    Args:
-        proposals: ``[N, 4]`` 0-based continuous xyxy boxes, positive width and height.
-        gt_boxes: ``[N, 4]`` the ground-truth box matched to each proposal (same format).
-
-    Returns:
-        float64 ``[N, 4]`` targets ``(t_x, t_y, t_w, t_h)`` (R-CNN appendix C); ``[0, 4]`` for
-        empty input.
-    """
-    p = _as_boxes(proposals, "proposals")
-    g = _as_boxes(gt_boxes, "ground-truth boxes")
-    if p.shape != g.shape:
-        raise DataError(f"proposals {p.shape} and ground-truth boxes {g.shape} must match")
-    px, py, pw, ph = _centers_sizes(p)
-    gx, gy, gw, gh = _centers_sizes(g)
-    for name, sizes in (("proposals", (pw, ph)), ("ground-truth boxes", (gw, gh))):
-        bad = np.flatnonzero((sizes[0] <= 0) | (sizes[1] <= 0))
-        if bad.size:
-            raise DataError(
-                f"{name} with zero or negative width/height at rows {bad[:10].tolist()}: "
-                "regression targets are undefined for them"
-            )
-    return np.stack(
-        [(gx - px) / pw, (gy - py) / ph, np.log(gw / pw), np.log(gh / ph)], axis=1
-    )
-
-
-def decode(
-    proposals: np.ndarray, deltas: np.ndarray, *, max_log_scale: float = MAX_LOG_SCALE
-) -> np.ndarray:
-    """Apply regression targets to proposals (the inverse of :func:`encode`).
-
-    Args:
-        proposals: ``[N, 4]`` 0-based continuous xyxy boxes.
-        deltas: ``[N, 4]`` ``(t_x, t_y, t_w, t_h)``.
-        max_log_scale: ``t_w`` and ``t_h`` are capped at this value before ``exp``.
-
-    Returns:
-        float64 ``[N, 4]`` boxes (not clipped to the image).
-    """
-    p = _as_boxes(proposals, "proposals")
-    d = np.asarray(deltas, dtype=np.float64).reshape(-1, 4)
-    if d.shape[0] != p.shape[0]:
-        raise DataError(f"{p.shape[0]} proposals but {d.shape[0]} rows of deltas")
-    px, py, pw, ph = _centers_sizes(p)
-    cx = d[:, 0] * pw + px
-    cy = d[:, 1] * ph + py
-    w = np.exp(np.minimum(d[:, 2], max_log_scale)) * pw
-    h = np.exp(np.minimum(d[:, 3], max_log_scale)) * ph
-    return np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=1)
-
-
-def paired_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """IoU of row i of ``boxes_a`` with row i of ``boxes_b``, ``[N, 4] x [N, 4] -> [N]`` float64.
-
-    torchvision has only the pairwise ``[N, M]`` matrix; its diagonal would cost N^2 memory.
-    """
-    a = _as_boxes(boxes_a, "boxes")
-    b = _as_boxes(boxes_b, "boxes")
-    if a.shape != b.shape:
-        raise DataError(f"paired_iou needs boxes of the same shape, got {a.shape} and {b.shape}")
-    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0.0, None)
-    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0.0, None)
-    inter = iw * ih
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a + area_b - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-class TrainingWindows(NamedTuple):
-    """Training windows of one image for box regression (see :func:`select_training_windows`)."""
-
-    index: np.ndarray  # [M] int64 rows of the image's proposals
-    gt_boxes: np.ndarray  # [M, 4] float64 the matched ground-truth box of each
-    labels: np.ndarray  # [M] the matched box's class label
-    iou: np.ndarray  # [M] float64 IoU with it
-
-
-def select_training_windows(
-    proposals: np.ndarray,
-    gt_boxes: np.ndarray,
-    gt_labels: np.ndarray,
-    *,
-    min_iou: float = 0.5,
-) -> TrainingWindows:
-    """One image's regression training windows (SPP-net ``spp_train_bbox_regressor.m``).
-
-    Each proposal is matched to the ground-truth box (of any class) it overlaps most, the
-    first such box on ties, and takes that box's class; it is a training window if that IoU is
-    ``> min_iou``. Include the ground-truth boxes among the proposals to train on them too (the
-    released code does: their targets are 0).
-
-    Args:
-        proposals: ``[N, 4]`` 0-based continuous boxes.
-        gt_boxes: ``[G, 4]`` the image's ground-truth boxes.
-        gt_labels: ``[G]`` their class labels (any dtype).
-        min_iou: IoU a window must exceed.
-
-    Returns:
-        :class:`TrainingWindows`; empty when the image has no proposals or no ground truth.
-    """
-    p = _as_boxes(proposals, "proposals")
-    g = _as_boxes(gt_boxes, "ground-truth boxes")
-    labels = np.asarray(gt_labels).reshape(-1)
-    if labels.shape[0] != g.shape[0]:
-        raise DataError(f"{g.shape[0]} ground-truth boxes but {labels.shape[0]} labels")
-    if p.shape[0] == 0 or g.shape[0] == 0:
-        return TrainingWindows(
-            np.zeros(0, dtype=np.int64), np.zeros((0, 4)), labels[:0], np.zeros(0)
-        )
-    iou = box_iou(p, g)  # [N, G]
-    best = np.argmax(iou, axis=1)
-    best_iou = iou[np.arange(p.shape[0]), best]
-    index = np.flatnonzero(best_iou > min_iou)
-    return TrainingWindows(
-        index.astype(np.int64), g[best[index]], labels[best[index]], best_iou[index]
-    )
 
 
 def _target_statistics(targets: np.ndarray, whiten: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -199,6 +54,61 @@ def _check_finite_rows(x: np.ndarray, class_name: str) -> None:
             f"class {class_name!r}: features contain NaN or infinite values in rows "
             f"{bad[:10].tolist()}"
         )
+
+
+def _training_rows(class_name: str, features: np.ndarray, proposals: np.ndarray,
+                   gt_boxes: np.ndarray, *, min_iou: float, dim: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which of a class's windows (or of a chunk of them) train its regressor, and their targets.
+
+    Args:
+        features: ``[n, D]`` raw features; proposals, gt_boxes: ``[n, 4]``.
+        min_iou: a window trains the regressor if its IoU with its ground truth is above it.
+        dim: the feature width ``D`` the features must have (None: any).
+
+    Returns:
+        ``(features, keep, targets)``: the features as an array, the bool mask ``[n]`` of
+        the training windows, and their targets ``[keep.sum(), 4]`` (:func:`encode`).
+
+    Raises:
+        DataError: shapes that do not fit, NaN or infinite features.
+    """
+    x = np.asarray(features)
+    p = as_boxes(proposals, f"proposals of class {class_name!r}")
+    g = as_boxes(gt_boxes, f"ground-truth boxes of class {class_name!r}")
+    width_ok = dim is None or (x.ndim == 2 and x.shape[1] == dim)
+    if x.ndim != 2 or x.shape[0] != p.shape[0] or g.shape != p.shape or not width_ok:
+        columns = "" if dim is None else f" and the features D={dim} columns"
+        raise DataError(
+            f"class {class_name!r}: features {x.shape}, proposals {p.shape} and ground-truth "
+            f"boxes {g.shape} must have the same number of rows{columns}"
+        )
+    _check_finite_rows(x, class_name)
+    keep = paired_iou(p, g) > min_iou
+    return x, keep, encode(p[keep], g[keep])
+
+
+def _design_matrix(x: np.ndarray, keep: np.ndarray, feature_scale: float) -> np.ndarray:
+    """``A = [scaled features, 1]`` of the kept rows, float64 ``[m, D + 1]``, filled in place
+    (no float64 copy of the features besides ``A`` itself)."""
+    dim = x.shape[1]
+    design = np.empty((int(np.count_nonzero(keep)), dim + 1), dtype=np.float64)
+    design[:, :dim] = x[keep]
+    design[:, :dim] *= feature_scale
+    design[:, dim] = 1.0
+    return design
+
+
+def _fitted(coef: np.ndarray, mean: np.ndarray, std: np.ndarray, num_windows: int
+            ) -> dict[str, np.ndarray]:
+    """One class's fitted arrays from ``coef [4, D + 1]`` (weights, then the bias column)."""
+    return {
+        "coef": coef[:, :-1].copy(),
+        "intercept": coef[:, -1].copy(),
+        "target_mean": mean,
+        "target_std": std,
+        "num_windows": np.int64(num_windows),
+    }
 
 
 def _fit_class_regressor_chunked(
@@ -229,23 +139,11 @@ def _fit_class_regressor_chunked(
     cross = np.zeros((dim + 1, 4))
     kept_targets = []
     for features, proposals, gt_boxes in chunks:
-        x = np.asarray(features)
-        p = _as_boxes(proposals, f"proposals of class {class_name!r}")
-        g = _as_boxes(gt_boxes, f"ground-truth boxes of class {class_name!r}")
-        if x.ndim != 2 or x.shape != (p.shape[0], dim) or g.shape != p.shape:
-            raise DataError(
-                f"class {class_name!r}: a chunk of features {x.shape}, proposals {p.shape} and "
-                f"ground-truth boxes {g.shape} does not fit D={dim}"
-            )
-        _check_finite_rows(x, class_name)
-        keep = paired_iou(p, g) > min_iou
+        x, keep, targets = _training_rows(class_name, features, proposals, gt_boxes,
+                                          min_iou=min_iou, dim=dim)
         if not keep.any():
             continue
-        targets = encode(p[keep], g[keep])
-        design = np.empty((targets.shape[0], dim + 1), dtype=np.float64)
-        design[:, :dim] = x[keep]
-        design[:, :dim] *= feature_scale
-        design[:, dim] = 1.0
+        design = _design_matrix(x, keep, feature_scale)
         gram += design.T @ design
         cross += design.T @ targets
         kept_targets.append(targets)
@@ -256,13 +154,7 @@ def _fit_class_regressor_chunked(
     rhs = (cross - gram[:, dim:] * mean) / std  # A^T (T - 1 mean) / std, [D + 1, 4]
     gram.flat[:: dim + 2] += lambda_
     coef = scipy.linalg.solve(gram, rhs, assume_a="pos", overwrite_a=True).T  # [4, D + 1]
-    return class_name, {
-        "coef": coef[:, :dim].copy(),
-        "intercept": coef[:, dim].copy(),
-        "target_mean": mean,
-        "target_std": std,
-        "num_windows": np.int64(targets.shape[0]),
-    }, None
+    return class_name, _fitted(coef, mean, std, targets.shape[0]), None
 
 
 class WindowSource(Protocol):
@@ -294,26 +186,13 @@ def _fit_class_regressor(
     feature_scale: float,
 ) -> tuple[str, dict[str, np.ndarray] | None, str | None]:
     """Worker of :meth:`BBoxRegressor.fit` for one class (module-level so joblib can pickle it)."""
-    x = np.asarray(features)
-    p = _as_boxes(proposals, f"proposals of class {class_name!r}")
-    g = _as_boxes(gt_boxes, f"ground-truth boxes of class {class_name!r}")
-    if x.ndim != 2 or x.shape[0] != p.shape[0] or g.shape != p.shape:
-        raise DataError(
-            f"class {class_name!r}: features {x.shape}, proposals {p.shape} and ground-truth "
-            f"boxes {g.shape} must have the same number of rows"
-        )
-    _check_finite_rows(x, class_name)
-    keep = paired_iou(p, g) > min_iou
+    x, keep, targets = _training_rows(class_name, features, proposals, gt_boxes,
+                                      min_iou=min_iou)
     if not keep.any():
         return class_name, None, f"no training window with IoU > {min_iou}"
-    targets = encode(p[keep], g[keep])
     mean, std = _target_statistics(targets, whiten)
     y = (targets - mean) / std
-    n, dim = int(keep.sum()), x.shape[1]
-    design = np.empty((n, dim + 1), dtype=np.float64)
-    design[:, :dim] = x[keep]
-    design[:, :dim] *= feature_scale
-    design[:, dim] = 1.0
+    design = _design_matrix(x, keep, feature_scale)
     # The released code solves min ||A b - y||^2 + lambda ||b||^2 (no averaging over N) with
     # A = [features, 1], the bias weight regularised too. scikit-learn's Ridge minimises
     # ||y - X w||^2 + alpha ||w||^2, also without averaging, so alpha = lambda exactly; the
@@ -321,13 +200,7 @@ def _fit_class_regressor(
     ridge = Ridge(alpha=lambda_, fit_intercept=False, solver="cholesky")
     ridge.fit(design, y)
     coef = np.asarray(ridge.coef_, dtype=np.float64)  # [4, D + 1]
-    return class_name, {
-        "coef": coef[:, :dim].copy(),
-        "intercept": coef[:, dim].copy(),
-        "target_mean": mean,
-        "target_std": std,
-        "num_windows": np.int64(n),
-    }, None
+    return class_name, _fitted(coef, mean, std, design.shape[0]), None
 
 
 class BBoxRegressor(BaseEstimator):
@@ -380,7 +253,7 @@ class BBoxRegressor(BaseEstimator):
                 time, so a lazy mapping keeps one class in memory).
             proposals_by_class: class -> ``[N, 4]`` the windows' boxes.
             gt_by_class: class -> ``[N, 4]`` the ground-truth box each window is matched to
-                (:func:`select_training_windows`).
+                (:func:`sppdet.training.box_targets.select_training_windows`).
             feature_scale: factor applied to every feature (mean norm 20).
 
         Returns:
@@ -525,11 +398,7 @@ class BBoxRegressor(BaseEstimator):
                 arrays["target_mean"][i] = self.target_mean_[name]
                 arrays["target_std"][i] = self.target_std_[name]
                 arrays["num_windows"][i] = self.num_windows_[name]
-        if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__"):
-            with open(path, "wb") as handle:
-                np.savez(handle, **arrays)
-        else:
-            np.savez(path, **arrays)
+        save_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | Any) -> tuple[BBoxRegressor, list[str]]:
@@ -606,7 +475,7 @@ class BBoxRegressor(BaseEstimator):
             float64 ``[N, 4]`` boxes.
         """
         check_is_fitted(self, "coef_")
-        p = _as_boxes(proposals, "proposals")
+        p = as_boxes(proposals, "proposals")
         if class_name in self.skipped_:
             boxes = p.copy()
         else:

@@ -20,13 +20,9 @@ import numpy as np
 
 from sppdet.ops.boxes import box_iou, is_degenerate
 from sppdet.data.voc import ImageAnnotation
-from sppdet.errors import ConfigError, DataError
-
-#: Paper 4.1: positives have IoU >= 0.5 with a ground-truth box.
-FG_IOU = 0.5
-#: Paper 4.1: negatives have IoU in [0.1, 0.5).
-BG_IOU_LOW = 0.1
-BG_IOU_HIGH = 0.5
+from sppdet.errors import DataError
+from sppdet.training.finetune.config import (  # re-exported
+    BG_IOU_HIGH, BG_IOU_LOW, FG_IOU, check_thresholds)
 
 
 @dataclass(frozen=True)
@@ -47,18 +43,6 @@ class LabelledWindows:
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
-
-
-def check_thresholds(fg_iou: float, bg_iou_low: float, bg_iou_high: float) -> None:
-    """Refuse IoU bands that are out of [0, 1] or let a window be positive and negative."""
-    if not 0.0 < fg_iou <= 1.0:
-        raise ConfigError(f"fg_iou must be in (0, 1], got {fg_iou}")
-    if not 0.0 <= bg_iou_low < bg_iou_high <= 1.0:
-        raise ConfigError(f"the negative band [bg_iou_low, bg_iou_high) must satisfy "
-                          f"0 <= low < high <= 1, got [{bg_iou_low}, {bg_iou_high})")
-    if bg_iou_high > fg_iou:
-        raise ConfigError(f"bg_iou_high ({bg_iou_high}) must not exceed fg_iou ({fg_iou}): a "
-                          "window would be both positive and negative")
 
 
 def label_windows(proposals_xyxy: np.ndarray, gt_boxes_xyxy: np.ndarray,

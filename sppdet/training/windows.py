@@ -6,10 +6,11 @@ What the ``train-svm`` and ``train-bbox-reg`` stages feed the learners (REFERENC
 - positives of a class: its ground-truth boxes (:func:`collect_positives`);
 - negatives of a class in an image: proposals with IoU < 0.3 to every ground-truth box of the
   class (:func:`negative_masks`), windows with the same feature-map footprint kept once
-  (:func:`sppdet.training.svm.unique_window_indices` on :func:`sppdet.features.window_features.window_cells`);
+  (:func:`sppdet.training.svm.window_selection.unique_window_indices` on
+  :func:`sppdet.features.window_features.window_cells`);
   :class:`SharedNegativeStream` yields them image by image for all classes at once;
 - box-regression windows: proposals and ground-truth boxes whose best-matching ground truth
-  overlaps them by IoU > ``min_iou`` (:func:`sppdet.training.bbox_regression.select_training_windows`),
+  overlaps them by IoU > ``min_iou`` (:func:`sppdet.training.box_targets.select_training_windows`),
   collected class by class on disk (:class:`RegressionWindowStore`) so memory holds one class.
 
 Features come from :class:`sppdet.features.window_features.WindowFeaturizer` (SPP at the best scale,
@@ -21,19 +22,21 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
 
-from sppdet.io.artifacts import ItemReader
-from sppdet.training.bbox_regression import select_training_windows
+from sppdet.io.closing import Closing
+from sppdet.io.item_store import ItemReader
+from sppdet.training.box_targets import select_training_windows
 from sppdet.ops.boxes import box_iou
 from sppdet.errors import DataError
 from sppdet.progress import progress
-from sppdet.training.svm import SharedImageNegatives, unique_window_indices
+from sppdet.training.svm.inputs import SharedImageNegatives
+from sppdet.training.svm.window_selection import unique_window_indices
 from sppdet.features.window_features import WindowFeaturizer, window_cells
 
 PROPOSALS_STAGE = "propose"
@@ -163,7 +166,7 @@ class SharedNegativeStream:
 
     Calling it with a group of class names gives an iterable that, on each iteration, opens
     the feature cache, the fc checkpoint and the proposals, and yields one
-    :class:`~sppdet.training.svm.SharedImageNegatives` per image: the image's proposals with
+    :class:`~sppdet.training.svm.inputs.SharedImageNegatives` per image: the image's proposals with
     feature-map duplicates removed, restricted to those that are a negative of at least one
     class of the group, their features computed once, and a mask per class.
 
@@ -208,54 +211,144 @@ class _NegativePasses:
     stats: dict[str, Any] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[SharedImageNegatives]:
-        from sppdet.features.fc_head import FcHead
-        from sppdet.features.cache import FeatureCache
-
         src = self.source
-        index = {name: k for k, name in enumerate(src.classes)}
-        group_k = np.array([index[name] for name in self.group], dtype=np.int64)
+        group_k = _group_indices(src, self.group)
+        _init_stats(self.stats)
+        with _OpenedInputs(src) as opened:
+            for image_id, gt in progress(src.truth.items(), total=len(src.truth),
+                                         desc="mining negatives"):
+                yield image_negatives(src, opened, self.group, group_k, image_id, gt,
+                                      self.stats)
+
+
+def _group_indices(src: SharedNegativeStream, group: list[str]) -> np.ndarray:
+    index = {name: k for k, name in enumerate(src.classes)}
+    return np.array([index[name] for name in group], dtype=np.int64)
+
+
+def _init_stats(stats: dict[str, Any]) -> None:
+    for key in ("images", "proposals", "unique_windows", "featurized_windows"):
+        stats.setdefault(key, 0)
+    for key in ("pool_seconds", "fc_seconds", "select_seconds"):
+        stats.setdefault(key, 0.0)
+
+
+class _OpenedInputs(Closing):
+    """The feature cache, proposals and fc layers of a :class:`SharedNegativeStream`, open."""
+
+    def __init__(self, src: SharedNegativeStream) -> None:
+        from sppdet.features.cache import FeatureCache
+        from sppdet.features.fc_head import FcHead
+
         head = None
         if src.layer != "pool5":
             head, _ = FcHead.load(src.fc_path)
-        stats = self.stats
-        for key in ("images", "proposals", "unique_windows", "featurized_windows"):
-            stats.setdefault(key, 0)
-        for key in ("pool_seconds", "fc_seconds", "select_seconds"):
-            stats.setdefault(key, 0.0)
-        with FeatureCache(src.features_path, device=src.device) as cache, \
-                ItemReader(src.proposals_path, made_by=PROPOSALS_STAGE) as proposals:
-            featurizer = WindowFeaturizer(cache, head, src.layer, batch_size=src.batch_size)
-            for image_id, gt in progress(src.truth.items(), total=len(src.truth),
-                                         desc="mining negatives"):
-                start = time.perf_counter()
-                boxes = read_proposals(proposals, image_id)
-                # As the released code: windows with the same footprint are removed first
-                # (the first one is kept), then the kept ones are matched with the truth.
-                if boxes.shape[0]:
-                    cells, scale = window_cells(cache, image_id, boxes)
-                    kept = unique_window_indices(cells, scale)
-                else:
-                    kept = np.zeros(0, dtype=np.int64)
-                masks = negative_masks(boxes[kept], gt.boxes, gt.labels, len(src.classes),
-                                       iou_threshold=src.iou_threshold)[group_k]
-                candidates = masks.any(axis=0)
-                rows = kept[candidates]
-                masks = masks[:, candidates]
-                stats["select_seconds"] += time.perf_counter() - start
-                before = (featurizer.times.pool_seconds, featurizer.times.fc_seconds)
-                features = featurizer(image_id, boxes[rows])
-                stats["pool_seconds"] += featurizer.times.pool_seconds - before[0]
-                stats["fc_seconds"] += featurizer.times.fc_seconds - before[1]
-                stats["images"] += 1
-                stats["proposals"] += int(boxes.shape[0])
-                stats["unique_windows"] += int(kept.size)
-                stats["featurized_windows"] += int(rows.size)
-                yield SharedImageNegatives(
-                    image_id=image_id,
-                    features=features,
-                    negative_masks={name: masks[j] for j, name in enumerate(self.group)},
-                    proposal_index=rows,
-                )
+        self.cache = FeatureCache(src.features_path, device=src.device)
+        try:
+            self.proposals = ItemReader(src.proposals_path, made_by=PROPOSALS_STAGE)
+        except BaseException:
+            self.cache.close()
+            raise
+        self.featurizer = WindowFeaturizer(self.cache, head, src.layer,
+                                           batch_size=src.batch_size)
+
+    def close(self) -> None:
+        self.cache.close()
+        self.proposals.close()
+
+
+def image_negatives(src: SharedNegativeStream, opened: _OpenedInputs, group: list[str],
+                    group_k: np.ndarray, image_id: str, gt: ImageTruth,
+                    stats: dict[str, Any]) -> SharedImageNegatives:
+    """One image's item of the shared stream for the classes ``group`` (indices ``group_k``);
+    adds its counts and seconds to ``stats``."""
+    start = time.perf_counter()
+    boxes = read_proposals(opened.proposals, image_id)
+    # As the released code: windows with the same footprint are removed first
+    # (the first one is kept), then the kept ones are matched with the truth.
+    if boxes.shape[0]:
+        cells, scale = window_cells(opened.cache, image_id, boxes)
+        kept = unique_window_indices(cells, scale)
+    else:
+        kept = np.zeros(0, dtype=np.int64)
+    masks = negative_masks(boxes[kept], gt.boxes, gt.labels, len(src.classes),
+                           iou_threshold=src.iou_threshold)[group_k]
+    candidates = masks.any(axis=0)
+    rows = kept[candidates]
+    masks = masks[:, candidates]
+    stats["select_seconds"] += time.perf_counter() - start
+    featurizer = opened.featurizer
+    before = (featurizer.times.pool_seconds, featurizer.times.fc_seconds)
+    features = featurizer(image_id, boxes[rows])
+    stats["pool_seconds"] += featurizer.times.pool_seconds - before[0]
+    stats["fc_seconds"] += featurizer.times.fc_seconds - before[1]
+    stats["images"] += 1
+    stats["proposals"] += int(boxes.shape[0])
+    stats["unique_windows"] += int(kept.size)
+    stats["featurized_windows"] += int(rows.size)
+    return SharedImageNegatives(
+        image_id=image_id,
+        features=features,
+        negative_masks={name: masks[j] for j, name in enumerate(group)},
+        proposal_index=rows,
+    )
+
+
+@dataclass
+class DistributedNegativeStream:
+    """A :class:`SharedNegativeStream` whose images are featurized by an executor's workers.
+
+    Each image's item (SPP pooling + fc layers of its candidate negatives) is computed by a
+    task; the items come back in the images' order (computed ahead, a few per worker) to the
+    miners in this process, so every class sees the same stream as with the plain stream.
+    Worth it when featurizing costs more than mining (fc7 on thousands of windows per image):
+    the featurization then spreads over every worker instead of being repeated per group.
+
+    Attributes:
+        source: the plain stream (paths and truth).
+        executor: a :class:`sppdet.parallel.executors.Executor`.
+    """
+
+    source: SharedNegativeStream
+    executor: Any
+
+    def __call__(self, group: list[str]) -> "_DistributedPasses":
+        return _DistributedPasses(self, list(group))
+
+
+@dataclass
+class _DistributedPasses:
+    stream: DistributedNegativeStream
+    group: list[str]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[SharedImageNegatives]:
+        src = self.stream.source
+        bare = replace(src, truth={})  # each task carries its own image's truth only
+        _init_stats(self.stats)
+        items = self.stream.executor.imap(
+            _negatives_task, ((bare, self.group, image_id, gt)
+                              for image_id, gt in src.truth.items()))
+        for item, stats in progress(items, total=len(src.truth), desc="mining negatives"):
+            for key, value in stats.items():
+                self.stats[key] += value
+            yield item
+
+
+def _negatives_task(src: SharedNegativeStream, group: list[str], image_id: str,
+                    gt: ImageTruth) -> tuple[SharedImageNegatives, dict[str, Any]]:
+    """Worker: one image's item of the shared stream and its stats."""
+    from sppdet.parallel.executors import process_cache
+
+    files = tuple((os.stat(p).st_ino, os.stat(p).st_mtime_ns)  # a rewritten file: a new key
+                  for p in (src.features_path, src.proposals_path, src.fc_path) if p)
+    opened = process_cache(("negatives", src.features_path, src.proposals_path, src.fc_path,
+                            src.layer, src.batch_size, src.device, files),
+                           lambda: _OpenedInputs(src))
+    stats: dict[str, Any] = {}
+    _init_stats(stats)
+    item = image_negatives(src, opened, group, _group_indices(src, group), image_id, gt, stats)
+    return item, stats
 
 
 # ----------------------------------------------------------------------------------------------
@@ -363,7 +456,7 @@ def collect_regression_windows(featurizer: WindowFeaturizer, proposals: ItemRead
     Windows are the image's proposals (plus its ground-truth boxes with ``include_gt``, as
     R-CNN and SPP-net train on them too); each is matched to the ground-truth box it overlaps
     most (any class, difficult included) and kept if that IoU is ``> min_iou``
-    (:func:`sppdet.training.bbox_regression.select_training_windows`). Only kept windows are pooled.
+    (:func:`sppdet.training.box_targets.select_training_windows`). Only kept windows are pooled.
 
     Returns:
         image statistics: ``images``, ``proposals``, ``windows`` (kept).

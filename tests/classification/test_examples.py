@@ -25,7 +25,8 @@ from sppdet.classification.examples import (
     voc_crop_examples,
 )
 from sppdet.data.images import read_image
-from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import make_demo_data
 from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError, DataError
 from tests.conftest import make_voc_dataset

@@ -11,14 +11,15 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from sppdet.io.artifacts import read_record
+from sppdet.io.records import read_record
 from sppdet.backbones import build_backbone
-from sppdet.backbones.base import file_sha256
+from sppdet.io.hashing import file_sha256
 from sppdet.classification.model import load_classifier
 from sppdet.cli import cli
-from sppdet.data.synthetic import DemoDataConfig, make_demo_data
+from sppdet.data.synthetic.config import DemoDataConfig
+from sppdet.data.synthetic.dataset import make_demo_data
 from sppdet.errors import ConfigError
-from sppdet.training.finetune import FinetuneConfig
+from sppdet.training.finetune.config import FinetuneConfig
 from sppdet.stages import pipeline, pretrain
 from sppdet.stages.pipeline import CacheOptions, PipelineConfig, ProposeOptions
 
@@ -69,7 +70,7 @@ def test_pretrain_writes_a_backbone_checkpoint_and_a_classifier(trained) -> None
 
 def test_classify_reports_three_modes_and_writes_features(trained) -> None:
     data, work, out, _ = trained
-    output = _invoke("-w", str(work), "classify", str(out), str(data), "--split", "test",
+    output = _invoke("-w", str(work), "classify", str(data), str(out), "--split", "test",
                      "--features", "fc7", "--device", "cpu")
     assert "centre 64 crop" in output and "full image (shorter side 72)" in output
     report_files = list((work / "classify" / "zf5-tiny").rglob("report.json"))
@@ -82,7 +83,7 @@ def test_classify_reports_three_modes_and_writes_features(trained) -> None:
         assert handle["labels"].shape == (n,)
         assert json.loads(handle.attrs["classes"])[-1] == "__background__"
 
-    _invoke("-w", str(work), "classify", str(out / "classifier.pt"), str(data), "--split",
+    _invoke("-w", str(work), "classify", str(data), str(out / "classifier.pt"), "--split",
             "test", "--modes", "full", "--features", "spp", "--whole-images", "--device", "cpu")
     features = next((work / "classify").rglob("features.spp.h5"))
     with h5py.File(features) as handle:
@@ -141,7 +142,7 @@ def test_pretrain_on_an_image_folder(tmp_path) -> None:
                      "--val-fraction", "0", *TINY_TRAIN)
     assert "2-way SPP classifier (blue, red)" in output
     out = work / "backbones" / "zf5-folder"
-    output = _invoke("-w", str(work), "classify", str(out), str(tmp_path / "folder"),
+    output = _invoke("-w", str(work), "classify", str(tmp_path / "folder"), str(out),
                      "--split", "test", "--device", "cpu")
     assert "| centre 64 crop |" in output
 
@@ -161,8 +162,8 @@ def test_bad_inputs_are_clear_errors(tmp_path) -> None:
     assert result.exit_code == 2 and "comma-separated integers" in result.output
     broken = tmp_path / "classifier.pt"
     broken.write_bytes(b"junk")
-    result = CliRunner().invoke(cli, ["-w", str(tmp_path / "w"), "classify", str(broken),
-                                      str(empty)])
+    result = CliRunner().invoke(cli, ["-w", str(tmp_path / "w"), "classify", str(empty),
+                                      str(broken)])
     assert result.exit_code == 1 and "cannot read the checkpoint" in result.output
 
 

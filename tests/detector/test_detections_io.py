@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sppdet.io.artifacts import ItemStore, Record
+from sppdet.io.item_store import ItemStore
+from sppdet.io.records import Record
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import (
     DetectionsItem,
@@ -91,3 +92,15 @@ def test_data_mismatch():
                                                     "fingerprint": "f"})
     assert "annotations, image list or image files changed" in data_mismatch(
         DATA, {**DATA, "fingerprint": "f"})
+
+
+def test_soft_nms_settings_round_trip_and_hard_records_stay_as_they_were(tmp_path):
+    # Hard NMS writes the three keys it always wrote, so older records stay up to date.
+    assert set(NMSSettings().to_params()) == {"iou_threshold", "score_threshold",
+                                              "max_per_image"}
+    soft = NMSSettings(0.3, -1.5, 100, method="gaussian", sigma=0.3)
+    assert soft.to_params()["method"] == "gaussian" and soft.to_params()["sigma"] == 0.3
+    rec = Record("detect", detections_params(model="m", data=DATA, classes=["a", "b"],
+                                             nms=soft))
+    path = write_detections_artifact(tmp_path / "d.h5", rec, items())
+    assert read_detections_artifact(path).nms == soft

@@ -72,8 +72,11 @@ def test_class_detections_round_trip_float64(tmp_path: Path):
     )
     back = read_comp4_file(path)
     np.testing.assert_array_equal(back.scores, d.scores)
-    # Boxes come back through voc_to_xyxy, i.e. as float32.
-    np.testing.assert_array_equal(back.boxes, d.boxes.astype(np.float32))
+    # The devkit's coordinates (x1 + 1 in float64) come back bit for bit; the overlaps are
+    # computed on them, so the file and the detections in memory evaluate the same.
+    np.testing.assert_array_equal(back.boxes_voc, d.boxes_voc)
+    np.testing.assert_array_equal(back.boxes_voc, d.boxes + [1, 1, 0, 0])
+    np.testing.assert_array_equal(back.boxes, back.boxes_voc - [1, 1, 0, 0])
 
 
 @pytest.mark.parametrize(
@@ -128,6 +131,9 @@ def test_missing_files(tmp_path: Path):
     assert set(read.detections) == {"cat"}
     with pytest.raises(DataError, match="does not exist"):
         read_comp4_dir(tmp_path / "nope", "test", CLASSES)
+    # no file of the split at all: an error in both modes, naming what is there
+    with pytest.raises(DataError, match=r"no comp4 file for split 'val'.*comp4_det_test_cat"):
+        read_comp4_dir(tmp_path, "val", CLASSES, missing_files="empty")
     with pytest.raises(ConfigError):
         read_comp4_dir(tmp_path, "test", CLASSES, unknown_images="ignore")
 

@@ -655,3 +655,106 @@ def test_real_voc2007_annotations_match_devkit_port():
             )
             assert r.npos == npos
             assert np.isclose(r.devkit_ap, ap, rtol=0, atol=1e-12, equal_nan=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The devkit's edge cases, each with its AP worked out by hand.
+# ---------------------------------------------------------------------------------------------
+
+
+def zero_based_overlap(det_voc, gt_voc):
+    """The same overlap computed on 0-based coordinates (x1 = xmin - 1, w = x2 - x1): equal in
+    exact arithmetic, rounded differently in floats."""
+    b = [det_voc[0] - 1, det_voc[1] - 1, det_voc[2], det_voc[3]]
+    g = [gt_voc[0] - 1, gt_voc[1] - 1, gt_voc[2], gt_voc[3]]
+    iw = min(b[2], g[2]) - max(b[0], g[0])
+    ih = min(b[3], g[3]) - max(b[1], g[1])
+    inter = iw * ih
+    return inter / ((b[2] - b[0]) * (b[3] - b[1]) + (g[2] - g[0]) * (g[3] - g[1]) - inter)
+
+
+@pytest.mark.parametrize(
+    ("det_voc", "gt_voc"),
+    [
+        # float64: the devkit's order of operations gives exactly 0.5, 0-based 0.4999999999999999
+        ((1.19, 14.28, 32.94596685082873, 35.0), (1.0, 1.0, 24.0, 35.0)),
+        # the devkit gives 0.5; boxes stored as float32 0-based (the old reading) 0.49999999
+        ((1.01, 1.09, 19.889182643794147, 10.0), (1.0, 1.0, 10.0, 10.0)),
+    ],
+)
+def test_float_detection_at_exactly_half_matches_as_in_devkit(det_voc, gt_voc):
+    _, _, devkit_ap, _ = devkit_vocevaldet(
+        ["a"], [[{"class": 0, "bbox": list(gt_voc), "difficult": False}]], 0,
+        ["a"], [0.9], [list(det_voc)],
+    )
+    assert devkit_ap == pytest.approx(1.0, abs=1e-12)  # the devkit: a true positive
+    b32 = np.float32(np.array(det_voc) - [1, 1, 0, 0]).astype(np.float64) + [1, 1, 0, 0]
+    # the case is on the edge: another float route lands below 0.5
+    assert min(zero_based_overlap(det_voc, gt_voc), zero_based_overlap(b32, gt_voc)) < 0.5
+    gt = [ImageGroundTruth("a", voc_to_xyxy(np.array([gt_voc])), [0], None,
+                           np.array([gt_voc]))]
+    d = ClassDetections.from_voc(["a"], np.array([0.9]), np.array([det_voc]))
+    r = evaluate_class(gt, 0, d)
+    assert r.matches.best_overlap[0] == 0.5
+    # one object, one true positive: precision 1 at recall 1 -> AP 1 in both metrics
+    assert r.n_true_positives == 1 and r.ap == pytest.approx(1.0, abs=1e-12)
+    assert evaluate_class(gt, 0, d, metric="area").ap == 1.0
+
+
+def test_single_pixel_ground_truth_box():
+    # VOC (5, 5, 5, 5) is one pixel (area 1 under the +1 rule); the 2x1 detection (5, 5, 6, 5)
+    # covers it: intersection 1, union 2 -> overlap 0.5, a match.
+    gt = [ImageGroundTruth("a", np.zeros((2, 4)), [0, 0], None,
+                           np.array([[5.0, 5, 5, 5], [20, 20, 29, 29]]))]
+    d = ClassDetections.from_voc(
+        ["a", "a", "a"], np.array([0.9, 0.8, 0.7]),
+        np.array([[5.0, 5, 6, 5], [40, 40, 49, 49], [20, 20, 29, 29]]))
+    r = evaluate_class(gt, 0, d)
+    np.testing.assert_array_equal(r.matches.best_overlap, [0.5, -np.inf, 1.0])
+    # TP, FP, TP with npos 2: recall .5 .5 1, precision 1 .5 2/3.
+    # 11-point: thresholds 0..0.5 (6) reach precision 1, 0.6..1 (5) reach 2/3.
+    assert r.ap == pytest.approx((6 + 5 * 2 / 3) / 11, abs=1e-12)
+    assert evaluate_class(gt, 0, d, metric="area").ap == pytest.approx(0.5 + 0.5 * 2 / 3,
+                                                                       abs=1e-12)
+    # the single pixel alone, matched exactly: overlap 1
+    exact = ClassDetections.from_voc(["a"], np.array([1.0]), np.array([[5.0, 5, 5, 5]]))
+    assert evaluate_class(gt, 0, exact).matches.best_overlap[0] == 1.0
+
+
+def test_class_without_ground_truth_devkit_mean_beside():
+    # cat: one object, one true positive -> AP 1. dog: no object, one detection -> undefined
+    # here, 0 in the VOC2007 devkit. Mean AP over defined classes 1; the devkit's mean
+    # (1 + 0) / 2 = 0.5.
+    gt = [gt_image("a", [[0, 0, 10, 10]], labels=[0])]
+    detections = {"cat": dets([("a", 0.9, 0, 0, 10, 10)]), "dog": dets([("a", 0.8, *FAR)])}
+    ev = evaluate_detections(gt, detections, ["cat", "dog"])
+    assert ev.per_class[0].ap == pytest.approx(1.0, abs=1e-12)
+    assert ev.per_class[1].ap is None and ev.per_class[1].devkit_ap == 0.0
+    assert ev.mean_ap == pytest.approx(1.0, abs=1e-12)
+    assert ev.devkit_mean_ap == pytest.approx(0.5, abs=1e-12)
+    _, _, devkit_dog, _ = devkit_vocevaldet(
+        ["a"], [[{"class": 0, "bbox": [1, 1, 10, 10], "difficult": False}]], 1,
+        ["a"], [0.8], [[101, 101, 110, 110]])
+    assert devkit_dog == 0.0
+    # with every class defined the two means agree
+    both = evaluate_detections([gt_image("a", [[0, 0, 10, 10], [20, 0, 30, 10]], [0, 1])],
+                               detections, ["cat", "dog"])
+    assert both.devkit_mean_ap == both.mean_ap == pytest.approx(0.5, abs=1e-12)
+
+
+def test_artifact_and_its_comp4_file_give_the_same_overlaps(tmp_path: Path):
+    # float32 0-based boxes (as detect stores them) near the 0.5 boundary: the in-memory
+    # detections and the comp4 file written from them are evaluated on the same numbers.
+    rng = np.random.default_rng(3)
+    gt_voc = np.array([[1.0, 1.0, 24.0, 35.0]])
+    boxes = (np.array([[0.19, 13.28, 32.945967, 35.0]]) + rng.normal(0, 1e-3, (200, 4)))
+    images = [ImageDetections("a", boxes.astype(np.float32), rng.random(200), np.zeros(200, np.int64))]
+    write_comp4_files(tmp_path, "test", ["x"], images)
+    from_file = read_comp4_dir(tmp_path, "test", ["x"]).detections["x"]
+    gt = [ImageGroundTruth("a", voc_to_xyxy(gt_voc), [0], None, gt_voc)]
+    r_memory = evaluate_detections(gt, images, ["x"]).per_class[0]
+    r_file = evaluate_detections(gt, {"x": from_file}, ["x"]).per_class[0]
+    np.testing.assert_array_equal(r_memory.matches.best_overlap, r_file.matches.best_overlap)
+    assert (r_memory.matches.best_overlap < 0.5).any() and (
+        r_memory.matches.best_overlap >= 0.5).any()
+    np.testing.assert_array_equal(r_memory.precision, r_file.precision)

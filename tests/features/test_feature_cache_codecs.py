@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from sppdet.io.artifacts import ItemStore, Record
+from sppdet.io.item_store import ItemStore
+from sppdet.io.records import Record
 from sppdet.errors import ConfigError, DataError
 from sppdet.features.cache import FEATURES_STAGE, FeatureCache, all_finite, load_codec
 

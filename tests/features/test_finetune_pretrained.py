@@ -8,14 +8,16 @@ from click.testing import CliRunner
 from torch import nn
 
 from tests.fake_artifacts import make_fake_pipeline_inputs
-from sppdet.io.artifacts import read_record
+from sppdet.io.records import read_record
 from sppdet.backbones import build_backbone
-from sppdet.backbones.base import file_sha256
+from sppdet.io.hashing import file_sha256
 from sppdet.backbones.paper_nets import ZF5
 from sppdet.cli import cli
-from sppdet.errors import ConfigError, ModelError, StaleArtifactError
+from sppdet.errors import ConfigError, ModelError, ParameterError, StaleArtifactError
 from sppdet.features.fc_head import FcHead
-from sppdet.training.finetune import FcFinetuner, FinetuneConfig, init_head
+from sppdet.training.finetune.config import FinetuneConfig
+from sppdet.training.finetune.head_init import init_head
+from sppdet.training.finetune.trainer import FcFinetuner
 from sppdet.features.pretrained_fc import load_pretrained_fc, pretrained_weights_file
 from sppdet.ops.spp import spp_output_dim
 from sppdet.stages import finetune
@@ -65,8 +67,10 @@ def test_head_starts_from_the_checkpoint_fc6_fc7_and_a_fresh_fc8(zf5_file):
 def test_width_and_input_length_mismatches_say_what_to_change(zf5_file):
     pretrained = load_pretrained_fc(described(zf5_file))
     wide = FinetuneConfig(init="pretrained", **{**SMALL, "hidden": 32})
-    with pytest.raises(ConfigError, match="the pretrained fc6 has 16 outputs; pass --hidden 16"):
+    with pytest.raises(ParameterError, match="the pretrained fc6 has 16 outputs, not 32: "
+                                             "fine-tune fc6/fc7 16 wide") as caught:
         init_head(IN_DIM, 3, wide, pretrained)
+    assert caught.value.param == "hidden"  # the CLI shows it as a bad --hidden (exit 2)
     other_levels = FinetuneConfig(init="pretrained", levels=(4, 2, 1), **SMALL)
     in_dim = spp_output_dim(256, (4, 2, 1))
     with pytest.raises(ModelError, match=rf"takes 12800 inputs.*have {in_dim} .*\(4, 2, 1\)"):
@@ -164,7 +168,7 @@ def test_stage_trains_from_the_pretrained_layers_and_records_the_file(fake, tmp_
 
 def test_stage_refuses_a_changed_weights_file_and_a_wrong_width(fake, tmp_path):
     out = tmp_path / "m" / "fc.pt"
-    with pytest.raises(ConfigError, match="pass --hidden 16"):
+    with pytest.raises(ParameterError, match="16 outputs, not 8"):
         run_stage(fake, out, FinetuneConfig(init="pretrained", iterations=4,
                                             **{**SMALL, "hidden": 8}))
     weights = fake.root / "zf5.pt"
@@ -179,7 +183,7 @@ def test_stage_refuses_a_changed_weights_file_and_a_wrong_width(fake, tmp_path):
 
 
 def test_trainer_loads_the_layers_from_the_training_cache(fake):
-    from tests.training.test_finetune import split_inputs
+    from tests.training.finetune.finetune_inputs import split_inputs
 
     train, cache = split_inputs(fake, "train")
     seen = {}
@@ -214,3 +218,14 @@ def test_cli_offers_pretrained_and_explains_what_it_needs(tmp_path):
         "--iterations", "2", "--device", "cpu"])
     assert result.exit_code == 1
     assert "needs features cached with a weights file that holds fc6/fc7" in result.output
+
+
+def test_cli_a_width_that_does_not_fit_the_pretrained_fc6_is_a_bad_hidden(fake, tmp_path):
+    result = CliRunner().invoke(cli, [
+        "--work-dir", str(tmp_path / "work"), "finetune", str(fake.dataset), "-n", "x",
+        "--proposals", str(fake.proposals["train"]), "--features", str(fake.features["train"]),
+        "--val-split", "none", "--init", "pretrained", "--hidden", "8", "--iterations", "2",
+        "--device", "cpu"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--hidden': the pretrained fc6 has 16 outputs, not 8" in \
+        " ".join(result.output.split())

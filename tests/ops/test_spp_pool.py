@@ -247,3 +247,64 @@ def test_cuda_matches_cpu():
     got = spp_pool(fmap.cuda(), torch.from_numpy(cells).cuda())
     assert got.device.type == "cuda"
     torch.testing.assert_close(got.cpu(), spp_pool(fmap, cells), rtol=0, atol=0)
+
+
+# --- pooling on several threads ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_threaded_pooling_is_bit_identical_to_one_thread(threads):
+    rng = np.random.default_rng(5)
+    maps = torch.relu(torch.randn(3, 16, 23, 31, generator=torch.Generator().manual_seed(5)))
+    cells = random_cells(rng, 23, 31, 1500)
+    batch = rng.integers(0, 3, size=len(cells))
+    single = spp_pool(maps, cells, batch, threads=1)
+    several = spp_pool(maps, cells, batch, threads=threads)
+    assert several.shape == single.shape
+    assert torch.equal(several, single)
+    # and the one-thread path itself is the slow loop's result
+    first = batch == 0
+    assert torch.equal(single[torch.from_numpy(first)], reference_spp(maps[0], cells[first]))
+
+
+def test_threaded_pooling_splits_the_windows(monkeypatch):
+    """The threaded path really runs: roi_pool is called once per chunk, from pool threads."""
+    import threading
+
+    import sppdet.ops.spp as spp_module
+
+    calls = []
+    real = spp_module.roi_pool
+
+    def spy(maps, rois, **kwargs):
+        calls.append((len(rois), threading.current_thread().name))
+        return real(maps, rois, **kwargs)
+
+    monkeypatch.setattr(spp_module, "roi_pool", spy)
+    fmap = torch.rand(4, 9, 9)
+    cells = random_cells(np.random.default_rng(0), 9, 9, 400)
+    spp_pool(fmap, cells, threads=2)
+    assert sorted(n for n, _ in calls) == sorted([len(cells) // 2, len(cells) - len(cells) // 2])
+    assert all(name.startswith("spp-pool") for _, name in calls)
+    calls.clear()
+    spp_pool(fmap, cells[:100], threads=2)  # too few windows to split: one call, this thread
+    assert calls == [(100, threading.current_thread().name)]
+
+
+def test_threaded_pooling_under_inference_mode_and_with_grad():
+    fmap = torch.rand(4, 12, 12, dtype=torch.float64)
+    cells = random_cells(np.random.default_rng(1), 12, 12, 300)
+    expected = reference_spp(fmap, cells)
+    with torch.inference_mode():
+        inference_map = fmap.clone()
+        assert torch.equal(spp_pool(inference_map, cells, threads=2), expected)
+    leaf = fmap.clone().requires_grad_(True)
+    pooled = spp_pool(leaf, cells, threads=2)  # needs a graph: pooled in one call
+    assert pooled.requires_grad and torch.equal(pooled.detach(), expected)
+    pooled.sum().backward()
+    assert leaf.grad is not None and float(leaf.grad.sum()) == pytest.approx(pooled.numel())
+
+
+def test_invalid_thread_count_is_rejected():
+    with pytest.raises(ConfigError, match="threads must be >= 1"):
+        spp_pool(torch.rand(2, 5, 5), np.array([[0, 0, 4, 4]] * 200), threads=0)

@@ -1,15 +1,15 @@
-"""Library pieces of the SVM / box-regression training: window features, negatives, the shared
-mining stream, the per-class window store and the model files."""
+"""Library pieces of the SVM / box-regression training (sppdet.training.windows): window
+features, negatives, the shared mining stream, the per-class window store and the box
+regressor's file (the SVM trainers are tested in tests/training/svm/)."""
 
 from __future__ import annotations
 
 import io
-import logging
 
 import numpy as np
 import pytest
 
-from sppdet.io.artifacts import ItemReader
+from sppdet.io.item_store import ItemReader
 from sppdet.training.bbox_regression import BBoxRegressor
 from sppdet.ops.boxes import box_iou
 from sppdet.data.voc import VOCDataset
@@ -17,16 +17,7 @@ from sppdet.errors import ConfigError, DataError, ModelError
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import FeatureCache
 from sppdet.ops.scales import select_scales
-from sppdet.training.svm import (
-    HardNegativeMiner,
-    HardNegativeSVM,
-    SVMWeights,
-    estimate_feature_scale,
-    feature_scale_from_norms,
-    train_class_svms,
-    train_class_svms_shared,
-    unique_window_indices,
-)
+from sppdet.training.svm.window_selection import unique_window_indices
 from sppdet.training.windows import (
     RegressionWindowStore,
     SharedNegativeStream,
@@ -36,8 +27,6 @@ from sppdet.training.windows import (
 from sppdet.features.window_features import WindowFeaturizer, window_cells
 
 from tests.fake_training_inputs import make_inputs, write_fc
-from tests.training.toy_shared_svm_data import CLASSES, per_class_negatives, shared_negatives
-from tests.training.toy_svm_data import DIM, toy_positives
 
 
 @pytest.fixture(scope="module")
@@ -168,110 +157,8 @@ def test_collect_positives_groups_by_class(inputs):
 
 
 # ----------------------------------------------------------------------------------------------
-# Mining all classes over one shared stream
+# The per-class window store of box regression
 # ----------------------------------------------------------------------------------------------
-
-
-def test_miner_add_scaled_equals_add_image():
-    positives = toy_positives("cat")
-    results = []
-    for scaled in (False, True):
-        miner = HardNegativeMiner(HardNegativeSVM(retrain_every=200), positives,
-                                  feature_scale=1.5)
-        for item in per_class_negatives("cat"):
-            if scaled:
-                miner.add_scaled(item.image_id, (item.features * 1.5).astype(miner.dtype),
-                                 item.proposal_index)
-            else:
-                miner.add_image(item)
-        miner.end_pass()
-        results.append(miner.finish())
-    np.testing.assert_array_equal(results[0].coef_, results[1].coef_)
-    assert results[0].cached_negative_keys_ == results[1].cached_negative_keys_
-    assert results[0].solver_seconds_ > 0 and results[0].mining_seconds_ >= \
-        results[0].solver_seconds_
-
-
-@pytest.mark.parametrize("n_jobs", [1, 2])
-def test_shared_training_equals_per_class_training(n_jobs, caplog):
-    positives = {"cat": toy_positives("cat"), "dog": np.zeros((0, DIM), np.float32),
-                 "bird": toy_positives("bird")}
-    estimator = HardNegativeSVM(retrain_every=300)
-    reference = train_class_svms(CLASSES, positives, per_class_negatives, estimator=estimator,
-                                 feature_scale=2.0)
-    with caplog.at_level(logging.WARNING, logger="sppdet.training.svm"):
-        shared = train_class_svms_shared(CLASSES, positives, shared_negatives,
-                                         estimator=estimator, feature_scale=2.0, n_jobs=n_jobs)
-    assert list(shared.models) == ["cat", "bird"]
-    assert shared.skipped == {"dog": "no positive examples"} and "'dog'" in caplog.text
-    for name in ("cat", "bird"):
-        np.testing.assert_array_equal(shared.models[name].coef_, reference.models[name].coef_)
-        assert shared.models[name].intercept_ == reference.models[name].intercept_
-        assert shared.models[name].cached_negative_keys_ == \
-            reference.models[name].cached_negative_keys_
-    assert len(shared.worker_seconds) == n_jobs
-
-
-def test_shared_training_validates_the_stream():
-    positives = {"cat": toy_positives("cat")}
-
-    def bad_mask(group):
-        yield from (item._replace(negative_masks={"cat": np.ones(3, bool)})
-                    for item in shared_negatives(group))
-
-    with pytest.raises(DataError, match="mask"):
-        train_class_svms_shared(["cat"], positives, bad_mask)
-
-    def nan_features(group):
-        for item in shared_negatives(group):
-            features = item.features.copy()
-            features[1, 0] = np.nan
-            yield item._replace(features=features)
-
-    with pytest.raises(DataError, match="img000"):
-        train_class_svms_shared(["cat"], positives, nan_features)
-
-
-def test_shared_training_records_a_class_without_negatives():
-    def nothing(group):
-        yield from (item._replace(negative_masks={}) for item in shared_negatives(group))
-
-    result = train_class_svms_shared(["cat"], {"cat": toy_positives("cat")}, nothing)
-    assert result.models == {} and "no negative" in result.skipped["cat"]
-
-
-def test_feature_scale_from_norms_equals_the_estimate():
-    x = np.random.default_rng(0).normal(size=(50, 7))
-    assert feature_scale_from_norms(np.linalg.norm(x, axis=1)) == \
-        pytest.approx(estimate_feature_scale(x), rel=1e-12)
-    with pytest.raises(DataError):
-        feature_scale_from_norms(np.zeros(0))
-    with pytest.raises(DataError):
-        feature_scale_from_norms(np.zeros(3))
-
-
-# ----------------------------------------------------------------------------------------------
-# Model files
-# ----------------------------------------------------------------------------------------------
-
-
-def test_svm_weights_round_trip_and_scores():
-    svms = train_class_svms(["cat", "dog"], {"cat": toy_positives("cat")}, per_class_negatives,
-                            feature_scale=0.5)
-    weights = SVMWeights.from_class_svms(svms, "fc7")
-    buffer = io.BytesIO()
-    weights.save(buffer)
-    buffer.seek(0)
-    loaded = SVMWeights.load(buffer)
-    assert loaded.classes == ["cat", "dog"] and loaded.layer == "fc7"
-    assert loaded.trained.tolist() == [True, False] and loaded.feature_scale == 0.5
-    x = toy_positives("cat")[:4]
-    scores = loaded.scores(x)
-    np.testing.assert_allclose(scores[:, 0], svms.models["cat"].decision_function(x),
-                               rtol=1e-4, atol=1e-4)
-    assert np.isneginf(scores[:, 1]).all()
-    with pytest.raises(ModelError):
-        SVMWeights.load(io.BytesIO(b"not a file"))
 
 
 def _regression_windows(rng, n, dim):
@@ -320,6 +207,9 @@ def test_store_keeps_float16_features_exactly(tmp_path):
         store.append("a", values, np.zeros((1, 4)), np.ones((1, 4)))
         np.testing.assert_array_equal(store.load("a")[0], values)
         with pytest.raises(DataError):
+            store.append("a", values, np.zeros((2, 4)), np.ones((1, 4)))
+
+
             store.append("a", values, np.zeros((2, 4)), np.ones((1, 4)))
 
 

@@ -1,0 +1,6 @@
+"""``python -m sppdet``: the same command line as ``sppdet``."""
+
+from sppdet.cli import main
+
+if __name__ == "__main__":  # spawned worker processes import this module again
+    main(prog_name="sppdet")
