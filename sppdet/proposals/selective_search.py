@@ -31,8 +31,8 @@ boxes of one OpenCV run (ties by coordinates): a region's box is never smaller t
 its parts, so this order agrees with the hierarchy on every chain of merges. Measured against
 OpenCV's order and the scale-interleaved order sppdet used before, on the VOC fixtures and BCCD
 (``benchmarks/proposals_recall.py --orders``, BENCHMARKS.md), it keeps more objects than
-OpenCV's order at every budget below 2,000 boxes, and as many as or more than the former order
-at every budget but one (BCCD, top 300: 0.705 against 0.709).
+OpenCV's order at every budget, and more than the former order at small budgets (100-500 boxes;
+the same within an object at 1,000-2,000).
 
 Determinism. The random numbers come from a NumPy generator seeded with ``seed`` (the same for
 every image), and the boxes of an OpenCV run are ordered by a fixed key before they are drawn,
