@@ -1,6 +1,6 @@
 """Recall versus boxes of the proposal methods on real images, and what selective search needs.
 
-Three measurements, single process, one OpenCV thread (CPU time of this process is the
+Four measurements, single process, one OpenCV thread (CPU time of this process is the
 "per core" figure; the machine load is printed beside it):
 
 1. ``--methods``: recall at IoU 0.5 / 0.7 and AR for the top-k boxes of each method (library
@@ -12,14 +12,15 @@ Three measurements, single process, one OpenCV thread (CPU time of this process 
    (``process()`` of one run with every colour space, scale and strategy, C library seeded
    with ``srand(0)``), and the scale-interleaved order sppdet used before (octave strata of
    box size taken round-robin, OpenCV's order inside each stratum).
-3. ``--variants``: selective search settings one change at a time, from OpenCV's
+3. ``--timing``: ss-fast beside OpenCV's own ``switchToSelectiveSearchFast``, image by image.
+4. ``--variants``: selective search settings one change at a time, from OpenCV's
    ``switchToSelectiveSearchFast`` defaults to the paper's fast mode and past it (no resize),
    with recall per class and per object size: why selective search missed BCCD's cells.
 
 Usage (from the project root; data sets are not part of the project, see shared/data):
 
     OMP_NUM_THREADS=1 python benchmarks/proposals_recall.py --data-root ../shared/data \\
-        [--methods ss-fast edgeboxes] [--orders [--seeds 5]] [--variants] \\
+        [--methods ss-fast edgeboxes] [--orders [--seeds 5]] [--variants] [--timing] \\
         [--datasets voc bccd] [--bccd-images 72] [--json out.json]
 
 Data sets: ``voc``: the real VOC images of ``voc-fixtures`` (VOC2007 and VOC2012, every image
@@ -248,7 +249,32 @@ def run_orders(sets: dict, results: dict, seeds: int) -> None:
                 {"dataset": name, "order": key, "report": report.to_dict()})
 
 
-# ---------------------------------------------------------------- 3. variants
+# ---------------------------------------------------------------- 3. timing
+
+
+def run_timing(sets: dict, results: dict) -> None:
+    """ss-fast against OpenCV's own switchToSelectiveSearchFast, image by image, same process."""
+    for name, (images, _, _) in sets.items():
+        ours = theirs = 0.0
+        for image in images.values():
+            start = time.process_time()
+            propose_image(image, "ss-fast")
+            ours += time.process_time() - start
+            small, _, _ = resize_longer_side(image, default_params("ss-fast").max_size)
+            start = time.process_time()
+            search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+            search.setBaseImage(np.ascontiguousarray(small[:, :, ::-1]))
+            search.switchToSelectiveSearchFast()
+            search.process()
+            theirs += time.process_time() - start
+        n = len(images)
+        print(f"\n== time on {name} ({n} images): ss-fast {ours / n:.2f} s CPU per image, "
+              f"OpenCV's switchToSelectiveSearchFast {theirs / n:.2f} s; {load_text()}")
+        results.setdefault("timing", []).append(
+            {"dataset": name, "ss_fast": ours / n, "opencv_fast": theirs / n, "load": load_text()})
+
+
+# ---------------------------------------------------------------- 4. variants
 
 
 def variant_boxes(image_rgb: np.ndarray, spaces: tuple[str, ...], ks: tuple[int, ...],
@@ -313,6 +339,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5,
                         help="--orders: rank the library's boxes with seeds 0 .. N-1")
     parser.add_argument("--variants", action="store_true")
+    parser.add_argument("--timing", action="store_true",
+                        help="time ss-fast beside OpenCV's own fast mode")
     parser.add_argument("--datasets", nargs="+", default=["voc", "bccd"],
                         choices=["voc", "bccd"])
     parser.add_argument("--bccd-images", type=int, default=72)
@@ -331,6 +359,8 @@ def main() -> None:
         run_orders(sets, results, args.seeds)
     if args.variants:
         run_variants(sets, results)
+    if args.timing:
+        run_timing(sets, results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
