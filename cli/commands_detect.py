@@ -86,7 +86,8 @@ def _per_scorer(values: dict[str, float]) -> str:
 @pass_settings
 def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, split: str,
                    scorer: str, bbox_reg: bool, iou_threshold: float, nms_method: str,
-                   nms_sigma: float, score_threshold: float | None, max_per_image: int, method: str | None,
+                   nms_sigma: float, score_threshold: float | None, max_per_image: int,
+                   method: str | None,
                    proposals: Path | None, features: Path | None,
                    feature_variant: str | None, scales: tuple[int, ...] | None,
                    out: Path | None, draw_threshold: float | None, fc_mode: str,

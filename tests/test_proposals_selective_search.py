@@ -96,7 +96,8 @@ def test_seed_controls_the_order():
     # Proves the determinism tests can fail: another seed gives the same set in another order.
     image = blocks_image(seed=1)
     seed0 = selective_search(image, ALL_BOXES).boxes
-    seed1 = selective_search(image, SelectiveSearchParams(max_boxes=None, min_size=0, seed=1)).boxes
+    seed1 = selective_search(image, SelectiveSearchParams(max_boxes=None, min_size=0,
+                                                          seed=1)).boxes
     np.testing.assert_array_equal(np.unique(seed0, axis=0), np.unique(seed1, axis=0))
     assert not np.array_equal(seed0, seed1)
 
@@ -183,7 +184,8 @@ def test_max_boxes_keeps_large_boxes_and_is_a_prefix():
     srand.argtypes = [ctypes.c_uint]
     srand(0)
     opencv_first = _opencv_fast_mode_in_one_run(image)[:cap]
-    opencv_areas = (opencv_first[:, 2] - opencv_first[:, 0]) * (opencv_first[:, 3] - opencv_first[:, 1])
+    opencv_areas = ((opencv_first[:, 2] - opencv_first[:, 0])
+                    * (opencv_first[:, 3] - opencv_first[:, 1]))
     assert np.median(opencv_areas) < np.median(areas[:cap])
 
 
@@ -268,7 +270,8 @@ def test_colour_images():
     # Full-range hue: red 0, blue 240 degrees -> 240 / 360 * 256 = 171 (OpenCV's HSV: 120).
     assert hsv[0, 0, 0] == 0 and hsv[0, 1, 0] == 171
     assert colour_image(bgr, "lab").shape == (1, 4, 3)
-    assert colour_image(bgr, "h").shape == (1, 4) and colour_image(bgr, "intensity").shape == (1, 4)
+    assert colour_image(bgr, "h").shape == (1, 4)
+    assert colour_image(bgr, "intensity").shape == (1, 4)
     rgi = colour_image(bgr, "rgi")
     # Red: r = 1, g = 0; black: 1/3 each; (R, G, B) = (90, 60, 30): r = 0.5, g = 1/3.
     assert rgi[0, 0, :2].tolist() == [255, 0]
