@@ -39,8 +39,8 @@ def _per_scorer(values: dict[str, float]) -> str:
                    "overlapping windows instead of removing them: linear (1 - IoU above "
                    "--iou-threshold) or gaussian.")
 @param_option(DetectOptions, "nms_sigma", "--nms-sigma",
-              help="Gaussian Soft-NMS: scores above the score threshold are multiplied by "
-                   "exp(-IoU^2 / sigma).")
+              help="Gaussian Soft-NMS: the part of a score above the score threshold is "
+                   "multiplied by exp(-IoU^2 / sigma).")
 @param_option(DetectOptions, "score_threshold", "--score-threshold", type=float,
               show_default=_per_scorer(DEFAULT_SCORE_THRESHOLDS),
               help="Keep windows scoring above this.")
