@@ -10,6 +10,7 @@ import click
 from sppdet.data.synthetic.config import DemoDataConfig
 from sppdet.stages.params import DEFAULT_BACKBONE, METRICS, PROPOSAL_METHODS, SCORERS
 from sppdet.stages.pipeline_config import DEMO_FIGURES, DEMO_PIPELINE, PipelineConfig
+from sppdet.stages.recipes import CPU_EPOCHS, RECIPES
 
 from .context import Settings, pass_settings
 from .options import (DeviceType, IntListType, backbone_choice, dataset_argument, device_option,
@@ -39,6 +40,14 @@ def _config_default(value: object) -> str:
                            "(optional), propose, cache_features, finetune, train_svm, "
                            "train_bbox_reg, detect (docs/pipeline.example.yaml); options "
                            "given here override it.")
+@option("--recipe", type=click.Choice(RECIPES), default=None,
+        show_default=_config_default(_DEFAULTS.recipe),
+        help="Base settings the config file and these options are laid over: paper (5 scales "
+             "with flips, 90,000 iterations of a 4,096-wide fc6/fc7: the paper's GPU "
+             "schedule), cpu (scale 688 with flips, 1,024 wide at lr 0.01, 3 epochs over the "
+             "positive windows), auto (cpu on the CPU, paper on a GPU).")
+@option("--plan-only", "--dry-run", "plan_only", is_flag=True, default=False,
+        help="Print the plan (each stage's settings and why, expected time, disk) and stop.")
 @option("--name", "-n", default=None, show_default=_config_default(_DEFAULTS.name),
         help="Model name.")
 @option("--train-split", default=None,
@@ -49,13 +58,16 @@ def _config_default(value: object) -> str:
         show_default=_config_default(DEFAULT_BACKBONE) + " (or the pretrain backbone)",
         help="Conv trunk.")
 @option("--scales", type=IntListType("scale", min=1), default=None,
-        show_default=_config_default(_DEFAULTS.cache_features.scales),
+        show_default="the config file's, else the recipe's: paper "
+                     + ",".join(map(str, _DEFAULTS.cache_features.scales)) + ", cpu 688",
         help="Shorter image sides, comma-separated.")
 @option("--method", type=click.Choice(PROPOSAL_METHODS), default=None,
         show_default=_config_default(_DEFAULTS.propose.method), help="Proposal method.")
 @option("--iterations", type=click.IntRange(min=1), default=None,
-        show_default=_config_default(_DEFAULTS.finetune.iterations),
-        help="Fine-tuning mini-batches.")
+        show_default=f"the config file's, else the recipe's: paper "
+                     f"{_DEFAULTS.finetune.iterations}, cpu {CPU_EPOCHS:g} epochs over the "
+                     "positive windows",
+        help="Fine-tuning mini-batches (replaces the recipe's epochs).")
 @option("--scorer", type=click.Choice(SCORERS), default=None,
         show_default=_config_default(_DEFAULTS.detect.scorer), help="Detection scores.")
 @option("--metric", type=click.Choice(METRICS), default=None,
@@ -79,41 +91,59 @@ def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
                      backbone: str | None, scales: tuple[int, ...] | None, method: str | None,
                      iterations: int | None, scorer: str | None, metric: str | None,
                      jobs: int | None, seed: int | None, dask: str | None, device: str | None,
-                     force: bool) -> None:
+                     recipe: str | None, plan_only: bool, force: bool) -> None:
     """Run every stage on DATASET: propose, cache-features, finetune, train-svm,
     train-bbox-reg, detect, eval; first pretrain when the config has a pretrain section
     (its weights then compute the features).
 
+    First prints the plan: each stage's settings and why (recipe, config file, option), its
+    expected time and the disk it needs; stops before any stage when the disk cannot hold it.
     Stages whose artifacts are up to date (same parameters, same inputs) are skipped; after a
     change, the pipeline reruns from the first stage it affects.
     """
-    from sppdet.stages import pipeline
-    from sppdet.stages.pipeline_config import load_config
+    from sppdet.stages import pipeline, planning
+    from sppdet.stages.pipeline_config import read_config_values, resolve_config
+    from sppdet.stages.plan import check_disk
 
-    config = load_config(config_file) if config_file else PipelineConfig()
-    config = _override(config, name=name, train_split=train_split, test_split=test_split,
-                       backbone=backbone, scales=scales, method=method, iterations=iterations,
-                       scorer=scorer, metric=metric, jobs=jobs, seed=seed, device=device,
-                       dask=dask)
-    summary = pipeline.run(dataset, settings.work_dir, config, force=force,
-                           on_stage=_echo_stage)
+    layers = [(str(config_file), read_config_values(config_file))] if config_file else []
+    layers += _option_layers(name=name, train_split=train_split, test_split=test_split,
+                             backbone=backbone, scales=scales, method=method,
+                             iterations=iterations, scorer=scorer, metric=metric, jobs=jobs,
+                             seed=seed, device=device, dask=dask, recipe=recipe)
+    resolved = resolve_config(layers, _device_type)
+    if plan_only:
+        plan, _ = planning.make_plan(dataset, settings.work_dir, resolved, force=force,
+                                     device_type=_device_type(resolved.config.device))
+        click.echo(plan.to_text())
+        check_disk(plan)
+        return
+    summary = pipeline.run(dataset, settings.work_dir, resolved, force=force,
+                           on_stage=_echo_stage, on_plan=lambda p: click.echo(p.to_text()))
     click.echo(summary.to_text())
 
 
-def _override(config: PipelineConfig, **options: Any) -> PipelineConfig:
-    """``config`` with the options that were given (not None) in place of its values."""
-    given = {key: value for key, value in options.items() if value is not None}
-    top = {key: given.pop(key) for key in list(given)
-           if key in ("name", "train_split", "test_split", "metric", "jobs", "seed", "device",
-                      "dask")}
-    config = dataclasses.replace(config, **top)
-    # the other options are fields of one section each, under the same name
-    sections = {"backbone": "cache_features", "scales": "cache_features", "method": "propose",
-                "iterations": "finetune", "scorer": "detect"}
-    for key, value in given.items():
-        section = sections[key]
-        setattr(config, section, dataclasses.replace(getattr(config, section), **{key: value}))
-    return config
+def _device_type(name: str) -> str:
+    """``cpu`` or ``cuda``: the device ``name`` (``auto``...) resolves to here."""
+    from sppdet.devices import resolve_device
+
+    return resolve_device(name).type
+
+
+#: Options that set a field of a config section (the others are top-level keys).
+_SECTION_OF = {"backbone": "cache_features", "scales": "cache_features", "method": "propose",
+               "iterations": "finetune", "scorer": "detect"}
+
+
+def _option_layers(**options: Any) -> list[tuple[str, dict[str, Any]]]:
+    """One config layer per option given (not None), labelled with its flag."""
+    layers = []
+    for key, value in options.items():
+        if value is None:
+            continue
+        label = "--" + key.replace("_", "-")
+        section = _SECTION_OF.get(key)
+        layers.append((label, {section: {key: value}} if section else {key: value}))
+    return layers
 
 
 @click.command("demo")

@@ -8,7 +8,11 @@ before it, like make.
 
 The whole run is described by a :class:`PipelineConfig`, which a YAML or JSON file can give
 (sections ``pretrain``, ``propose``, ``cache_features``, ``finetune``, ``train_svm``,
-``train_bbox_reg``, ``detect``; see ``docs/pipeline.example.yaml``).
+``train_bbox_reg``, ``detect``; see ``docs/pipeline.example.yaml``), laid over a recipe
+(:mod:`stages.recipes`). Before any stage runs, the plan (:mod:`stages.planning`) gives each
+stage's settings, expected time and disk; a plan whose artifacts do not fit the free disk is
+refused then, with nothing written. The plan, with each stage's actual time, is kept as
+``models/<name>/plan.json``.
 
 With a ``pretrain`` section, a paper trunk is first trained as an SPP classifier on the
 dataset's object crops (:mod:`stages.pretrain`), and its ``weights.pt`` computes the features
@@ -18,7 +22,6 @@ SHA-256, so retraining it reruns every later stage.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,15 +32,16 @@ from sppdet.data.voc import VOCDataset
 from sppdet.errors import ConfigError
 from sppdet.progress import get_logger
 
-from . import (cache_features, detect, evaluate, finetune, pretrain, propose,
+from . import (cache_features, detect, evaluate, finetune, planning, pretrain, propose,
                train_bbox_reg, train_svm)
 from .layout import detections_path, eval_dir, model_dir, proposals_path
 from .params import (DEFAULT_BACKBONE, PAPER_TRUNKS,  # noqa: F401 (re-exported)
                      BBoxRegOptions, CacheOptions, DetectOptions, PretrainOptions,
                      ProposeOptions, SvmOptions)
-from .pipeline_config import (PipelineConfig, check_config,  # noqa: F401 (re-exported)
-                              config_from_dict, load_config, pretrain_arguments,
+from .pipeline_config import (PipelineConfig, ResolvedConfig,  # noqa: F401 (re-exported)
+                              check_config, config_from_dict, load_config, pretrain_arguments,
                               pretrain_from_dict)
+from .plan import Plan, check_disk
 from .training_inputs import finetune_splits
 
 log = get_logger("pipeline")
@@ -60,41 +64,67 @@ class PipelineSummary:
     eval_summary: Any = None
     detections: Path | None = None
     seconds: float = 0.0
+    plan: Plan | None = None
 
     def to_text(self) -> str:
+        planned = {s.stage: s for s in self.plan.stages} if self.plan else {}
         lines = ["Pipeline stages:"]
         for r in self.results:
             state = "up to date" if r.up_to_date else f"{r.seconds:7.1f} s"
+            step = planned.get(r.stage)
+            if step is not None and not r.up_to_date and step.seconds is not None:
+                state += f"  (planned {step.seconds:.0f} s)"
             lines.append(f"  {r.stage:<28} {state}")
-        lines.append(f"  {'total':<28} {self.seconds:7.1f} s")
+        total = f"  {'total':<28} {self.seconds:7.1f} s"
+        if self.plan is not None:
+            total += f"  (planned {self.plan.seconds:.0f} s)"
+        lines.append(total)
         return "\n".join(lines)
 
 
-def run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: bool = False,
-        on_stage: Callable[[StageResult], None] | None = None) -> PipelineSummary:
-    """Run every stage in order; each one skips itself when its artifact is up to date.
+def run(dataset: str | Path, work_dir: Path, config: PipelineConfig | ResolvedConfig, *,
+        force: bool = False, on_stage: Callable[[StageResult], None] | None = None,
+        on_plan: Callable[[Plan], None] | None = None) -> PipelineSummary:
+    """Plan, then run every stage in order; each one skips itself when its artifact is up to
+    date.
 
     Args:
         dataset: VOC-layout dataset folder.
         work_dir: the work dir.
-        config: the run's configuration.
+        config: the run's configuration (a :class:`ResolvedConfig` also says its recipe and
+            where each key came from, for the plan).
         force: rebuild every artifact.
         on_stage: called after each stage with its :class:`StageResult`.
+        on_plan: called with the plan before any stage runs.
 
     Raises:
+        StorageError: the plan's new artifacts need more disk than the work dir has free
+            (before any stage runs; nothing is written).
         ClusterError: ``config.dask`` names a scheduler that cannot be reached (before any
             stage runs).
     """
+    from sppdet.devices import resolve_device
     from sppdet.parallel.dask_cluster import open_executor
 
-    check_config(config)
-    with open_executor(config.dask, jobs=config.jobs) as executor:
-        return _run(dataset, work_dir, config, force=force, on_stage=on_stage,
-                    executor=executor)
+    resolved = planning.as_resolved(config)
+    check_config(resolved.config)
+    plan, _ = planning.make_plan(dataset, work_dir, resolved, force=force,
+                                 device_type=resolve_device(resolved.config.device).type)
+    if on_plan is not None:
+        on_plan(plan)
+    check_disk(plan)
+    with open_executor(resolved.config.dask, jobs=resolved.config.jobs) as executor:
+        summary = _run(dataset, work_dir, resolved, force=force, on_stage=on_stage,
+                       executor=executor)
+    summary.plan = plan
+    planning.write_plan(model_dir(work_dir, resolved.config.name) / "plan.json", plan,
+                        {r.stage: None if r.up_to_date else r.seconds for r in summary.results})
+    return summary
 
 
-def _run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: bool,
+def _run(dataset: str | Path, work_dir: Path, resolved: ResolvedConfig, *, force: bool,
          on_stage: Callable[[StageResult], None] | None, executor: Any) -> PipelineSummary:
+    config = resolved.config
     work_dir = Path(work_dir)
     summary = PipelineSummary()
     start = time.perf_counter()
@@ -141,7 +171,8 @@ def _run(dataset: str | Path, work_dir: Path, config: PipelineConfig, *, force: 
     models = model_dir(work_dir, config.name)
     train_props, train_feats = props[config.train_split], feats[config.train_split]
     fc_path = models / "fc.pt"
-    ft_config = dataclasses.replace(config.finetune, seed=config.seed)
+    # with finetune_epochs, the length is counted from the proposals made above
+    ft_config = planning.resolved_finetune(resolved, dataset, finetune_split, train_props).config
     step("finetune", lambda: finetune.run(
         dataset, fc_path, train_split=finetune_split, train_proposals=train_props,
         train_features=train_feats, val_split=val_split,

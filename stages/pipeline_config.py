@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ from .params import (FINETUNE_SPLIT, METRICS, PAPER_TRUNKS, TEST_SPLIT, TRAIN_SP
                      BBoxRegOptions, CacheOptions, DetectOptions, PretrainOptions,
                      ProposeOptions, SvmOptions, check_section, param,
                      unknown_keys_message)
+from .recipes import (DEFAULT_RECIPE, RECIPES, RecipeChoice, choose_recipe, flat_keys,
+                      recipe_values)
 
 
 def _device_name(value: str) -> None:
@@ -57,6 +59,11 @@ class PipelineConfig:
             (``tcp://host:8786``) or a scheduler file; ``None`` runs them on this machine.
         device: ``auto``, ``cpu``, ``cuda[:N]``.
         seed: seed of every sampling stage (and of pretraining unless its section sets one).
+        recipe: the base settings the file and the options are laid over: ``paper``,
+            ``cpu`` or ``auto`` (``cpu`` on the CPU, ``paper`` on a GPU); see
+            :mod:`stages.recipes`.
+        finetune_epochs: fine-tune for this many passes over the training split's positive
+            windows instead of ``finetune.iterations`` (``None``: the iterations as given).
         pretrain: the optional pretraining step (``None``: none; the features come from
             ``cache_features.backbone`` and ``weights``).
     """
@@ -71,6 +78,8 @@ class PipelineConfig:
     dask: str | None = None
     device: str = param("auto", check=_device_name)
     seed: int = 0
+    recipe: str = param(DEFAULT_RECIPE, choices=RECIPES)
+    finetune_epochs: float | None = param(None, min=0, min_open=True)
     propose: ProposeOptions = field(default_factory=ProposeOptions)
     cache_features: CacheOptions = field(default_factory=CacheOptions)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -236,6 +245,15 @@ def load_config(path: str | Path, base: PipelineConfig | None = None) -> Pipelin
         ConfigError: the file cannot be read or parsed, is not a mapping, or holds an unknown
             key or a bad value (the message names the file and the key).
     """
+    return config_from_dict(read_config_values(path), base, source=str(path))
+
+
+def read_config_values(path: str | Path) -> dict[str, Any]:
+    """The nested mapping of a YAML or JSON pipeline config file, unchecked.
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or is not a mapping.
+    """
     import yaml  # here: only a run with a config file needs it
 
     path = Path(path)
@@ -248,4 +266,74 @@ def load_config(path: str | Path, base: PipelineConfig | None = None) -> Pipelin
         values = {}
     if not isinstance(values, Mapping):
         raise ConfigError(f"{path}: the pipeline config must be a mapping of sections")
-    return config_from_dict(values, base, source=str(path))
+    return dict(values)
+
+
+@dataclass
+class ResolvedConfig:
+    """A run's configuration with the recipe applied, and where each setting came from.
+
+    Attributes:
+        config: the configuration.
+        recipe: the recipe used and why.
+        sources: dotted key (``finetune.lr``) -> what set it (``recipe cpu``, a file, an
+            option); keys absent are the declared defaults.
+    """
+
+    config: PipelineConfig
+    recipe: RecipeChoice
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def explicit(self, key: str) -> bool:
+        """The key was given by a config file or an option (not a default or the recipe)."""
+        return key in self.sources and not self.sources[key].startswith("recipe")
+
+
+def resolve_config(layers: list[tuple[str, Mapping[str, Any]]],
+                   device_type: Callable[[str], str]) -> ResolvedConfig:
+    """Lay the recipe, then each of ``layers`` (a config file, the options) over the defaults.
+
+    The recipe is the last layer's ``recipe`` key (default ``auto``); ``auto`` asks
+    ``device_type`` for the type (``cpu``/``cuda``) of the run's ``device`` (the last layer's,
+    default ``auto``). Fine-tuning iterations given by a layer replace the recipe's epochs.
+
+    Args:
+        layers: ``(label, nested mapping)`` in increasing priority, e.g.
+            ``[("config.yaml", {...}), ("--iterations", {"finetune": {"iterations": 900}})]``;
+            the label names the source in messages and in the plan.
+        device_type: device name -> its type.
+
+    Raises:
+        ConfigError: an unknown recipe, key or bad value (naming the layer), or both
+            ``finetune.iterations`` and ``finetune_epochs`` given.
+    """
+    def last(key: str, default: Any) -> tuple[Any, str]:
+        for label, values in reversed(layers):
+            if key in values:
+                return values[key], label
+        return default, "default"
+
+    requested, source = last("recipe", DEFAULT_RECIPE)
+    device, _ = last("device", "auto")
+    if requested not in RECIPES:
+        raise ConfigError(f"{source}: unknown recipe {requested!r}; choose from "
+                          f"{', '.join(RECIPES)}")
+    choice = choose_recipe(requested, device_type(device) if requested == "auto" else "",
+                           source=source)
+    base_values = recipe_values(choice.name)
+    config = config_from_dict(base_values, None, source=f"recipe {choice.name}")
+    sources = {key: f"recipe {choice.name}" for key in flat_keys(base_values)}
+    for label, values in layers:
+        config = config_from_dict(values, config, source=label)
+        sources.update({key: label for key in flat_keys(values)})
+    config.recipe = choice.name  # the recipe used, never "auto"
+    resolved = ResolvedConfig(config, choice, sources)
+    if resolved.explicit("finetune.iterations"):
+        if resolved.explicit("finetune_epochs"):
+            raise ConfigError(
+                f"finetune.iterations ({sources['finetune.iterations']}) and finetune_epochs "
+                f"({sources['finetune_epochs']}) both give the fine-tuning length: give one")
+        if config.finetune_epochs is not None:
+            config.finetune_epochs = None
+            sources.pop("finetune_epochs", None)
+    return resolved
