@@ -1,6 +1,7 @@
 """The whole pipeline on tiny synthetic data, and its make-like staleness rules."""
 
 import dataclasses
+import json
 
 import pytest
 from click.testing import CliRunner
@@ -11,7 +12,7 @@ from sppdet.data.synthetic.config import DemoDataConfig
 from sppdet.data.synthetic.dataset import make_demo_data
 from sppdet.detector.detections_io import DetectionsReader
 from sppdet.training.finetune.config import FinetuneConfig
-from sppdet.stages import pipeline
+from sppdet.stages import pipeline, planning
 from sppdet.stages.layout import dataset_tag
 from sppdet.stages.pipeline import CacheOptions, PipelineConfig, ProposeOptions
 
@@ -66,6 +67,25 @@ def test_rerun_skips_everything(tiny_run):
     stages = []
     pipeline.run(data, work, TINY, on_stage=stages.append)
     assert all(s.up_to_date for s in stages), [s.stage for s in stages if not s.up_to_date]
+
+
+def test_the_plan_forecasts_which_stages_run(tiny_run):
+    data, work, summary, stages = tiny_run
+    assert [s.stage for s in summary.plan.stages] == [s.stage for s in stages]
+    assert "planned" in summary.to_text()
+    recorded = json.loads((work / "models" / "tiny" / "plan.json").read_text())
+    assert [s["stage"] for s in recorded["stages"]] == [s.stage for s in stages]
+    detect = dataclasses.replace(TINY.detect, iou_threshold=0.4)
+    svm = dataclasses.replace(TINY.train_svm, C=2e-3)
+    cases = [(TINY, []), (dataclasses.replace(TINY, detect=detect), ["detect", "eval"]),
+             (dataclasses.replace(TINY, detect=detect, train_svm=svm),
+              ["train-svm", "detect", "eval"])]
+    for config, expected in cases:
+        plan, _ = planning.make_plan(data, work, config, device_type="cpu")
+        assert [s.stage for s in plan.stages if not s.up_to_date] == expected
+        assert plan.seconds == sum(s.seconds for s in plan.stages if s.stage in expected)
+    forced, _ = planning.make_plan(data, work, TINY, device_type="cpu", force=True)
+    assert not any(s.up_to_date for s in forced.stages)
 
 
 def test_changing_one_stage_reruns_it_and_what_follows(tiny_run):
