@@ -95,7 +95,7 @@ COSTS = {
     "cpu": DeviceCosts(conv_zf5=0.200, finetune_pool_ms=11.0, finetune_fc_ms=39.0,
                        svm_per_1k=0.25, bbox_reg=0.1, detect_pool_per_1k=0.075,
                        detect_fc_per_1k=0.105, eval=0.005, fc_reference=(5600, 1024),
-                       source="measured on a 2-core CPU (BENCHMARKS.md)"),
+                       source="measured on an idle 2-core CPU (BENCHMARKS.md)"),
     # Projected from the paper's GPU (ZF-5, fc 4,096 wide): conv 0.053 s per image at one
     # scale; fine-tuning 2 h / 90,000 iterations = 80 ms; SVMs under 1 h for 5,011 images at
     # 2,000 boxes; fc 0.089 s per image at 2,000 windows. Box regression and eval run on the
@@ -221,7 +221,7 @@ class Plan:
 
     def to_text(self) -> str:
         lines = [f"Plan (recipe {self.recipe}: {self.recipe_reason}; times "
-                 f"{COSTS[self.device_type].source}, expect them within about 2x):"]
+                 f"{COSTS[self.device_type].source}; a loaded machine takes longer):"]
         for s in self.stages:
             if s.up_to_date:
                 state, size = "up to date", ""
