@@ -102,7 +102,8 @@ def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
     change, the pipeline reruns from the first stage it affects.
     """
     from sppdet.stages import pipeline, planning
-    from sppdet.stages.pipeline_config import read_config_values, resolve_config
+    from sppdet.stages.pipeline_config import (check_config, read_config_values,
+                                               resolve_config)
     from sppdet.stages.plan import check_disk
 
     layers = [(str(config_file), read_config_values(config_file))] if config_file else []
@@ -112,6 +113,7 @@ def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
                              seed=seed, device=device, dask=dask, recipe=recipe)
     resolved = resolve_config(layers, _device_type)
     if plan_only:
+        check_config(resolved.config)
         plan, _ = planning.make_plan(dataset, settings.work_dir, resolved, force=force,
                                      device_type=_device_type(resolved.config.device))
         click.echo(plan.to_text())

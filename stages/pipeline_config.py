@@ -61,7 +61,8 @@ class PipelineConfig:
         seed: seed of every sampling stage (and of pretraining unless its section sets one).
         recipe: the base settings the file and the options are laid over: ``paper``,
             ``cpu`` or ``auto`` (``cpu`` on the CPU, ``paper`` on a GPU); see
-            :mod:`stages.recipes`.
+            :mod:`stages.recipes`. :func:`resolve_config` applies it (and then holds the
+            recipe used); a config built in code or by :func:`load_config` is run as it is.
         finetune_epochs: fine-tune for this many passes over the training split's positive
             windows instead of ``finetune.iterations`` (``None``: the iterations as given).
         pretrain: the optional pretraining step (``None``: none; the features come from
