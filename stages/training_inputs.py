@@ -259,7 +259,9 @@ def resolve_paths(work_dir: Path, dataset: str | Path, split: str, name: str, *,
 def check_made_on(record: Record, path: Path, data: VOCDataset, made_by: str) -> None:
     """Refuse an input made by another stage, on another split, or before the data changed.
 
-    Records without a ``data`` parameter (made by other tools) are only checked by stage.
+    A split of the same dataset that holds every image of ``data``'s split serves (the
+    ``trainval`` artifacts for ``train`` and ``val``). Records without a ``data`` parameter
+    (made by other tools) are only checked by stage.
     """
     if record.stage != made_by:
         raise ConfigError(f"{path} was made by `sppdet {record.stage}`, not by `sppdet "
@@ -268,7 +270,13 @@ def check_made_on(record: Record, path: Path, data: VOCDataset, made_by: str) ->
     if not isinstance(made_on, Mapping):
         return
     here = dataset_params(data)
-    if made_on.get("split") != data.split or made_on.get("dataset") != here["dataset"]:
+    if made_on.get("dataset") == here["dataset"] and made_on.get("split") != data.split:
+        # an artifact of a superset split (trainval for train and val) serves when it is
+        # current for its own split and holds every image of this one
+        superset = _superset_identity(data, str(made_on.get("split")))
+        if superset is not None:
+            here = superset
+    if made_on.get("split") != here["split"] or made_on.get("dataset") != here["dataset"]:
         raise DataError(f"{path} was made on split '{made_on.get('split')}' of "
                         f"{made_on.get('dataset')}, not on split '{data.split}' of "
                         f"{here['dataset']}; rerun `sppdet {made_by} {data.root} --split "
@@ -277,6 +285,20 @@ def check_made_on(record: Record, path: Path, data: VOCDataset, made_by: str) ->
         raise StaleArtifactError(f"{path} was made before the annotations or images of split "
                                  f"'{data.split}' changed; rerun `sppdet {made_by}` for it "
                                  "(with --force)")
+
+
+def _superset_identity(data: VOCDataset, split: str) -> dict[str, Any] | None:
+    """:func:`dataset_params` of ``split`` of ``data``'s dataset when that split holds every
+    image of ``data``'s; else (or when it cannot be read) ``None``."""
+    if not has_split(data.root, split):
+        return None
+    try:
+        superset = VOCDataset(data.root, split, data.classes)
+    except DataError:
+        return None
+    if not set(data.image_ids) <= set(superset.image_ids):
+        return None
+    return dataset_params(superset)
 
 
 def open_inputs(data: VOCDataset, paths: InputPaths, *, device: Any = "cpu"
