@@ -40,6 +40,7 @@ def test_choice_lists_are_the_librarys() -> None:
     assert P.DEFAULT_SCORE_THRESHOLDS == detector_model.DEFAULT_SCORE_THRESHOLDS
     assert P.NMS_METHODS == nms.NMS_METHODS
     assert P.DEFAULT_SOFT_NMS_SIGMA == nms.DEFAULT_SOFT_NMS_SIGMA
+    assert P.DEFAULT_IOU_THRESHOLD == nms.DEFAULT_IOU_THRESHOLD
     for name in P.COMPRESSIONS:
         if name != "zstd":  # needs the optional hdf5plugin
             cache_features.compression_options(name)
