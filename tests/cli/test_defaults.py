@@ -111,8 +111,14 @@ def _fields(instance: object, *, skip: tuple[str, ...] = ()) -> dict[str, object
                         "backbone": P.DEFAULT_BACKBONE}),
     ("train-svm", _fields(P.SvmOptions())),
     ("train-bbox-reg", _fields(P.BBoxRegOptions(), skip=("enabled",))),
-    ("detect", {**_fields(P.DetectOptions(), skip=("score_threshold",)),
+    # unset (None) options mean "work it out" (the scorer's threshold, the model's test
+    # settings): they have no default to compare
+    ("detect", {**_fields(P.DetectOptions(), skip=("score_threshold", "iou_threshold",
+                                                   "nms_method", "nms_sigma")),
                 "bbox_reg": P.BBoxRegOptions.enabled, "split": P.TEST_SPLIT}),
+    ("tune-detect", {**_fields(P.DetectOptions(), skip=("score_threshold", "iou_threshold",
+                                                        "nms_method", "nms_sigma")),
+                     "bbox_reg": P.BBoxRegOptions.enabled, "metric": P.METRICS[0]}),
     ("finetune", _fields(FinetuneConfig(), skip=(
         "lr_gamma", "momentum", "weight_decay", "bias_lr_mult", "val_images", "levels",
         "fg_iou", "bg_iou_low", "bg_iou_high", "include_gt"))),
