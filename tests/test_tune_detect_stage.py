@@ -178,3 +178,18 @@ def test_the_command_prints_the_choice(tuned):
     assert result.exit_code == 0, result.output
     assert "Test settings are up to date" in result.output
     assert "operating point" in result.output
+
+
+def test_inputs_of_a_superset_split_serve_and_others_do_not(tuned, tmp_path):
+    from sppdet.errors import DataError
+
+    fake, models, _ = tuned
+    # trainval's proposals and features hold every val image
+    served = detect.run(fake.dataset, "val", tmp_path / "v.h5", model_dir=models,
+                        proposals=fake.proposals["trainval"],
+                        features=fake.features["trainval"], device="cpu")
+    assert served.finished and served.images == 6
+    with pytest.raises(DataError, match="was made on split 'test' of .*, not on split 'val'"):
+        detect.run(fake.dataset, "val", tmp_path / "w.h5", model_dir=models,
+                   proposals=fake.proposals["test"], features=fake.features["trainval"],
+                   device="cpu")
