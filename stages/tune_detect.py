@@ -81,11 +81,11 @@ def settings_table(content: Mapping[str, Any]) -> list[str]:
     default = ClassNMS.from_params(content["default"]).describe()
     classes = content["classes"]
     width = max([len("class")] + [len(n) for n in classes])
-    first = f"val AP, {default}"
-    lines = [f"  chosen on split '{content['val_split']}' ({content['metric']} AP); operating "
-             "point: the score of best F1 (drawings and image files; evaluation keeps every "
-             "detection)",
-             f"  {'class':<{width}}  {first}  {'chosen NMS':<18}  val AP  operating point "
+    first = f"AP, {default}"
+    lines = [f"  chosen on split '{content['val_split']}' by {content['metric']} AP; operating "
+             "point: the score of best F1 there,",
+             "  for drawings and image files (evaluation keeps every detection)",
+             f"  {'class':<{width}}  {first}  {'chosen NMS':<18}  AP, chosen  operating point "
              "(precision / recall)"]
     for name, c in classes.items():
         point = c["operating_point"]
@@ -94,10 +94,10 @@ def settings_table(content: Mapping[str, Any]) -> list[str]:
             f"{point['recall']:.2f})")
         lines.append(f"  {name:<{width}}  {_ap(c['val_ap_default']):>{len(first)}}  "
                      f"{ClassNMS.from_params(c['nms']).describe():<18}  "
-                     f"{_ap(c['val_ap_chosen']):>6}  {at}")
+                     f"{_ap(c['val_ap_chosen']):>10}  {at}")
     val_map = content["val_map"]
     lines.append(f"  {'mean':<{width}}  {_ap(val_map['default']):>{len(first)}}  {'':<18}  "
-                 f"{_ap(val_map['chosen']):>6}")
+                 f"{_ap(val_map['chosen']):>10}")
     return lines
 
 
