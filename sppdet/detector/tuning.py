@@ -6,10 +6,11 @@ What is chosen, per class (never on the test split):
   Gaussian Soft-NMS) is run on the validation split's candidate windows (every scored window
   above the score threshold, before NMS: what a detections artifact keeps), and the class's VOC
   AP (the devkit rules of :mod:`sppdet.evaluation.voc_ap`) decides. Ties go to
-  :data:`DEFAULT_NMS`, the paper's hard NMS at IoU 0.3, then to the earlier grid entry. The
-  per-image cap counts the detections of every class, so a class's AP is measured with all
-  classes under the same setting; the mean AP of the chosen settings together is measured
-  afterwards and reported as it is.
+  :data:`DEFAULT_NMS`, the paper's hard NMS at IoU 0.3, then to the earlier grid entry. A
+  setting is tried on one class at a time with the other classes at :data:`DEFAULT_NMS`: the
+  per-image cap counts every class's detections, so that is what detection with this one
+  change keeps. The mean AP of the chosen settings together is measured afterwards and
+  reported as it is.
 - **Operating point**: AP never drops when lower-scored detections are added, so AP cannot
   choose the score threshold. The threshold that maximizes F1 (``2PR / (P + R)``, precision
   and recall as the devkit counts them) on validation is the class's *operating point*: what a
@@ -110,8 +111,8 @@ class ClassChoice:
     Attributes:
         name: the class.
         nms: the chosen suppression.
-        val_ap: AP on validation of every grid setting, in grid order (``None``: the class has
-            no positive on validation).
+        val_ap: AP on validation of every grid setting (on this class, the others at the
+            default), in grid order (``None``: the class has no positive on validation).
         positives: non-difficult validation objects of the class.
         operating_point: the F1-best threshold under the chosen NMS (``None``: no true
             positive on validation).
@@ -203,20 +204,28 @@ def choose_test_settings(ground_truth: Sequence[ImageGroundTruth],
     if len(set(grid)) != len(grid):
         raise ConfigError(f"the NMS grid lists a setting twice: {[g.describe() for g in grid]}")
     names = [str(c) for c in classes]
-    per_setting: list[tuple[ClassResult, ...]] = []
-    for setting in grid:
-        nms = NMSSettings(iou_threshold=setting.iou_threshold, score_threshold=score_threshold,
-                          max_per_image=max_per_image, method=setting.method,
-                          sigma=setting.sigma)
-        final = [suppress(c, nms) for c in candidates]
-        per_setting.append(evaluate_detections(ground_truth, final, names,
-                                               metric=metric).per_class)
+
+    def run(per_class: tuple[ClassNMS, ...]) -> list[ImageDetections]:
+        nms = NMSSettings(score_threshold=score_threshold, max_per_image=max_per_image,
+                          per_class=per_class)
+        return [suppress(c, nms) for c in candidates]
+
+    default = evaluate_detections(ground_truth, run((DEFAULT_NMS,) * len(names)), names,
+                                  metric=metric).per_class
     choices = []
     for label, name in enumerate(names):
-        aps = [results[label].ap for results in per_setting]
+        aps = []
+        for setting in grid:
+            if setting == DEFAULT_NMS:
+                aps.append(default[label].ap)
+                continue
+            per_class = tuple(setting if c == label else DEFAULT_NMS for c in range(len(names)))
+            found = class_detections_from_images(run(per_class), len(names))[label]
+            aps.append(evaluate_class(ground_truth, label, found, class_name=name,
+                                      metric=metric).ap)
         choices.append(ClassChoice(name=name, nms=_pick(aps, grid), val_ap=aps,
-                                   positives=per_setting[0][label].npos))
-    default_map = _mean([r.ap for r in per_setting[grid.index(DEFAULT_NMS)]])
+                                   positives=default[label].npos))
+    default_map = _mean([r.ap for r in default])
     chosen = NMSSettings(score_threshold=score_threshold, max_per_image=max_per_image,
                          per_class=tuple(c.nms for c in choices))
     final = [suppress(c, chosen) for c in candidates]
