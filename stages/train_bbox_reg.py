@@ -76,7 +76,7 @@ class TrainBBoxRegSummary:
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"Box regressors are up to date: {self.path} (use --force to retrain)"
+            return f"Box regressors are up to date: {self.path}"
         trained = [c for c in self.classes if c.skipped is None]
         lines = [f"Box regressors on pool5 features for {len(trained)} of {len(self.classes)} "
                  f"classes -> {self.path}"]

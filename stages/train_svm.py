@@ -26,7 +26,7 @@ from typing import Any
 
 from sppdet.io.records import Record
 from sppdet.data.voc import VOCDataset
-from sppdet.errors import ConfigError, DataError
+from sppdet.errors import YOUR_CHOICE, ConfigError, DataError, Remedy
 from sppdet.features.fc_head import LAYERS
 from sppdet.parallel.executors import Executor
 from sppdet.progress import get_logger
@@ -92,7 +92,7 @@ class TrainSvmSummary:
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"SVMs are up to date: {self.path} (use --force to retrain)"
+            return f"SVMs are up to date: {self.path}"
         trained = [c for c in self.classes if c.skipped is None]
         lines = [f"SVMs on {self.layer} features for {len(trained)} of {len(self.classes)} "
                  f"classes -> {self.path}"]
@@ -198,7 +198,8 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
         head = None
         if layer != "pool5":
             if fc is None:
-                raise ConfigError(f"layer {layer} needs the fc checkpoint (--fc)")
+                raise ConfigError(f"layer {layer} needs the fc checkpoint",
+                                  remedy=Remedy.rerun(verb="give it", fc=YOUR_CHOICE))
             head, inputs["fc"] = load_fc(Path(fc), data, cache)
         params = {
             "data": dataset_params(data), "classes": list(data.classes), "layer": layer,
