@@ -120,6 +120,31 @@ def engine_line(engine: str, reruns: int) -> str:
     return f"  ran on {engine}{again}"
 
 
+def class_table(classes: Sequence[Any], header: str, cells: Callable[[Any], str],
+                first_cell: Callable[[Any], str]) -> list[str]:
+    """A per-class table of a training summary: a header row, then one row per class.
+
+    ``classes`` have ``name`` and ``skipped`` (None, or why the class was not trained);
+    ``header`` names the columns after "class"; ``cells(c)`` is a trained class's row after
+    its name, ``first_cell(c)`` the first column, which a skipped class keeps before its
+    reason.
+    """
+    width = max([len("class")] + [len(c.name) for c in classes])
+    lines = [f"  {'class':<{width}}  {header}"]
+    for c in classes:
+        row = cells(c) if c.skipped is None else f"{first_cell(c)}  skipped: {c.skipped}"
+        lines.append(f"  {c.name:<{width}}  {row}")
+    return lines
+
+
+def skipped_classes_line(classes: Sequence[Any], consequence: str) -> list[str]:
+    """``["  2 class(es) <consequence>: a, b"]`` for the skipped classes; none: ``[]``."""
+    skipped = [c.name for c in classes if c.skipped is not None]
+    if not skipped:
+        return []
+    return [f"  {len(skipped)} class(es) {consequence}: " + ", ".join(skipped)]
+
+
 def format_seconds(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"

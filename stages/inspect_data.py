@@ -148,7 +148,7 @@ def format_report(report: InspectReport, max_problems: int | None = None) -> str
             lines.append(f"  {marker} [{problem.kind}] {problem}")
         if len(shown) < len(report.problems):
             hidden = len(report.problems) - len(shown)
-        lines.append(f"  ... {hidden} more (above the listing limit)")
+            lines.append(f"  ... {hidden} more (above the listing limit)")
     else:
         lines.append("Problems: none")
     return "\n".join(lines)

@@ -32,7 +32,7 @@ from sppdet.training.windows import RegressionWindowStore, collect_regression_wi
 from sppdet.devices import resolve_device
 from sppdet.features.window_features import WindowFeaturizer
 
-from .common import dataset_params, format_seconds
+from .common import class_table, dataset_params, format_seconds, skipped_classes_line
 from .runner import StageOutput
 from .training_inputs import (InputPaths, image_truth, open_inputs, sample_norms,
                               scale_from_norms, scale_params, scale_sample)
@@ -80,23 +80,15 @@ class TrainBBoxRegSummary:
         trained = [c for c in self.classes if c.skipped is None]
         lines = [f"Box regressors on pool5 features for {len(trained)} of {len(self.classes)} "
                  f"classes -> {self.path}"]
-        width = max([len("class")] + [len(c.name) for c in self.classes])
-        lines.append(f"  {'class':<{width}}  windows  mean IoU before -> after (training "
-                     "windows)")
-        for c in self.classes:
-            if c.skipped is not None:
-                lines.append(f"  {c.name:<{width}}  {c.windows:>7}  skipped: {c.skipped}")
-            else:
-                lines.append(f"  {c.name:<{width}}  {c.windows:>7}  {c.iou_before:.3f} -> "
-                             f"{c.iou_after:.3f}")
+        lines += class_table(
+            self.classes, "windows  mean IoU before -> after (training windows)",
+            lambda c: f"{c.windows:>7}  {c.iou_before:.3f} -> {c.iou_after:.3f}",
+            lambda c: f"{c.windows:>7}")
         lines.append(f"  feature scale {self.feature_scale:.4g} (mean norm 20); {self.images} "
                      f"images, {self.proposals} proposals, {self.windows} training windows")
         lines.append(f"  time {format_seconds(self.seconds)}: pooling {self.pool_seconds:.1f} s, "
                      f"solving {self.solve_seconds:.1f} s, on {self.device}")
-        skipped = [c for c in self.classes if c.skipped is not None]
-        if skipped:
-            lines.append(f"  {len(skipped)} class(es) without a regressor keep their boxes: "
-                         + ", ".join(c.name for c in skipped))
+        lines += skipped_classes_line(self.classes, "without a regressor keep their boxes")
         return "\n".join(lines)
 
     def to_record(self) -> dict[str, Any]:

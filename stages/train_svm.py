@@ -38,7 +38,8 @@ from sppdet.training.windows import (NEGATIVE_IOU, DistributedNegativeStream,
 from sppdet.devices import resolve_device
 from sppdet.features.window_features import WindowFeaturizer
 
-from .common import dataset_params, engine_line, format_seconds
+from .common import (class_table, dataset_params, engine_line, format_seconds,
+                     skipped_classes_line)
 from .runner import StageOutput
 from .training_inputs import (InputPaths, image_truth, load_fc, open_inputs,
                               scale_from_norms, scale_params, scale_sample)
@@ -96,16 +97,12 @@ class TrainSvmSummary:
         trained = [c for c in self.classes if c.skipped is None]
         lines = [f"SVMs on {self.layer} features for {len(trained)} of {len(self.classes)} "
                  f"classes -> {self.path}"]
-        width = max([len("class")] + [len(c.name) for c in self.classes])
-        lines.append(f"  {'class':<{width}}  positives  negatives cached  retrainings  "
-                     "objective  solver s  mining s")
-        for c in self.classes:
-            if c.skipped is not None:
-                lines.append(f"  {c.name:<{width}}  {c.positives:>9}  skipped: {c.skipped}")
-                continue
-            lines.append(f"  {c.name:<{width}}  {c.positives:>9}  {c.negatives_cached:>16}  "
-                         f"{c.retrainings:>11}  {c.objective:>9.4f}  {c.solver_seconds:>8.1f}  "
-                         f"{c.mining_seconds:>8.1f}")
+        lines += class_table(
+            self.classes, "positives  negatives cached  retrainings  objective  solver s  "
+                          "mining s",
+            lambda c: f"{c.positives:>9}  {c.negatives_cached:>16}  {c.retrainings:>11}  "
+                      f"{c.objective:>9.4f}  {c.solver_seconds:>8.1f}  {c.mining_seconds:>8.1f}",
+            lambda c: f"{c.positives:>9}")
         lines.append(f"  feature scale {self.feature_scale:.4g} (mean norm 20); {self.images} "
                      f"images, {self.proposals} proposals, {self.unique_windows} distinct "
                      f"footprints, {self.featurized_windows} windows featurized for mining")
@@ -119,10 +116,7 @@ class TrainSvmSummary:
             f"{self.jobs} worker(s) on {self.device}")
         if self.engine:
             lines.append(engine_line(self.engine, self.reruns))
-        skipped = [c for c in self.classes if c.skipped is not None]
-        if skipped:
-            lines.append(f"  {len(skipped)} class(es) without an SVM get no detections: "
-                         + ", ".join(c.name for c in skipped))
+        lines += skipped_classes_line(self.classes, "without an SVM get no detections")
         return "\n".join(lines)
 
     def to_record(self) -> dict[str, Any]:
