@@ -1,7 +1,7 @@
 """A library error's :class:`~sppdet.errors.Remedy` in the command line's words.
 
 The library names a stage and its settings by their parameter names (``force=True``); here
-they become the command and its options (``rerun `sppdet propose` with --force``). The option
+they become the command and its options (``rerun `sppdet propose --force```). The option
 of each setting is looked up in the command's own parameters, so a renamed flag renders
 correctly; a setting with no option (or a stage with no command) keeps the library's words.
 """
@@ -23,22 +23,25 @@ def error_message(ctx: click.Context, error: SppdetError) -> str:
 
 
 def render_remedy(ctx: click.Context, remedy: Remedy) -> str:
-    """``remedy`` as a command line: ``rerun `sppdet propose` with --force``, ``rerun with
+    """``remedy`` as a command line: ``rerun `sppdet propose --force```, ``rerun with
     --on-error skip`` (the running command), ``run `sppdet cache-features DATASET --split
     val```; the library's wording where a setting has no option in that command."""
     return remedy.describe(lambda one: _command_words(ctx, one))
 
 
 def _command_words(ctx: click.Context, remedy: Remedy) -> str | None:
+    """The command and options of ``remedy`` alone (not its alternatives); None where the
+    command line has no such command or option."""
     command = _command(ctx, remedy.stage)
     if command is None:
         return None
     options = []
     for name, value in remedy.settings:
         option = _option(command, name)
-        if option is None:
+        text = None if option is None else _option_text(option, value)
+        if text is None:
             return None
-        options.append(_option_text(option, value))
+        options.append(text)
     if remedy.stage is None:
         return f"with {' '.join(options)}" if options else ""
     return f"`{' '.join(['sppdet', remedy.stage, *remedy.args, *options])}`"
@@ -67,12 +70,13 @@ def _option(command: click.Command, name: str) -> click.Option | None:
     return None
 
 
-def _option_text(option: click.Option, value: Any) -> str:
-    """``--force``, ``--no-bbox-reg``, ``--on-error skip``, ``--edge-model PATH``."""
+def _option_text(option: click.Option, value: Any) -> str | None:
+    """``--force``, ``--no-bbox-reg``, ``--on-error skip``, ``--edge-model FILE``; None for a
+    flag that cannot be turned off."""
     long = max(option.opts, key=len)
     if option.is_flag:
-        if value is False and option.secondary_opts:
-            return max(option.secondary_opts, key=len)
+        if value is False:
+            return max(option.secondary_opts, key=len) if option.secondary_opts else None
         return long
     if value is YOUR_CHOICE:
         return f"{long} {_placeholder(option)}"

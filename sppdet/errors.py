@@ -8,8 +8,8 @@ the image id and what to do.
 What to do is often "rerun a stage with another setting". The library never spells that as a
 command-line flag: the error carries a :class:`Remedy` (the stage and the settings by their
 parameter names), ``str(error)`` words it for a library user (``rerun stage 'propose' with
-force=True``), and a front end renders it in its own words (the CLI: ``rerun `sppdet propose`
-with --force``).
+force=True``), and a front end renders it in its own words (the CLI: ``rerun `sppdet propose
+--force```).
 """
 
 from __future__ import annotations
@@ -60,8 +60,9 @@ class Remedy:
         """The remedy in words.
 
         ``command``: how a front end writes a remedy's command with its settings (e.g.
-        ``"`sppdet propose` with --force"``), or None where it cannot; the library's wording
-        (by stage and parameter names) is used then, and without ``command``.
+        ``"`sppdet propose --force`"``, ``"with --force"`` for the running stage), or None
+        where it cannot; the library's wording (by stage and parameter names) is used then,
+        and without ``command``.
         """
         words = command(self) if command is not None else None
         if words is None:

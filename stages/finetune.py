@@ -292,8 +292,8 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
                                                 config.levels), val_cache,
                                      model_path=f"the training features {train_features}")
             except ConfigError as exc:
-                raise ConfigError(f"training and validation features do not match: {exc}") \
-                    from exc
+                raise ConfigError(f"training and validation features do not match: {exc.message}",
+                                  remedy=exc.remedy) from exc
         meta = model_meta(train_cache, data_train.classes, config.levels)
         params = {"config": config.to_dict(), **meta,
                   "train": dataset_params(data_train),
