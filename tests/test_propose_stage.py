@@ -121,7 +121,7 @@ def test_import_rcnn_mat(demo, tmp_path):
 
 
 def test_bad_options(demo, tmp_path):
-    with pytest.raises(ConfigError, match="import-file"):
+    with pytest.raises(ConfigError, match="import_path is needed with method 'import'"):
         propose.run(demo, "trainval", tmp_path / "x.h5", method="import")
     with pytest.raises(ConfigError, match="unknown proposal method"):
         propose.run(demo, "trainval", tmp_path / "x.h5", method="magic")
