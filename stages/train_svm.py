@@ -20,7 +20,7 @@ A window's feature is SPP at its best scale (the test-time rule), then fc6/fc7. 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,7 @@ from sppdet.training.windows import (NEGATIVE_IOU, DistributedNegativeStream,
 from sppdet.devices import resolve_device
 from sppdet.features.window_features import WindowFeaturizer
 
-from .common import (class_table, dataset_params, engine_line, format_seconds,
-                     skipped_classes_line)
+from .common import PerClassSummary, dataset_params, engine_line, format_seconds
 from .runner import StageOutput
 from .training_inputs import (InputPaths, image_truth, load_fc, open_inputs,
                               scale_from_norms, scale_params, scale_sample)
@@ -64,20 +63,15 @@ class ClassSvmStats:
     skipped: str | None = None
 
 
-@dataclass
-class TrainSvmSummary:
-    """What a train-svm run did (printed at the end, stored in the record's summary)."""
+@dataclass(kw_only=True)
+class TrainSvmSummary(PerClassSummary):
+    """What a train-svm run did (printed at the end, stored in the record's summary);
+    ``classes`` hold :class:`ClassSvmStats`."""
 
-    path: Path
     layer: str
-    classes: list[ClassSvmStats] = field(default_factory=list)
-    feature_scale: float = 0.0
-    images: int = 0
-    proposals: int = 0
     unique_windows: int = 0
     featurized_windows: int = 0
     jobs: int = 1
-    device: str = "cpu"
     positives_pool_seconds: float = 0.0
     positives_fc_seconds: float = 0.0
     positives_seconds: float = 0.0
@@ -86,26 +80,20 @@ class TrainSvmSummary:
     mining_select_seconds: float = 0.0
     mining_seconds: float = 0.0
     solver_seconds: float = 0.0
-    seconds: float = 0.0
-    up_to_date: bool = False
     engine: str = ""
     reruns: int = 0
 
     def to_text(self) -> str:
         if self.up_to_date:
             return f"SVMs are up to date: {self.path}"
-        trained = [c for c in self.classes if c.skipped is None]
-        lines = [f"SVMs on {self.layer} features for {len(trained)} of {len(self.classes)} "
-                 f"classes -> {self.path}"]
-        lines += class_table(
-            self.classes, "positives  negatives cached  retrainings  objective  solver s  "
-                          "mining s",
+        lines = [self.head_line("SVMs", self.layer)]
+        lines += self.class_table(
+            "positives  negatives cached  retrainings  objective  solver s  mining s",
             lambda c: f"{c.positives:>9}  {c.negatives_cached:>16}  {c.retrainings:>11}  "
                       f"{c.objective:>9.4f}  {c.solver_seconds:>8.1f}  {c.mining_seconds:>8.1f}",
             lambda c: f"{c.positives:>9}")
-        lines.append(f"  feature scale {self.feature_scale:.4g} (mean norm 20); {self.images} "
-                     f"images, {self.proposals} proposals, {self.unique_windows} distinct "
-                     f"footprints, {self.featurized_windows} windows featurized for mining")
+        lines.append(self.inputs_line(f"{self.unique_windows} distinct footprints, "
+                                      f"{self.featurized_windows} windows featurized for mining"))
         lines.append(
             f"  time {format_seconds(self.seconds)}: positives + scale sample "
             f"{format_seconds(self.positives_seconds)} (pool {self.positives_pool_seconds:.1f} "
@@ -116,17 +104,13 @@ class TrainSvmSummary:
             f"{self.jobs} worker(s) on {self.device}")
         if self.engine:
             lines.append(engine_line(self.engine, self.reruns))
-        lines += skipped_classes_line(self.classes, "without an SVM get no detections")
+        lines += self.skipped_line("without an SVM get no detections")
         return "\n".join(lines)
 
     def to_record(self) -> dict[str, Any]:
         return {
-            "classes": {c.name: {k: v for k, v in vars(c).items() if k != "name"}
-                        for c in self.classes},
-            "feature_scale": self.feature_scale, "images": self.images,
-            "proposals": self.proposals, "unique_windows": self.unique_windows,
+            **self.record_fields(), "unique_windows": self.unique_windows,
             "featurized_windows": self.featurized_windows, "jobs": self.jobs,
-            "device": self.device,
             "seconds": {"total": self.seconds, "positives": self.positives_seconds,
                         "positives_pool": self.positives_pool_seconds,
                         "positives_fc": self.positives_fc_seconds,
