@@ -81,42 +81,26 @@ def test_remedies_survive_pickling():
     assert str(param) == "too small"
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    from sppdet.data.synthetic.config import DemoDataConfig
-    from sppdet.data.synthetic.dataset import make_demo_data
-
-    root = tmp_path_factory.mktemp("demo") / "demo"
-    make_demo_data(root, DemoDataConfig(n_trainval=2, n_test=1, image_width=96,
-                                        image_height=72, max_object_size=48))
-    return root
+PROPOSE = ["--split", "trainval", "--max-boxes", "50"]
 
 
-PROPOSE = ["--max-boxes", "50", "--max-size", "96"]
-
-
-def test_failed_items_say_how_to_finish_without_them(demo, tmp_path):
-    import shutil
-
+def test_failed_items_say_how_to_finish_without_them(tiny_voc, tmp_path):
     from sppdet.stages import propose
 
-    copy = tmp_path / "copy"
-    shutil.copytree(demo, copy)
-    first = (copy / "ImageSets" / "Main" / "trainval.txt").read_text().split()[0]
-    (copy / "JPEGImages" / f"{first}.jpg").write_bytes(b"\xff\xd8garbage")
+    (tiny_voc / "JPEGImages" / "img1.jpg").write_bytes(b"\xff\xd8garbage")
     out = tmp_path / "p.h5"
     with pytest.raises(ArtifactError) as info:  # the library: no flag
-        propose.run(copy, "trainval", out, method_options={"max_boxes": 50, "max_size": 96})
+        propose.run(tiny_voc, "trainval", out, method_options={"max_boxes": 50})
     assert "on_error='skip'" in str(info.value) and not FLAG.search(str(info.value))
-    result = CliRunner().invoke(cli, ["-w", str(tmp_path / "w"), "propose", str(copy),
-                                      "--split", "trainval", "--out", str(out), *PROPOSE])
+    result = CliRunner().invoke(cli, ["-w", str(tmp_path / "w"), "propose", str(tiny_voc),
+                                      "--out", str(out), *PROPOSE])
     assert result.exit_code == 1, result.output
     assert "fix them, or rerun with --on-error skip to finish without them" in result.output
     assert "on_error=" not in result.output
 
 
-def test_up_to_date_summary_says_how_to_rebuild(demo, tmp_path):
-    args = ["-w", str(tmp_path / "w"), "propose", str(demo), "--split", "test", *PROPOSE]
+def test_up_to_date_summary_says_how_to_rebuild(tiny_voc, tmp_path):
+    args = ["-w", str(tmp_path / "w"), "propose", str(tiny_voc), *PROPOSE]
     assert CliRunner().invoke(cli, args).exit_code == 0
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0, again.output
@@ -124,18 +108,17 @@ def test_up_to_date_summary_says_how_to_rebuild(demo, tmp_path):
                      again.output), again.output
 
 
-def test_missing_edge_model_names_the_option(demo, tmp_path):
+def test_missing_edge_model_names_the_option(tiny_voc, tmp_path):
     missing = tmp_path / "model.yml.gz"
-    result = CliRunner().invoke(cli, ["-w", str(tmp_path / "w"), "propose", str(demo),
-                                      "--split", "test", "--method", "edgeboxes",
-                                      "--edge-model", str(missing)])
+    result = CliRunner().invoke(cli, ["-w", str(tmp_path / "w"), "propose", str(tiny_voc),
+                                      "--method", "edgeboxes", "--edge-model", str(missing)])
     assert result.exit_code == 1, result.output
     assert "rerun with --edge-model FILE (its path), or without it" in result.output
     assert "edge_model=" not in result.output
 
 
-def test_a_parameter_error_points_at_the_option(demo, tmp_path):
-    result = CliRunner().invoke(cli, ["-w", str(tmp_path / "w"), "cache-features", str(demo),
-                                      "--split", "test", "--scales", "8"])
+def test_a_parameter_error_points_at_the_option(tiny_voc, tmp_path):
+    result = CliRunner().invoke(cli, ["-w", str(tmp_path / "w"), "cache-features",
+                                      str(tiny_voc), "--split", "trainval", "--scales", "8"])
     assert result.exit_code == 2, result.output
     assert "'--scales'" in result.output and "at least 16 pixels" in result.output
