@@ -24,7 +24,7 @@ from sppdet.io.item_store import shard_items
 from sppdet.io.records import Record
 from sppdet.backbones import Backbone, build_backbone
 from sppdet.io.hashing import file_sha256
-from sppdet.backbones.cpu_tuning import keep_freed_memory
+from sppdet.backbones.cpu_tuning import freed_memory_kept
 from sppdet.data.images import read_image
 from sppdet.data.voc import VOCDataset
 from sppdet.devices import resolve_device
@@ -205,11 +205,12 @@ def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
     mine = shard_items(ids, shard)
     np_dtype = np.dtype(dtype)
     if torch_device.type == "cpu":
-        keep_freed_memory()  # REFERENCE 12: glibc's trimming doubled conv time here
         backbone = backbone.to(memory_format=torch.channels_last)
     backbone = backbone.to(torch_device)
     cpu_backbone: Backbone | None = None
-    with output.logging(), output.item_store(shard=shard) as store:
+    # REFERENCE 12: glibc's trimming doubled conv time here; the memory goes back at the end
+    with output.logging(), output.item_store(shard=shard) as store, \
+            freed_memory_kept(torch_device.type == "cpu"):
         log_left_out(log, data)
         pending = store.pending(mine)
         needed = estimate_bytes(backbone, [(data[i].height, data[i].width) for i in pending],
