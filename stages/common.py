@@ -121,12 +121,20 @@ def engine_line(engine: str, reruns: int) -> str:
 
 
 @dataclass(kw_only=True)
+class ClassStats:
+    """One class of a :class:`PerClassSummary`: its name, and why it was not trained (None:
+    it was)."""
+
+    name: str
+    skipped: str | None = None
+
+
+@dataclass(kw_only=True)
 class PerClassSummary:
     """What a stage that trains one model per class did (train-svm, train-bbox-reg): the
     fields and summary lines they share.
 
-    ``classes`` hold per-class stats with ``name`` and ``skipped`` (None, or why the class
-    was not trained).
+    ``classes`` hold the stats of each class (a :class:`ClassStats`).
     """
 
     path: Path

@@ -32,7 +32,7 @@ from sppdet.training.windows import RegressionWindowStore, collect_regression_wi
 from sppdet.devices import resolve_device
 from sppdet.features.window_features import WindowFeaturizer
 
-from .common import PerClassSummary, dataset_params, format_seconds
+from .common import ClassStats, PerClassSummary, dataset_params, format_seconds
 from .runner import StageOutput
 from .training_inputs import (InputPaths, image_truth, open_inputs, sample_norms,
                               scale_from_norms, scale_params, scale_sample)
@@ -43,19 +43,17 @@ STAGE_VERSION = 1
 OUTPUT_NAME = "bbox_reg.npz"
 
 
-@dataclass
-class ClassRegStats:
+@dataclass(kw_only=True)
+class ClassRegStats(ClassStats):
     """One class's regressor, as the summary shows it.
 
     ``iou_before`` / ``iou_after``: mean IoU of the training windows with their ground truth
     before and after applying the regressor (a check that it learnt to move boxes).
     """
 
-    name: str
     windows: int = 0
     iou_before: float = 0.0
     iou_after: float = 0.0
-    skipped: str | None = None
 
 
 @dataclass(kw_only=True)

@@ -38,7 +38,8 @@ from sppdet.training.windows import (NEGATIVE_IOU, DistributedNegativeStream,
 from sppdet.devices import resolve_device
 from sppdet.features.window_features import WindowFeaturizer
 
-from .common import PerClassSummary, dataset_params, engine_line, format_seconds
+from .common import (ClassStats, PerClassSummary, dataset_params, engine_line,
+                     format_seconds)
 from .runner import StageOutput
 from .training_inputs import (InputPaths, image_truth, load_fc, open_inputs,
                               scale_from_norms, scale_params, scale_sample)
@@ -49,18 +50,16 @@ STAGE_VERSION = 1
 OUTPUT_NAME = "svm.npz"
 
 
-@dataclass
-class ClassSvmStats:
+@dataclass(kw_only=True)
+class ClassSvmStats(ClassStats):
     """One class's training, as the summary shows it."""
 
-    name: str
     positives: int = 0
     negatives_cached: int = 0
     retrainings: int = 0
     objective: float = 0.0
     solver_seconds: float = 0.0
     mining_seconds: float = 0.0
-    skipped: str | None = None
 
 
 @dataclass(kw_only=True)
