@@ -4,7 +4,8 @@ Both run the whole command (interpreter start, cluster start and stop included) 
 split, alternating in each round so that the machine's load hits both alike; each run
 rebuilds the artifact (``--force``) in its own work dir, and every Dask artifact is checked
 equal to the joblib one (boxes and scores, image by image). Prints one row per run with the
-load average, then the medians and Dask's overhead as a share of the Dask wall time.
+load average and the CPU time of all its processes, then the fastest and median wall times,
+Dask's overhead as a share of the Dask wall time, and the median CPU times.
 
 Usage (results in BENCHMARKS.md, "Scaling out"):
     PYTHONPATH=. python3 benchmarks/dask_overhead.py ../shared/data/bccd --split test \
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,6 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work)
     walls: dict[str, list[float]] = {"joblib": [], "dask": []}
+    cpus: dict[str, list[float]] = {"joblib": [], "dask": []}
     reference = None
     for round_ in range(args.rounds):
         for engine in ("joblib", "dask") if round_ % 2 == 0 else ("dask", "joblib"):
@@ -52,10 +55,14 @@ def main() -> None:
             if engine == "dask":
                 command += ["--dask", "local"]
             load = os.getloadavg()[0]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             wall = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
             walls[engine].append(wall)
+            cpus[engine].append(user + system)
             boxes = _boxes(out)
             if reference is None:
                 reference = boxes
@@ -63,7 +70,8 @@ def main() -> None:
                 set(boxes[i]) == set(reference[i]) and all(
                     np.array_equal(boxes[i][k], reference[i][k]) for k in boxes[i])
                 for i in boxes)
-            print(f"round {round_} {engine:6s} wall {wall:6.1f} s  load before {load:5.1f}  "
+            print(f"round {round_} {engine:6s} wall {wall:6.1f} s  CPU {user:6.1f} s user "
+                  f"{system:5.1f} s system  load before {load:5.1f}  "
                   f"same as the first run: {same}", flush=True)
             if not same:
                 raise SystemExit("the artifacts differ")
@@ -74,6 +82,11 @@ def main() -> None:
         print(f"{name} wall: joblib {joblib_wall:.1f} s, dask {dask_wall:.1f} s; Dask's "
               f"overhead {dask_wall - joblib_wall:+.1f} s = "
               f"{100 * (dask_wall - joblib_wall) / dask_wall:+.1f} % of its wall time")
+    # CPU time (every process of the run: client, scheduler, nannies, workers) moves less
+    # with the machine's load than wall time does.
+    joblib_cpu, dask_cpu = (statistics.median(cpus[k]) for k in ("joblib", "dask"))
+    print(f"median CPU time: joblib {joblib_cpu:.1f} s, dask {dask_cpu:.1f} s "
+          f"({100 * (dask_cpu - joblib_cpu) / dask_cpu:+.1f} %)")
     print(f"load now {os.getloadavg()[0]:.1f}")
 
 

@@ -18,6 +18,7 @@ from .context import Settings, pass_settings
 from .options import (IntListType, classes_option, dask_option, device_option, exclusive,
                       feature_variant_option, force_option, jobs_option, method_choice,
                       on_error_option, option, param_option, parse_classes, shard_option)
+from .remedies import summary_text
 from .scaleout import run_maybe_ranked
 
 
@@ -148,7 +149,7 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
             summary = run_maybe_ranked(run, shard=shard, device=device,
                                        sums=("computed", "resumed"))
         if summary is not None:
-            click.echo(summary.to_text())
+            click.echo(summary_text(summary))
         return
     if dask is not None or jobs > 1:
         raise click.UsageError("--dask and --jobs apply to a dataset, not to image files")

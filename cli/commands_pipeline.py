@@ -14,6 +14,7 @@ from sppdet.stages.pipeline_config import DEMO_FIGURES, DEMO_PIPELINE, PipelineC
 from .context import Settings, pass_settings
 from .options import (DeviceType, IntListType, backbone_choice, dataset_argument, device_option,
                       force_option, option)
+from .remedies import summary_text
 
 _DEFAULTS = PipelineConfig()
 
@@ -97,7 +98,7 @@ def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
                        dask=dask)
     summary = pipeline.run(dataset, settings.work_dir, config, force=force,
                            on_stage=_echo_stage)
-    click.echo(summary.to_text())
+    click.echo(summary_text(summary))
 
 
 def _override(config: PipelineConfig, **options: Any) -> PipelineConfig:
@@ -146,7 +147,7 @@ def demo_command(settings: Settings, n_trainval: int, n_test: int, iterations: i
     config.finetune = dataclasses.replace(config.finetune, iterations=iterations)
     summary = demo.run(settings.work_dir, data_config=data_config, config=config,
                        figures=figures, force=force, on_stage=_echo_stage)
-    click.echo(summary.to_text())
+    click.echo(summary_text(summary))
 
 
 COMMANDS = [pipeline_command, demo_command]

@@ -92,7 +92,7 @@ class DetectSummary:
 
     def to_text(self) -> str:
         if self.up_to_date:
-            lines = [f"Detections are up to date: {self.path} (use --force to rerun)"]
+            lines = [f"Detections are up to date: {self.path}"]
             if self.nms:
                 lines.append(f"  NMS: {self.nms}")
             if self.comp4_rewritten:
@@ -254,7 +254,7 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
                 f"the feature cache {features} is unfinished ({parts.name} holds a partial "
                 "run); rerun the `sppdet cache-features` command that started it to finish it")
         raise ArtifactMissingError(f"the feature cache {features} does not exist; run `sppdet "
-                                   f"cache-features {dataset} --split {split}` to make it")
+                                   f"cache-features` on split '{split}' of {dataset} to make it")
     data = VOCDataset(dataset, split, classes)
     model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg,
                        fc_path=fc_path)
@@ -265,7 +265,7 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
                                    use_test_settings=use_test_settings)
     if list(data.classes) != model.classes:
         raise DataError(f"model {model.name} detects {model.classes} but {data.root} has "
-                        f"classes {list(data.classes)}; pass --classes in the model's order or "
+                        f"classes {list(data.classes)}; give the classes in the model's order or "
                         "train a model on this dataset")
     torch_device = resolve_device(device)
     inputs = dict(model.inputs)
@@ -286,14 +286,14 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
             source.close()
             raise DataError(f"model {model.name} was trained on {backbone_name(model.backbone)} "
                             f"features but {features} holds {source.backbone} features; rerun "
-                            f"`sppdet cache-features {dataset} --split {split} --backbone "
-                            f"{backbone_name(model.backbone)}`")
+                            f"`sppdet cache-features` on split '{split}' of {dataset} with "
+                            f"backbone {backbone_name(model.backbone)}")
         feature_desc = f"cache {Path(features).name}"
     else:
         chosen = tuple(scales or model.scales)
         if not chosen:
             raise ConfigError("no feature cache and no scales known for on-the-fly conv5; "
-                              "pass --scales")
+                              "give the scales")
         source = ComputedFeatures(build_model_backbone(model, torch_device), chosen, torch_device,
                                   data.load_image)
         feature_desc = f"computed on the fly at scales {list(chosen)}"

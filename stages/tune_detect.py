@@ -30,7 +30,7 @@ from sppdet.detector.detections_io import ClassNMS, DetectionsReader
 from sppdet.detector.tuning import (DEFAULT_NMS, NMS_GRID, TEST_SETTINGS_FILE,
                                     choose_test_settings, settings_file_content,
                                     write_test_settings_file)
-from sppdet.errors import ArtifactError, DataError
+from sppdet.errors import ArtifactError, DataError, Remedy
 from sppdet.evaluation.voc_ap import ImageGroundTruth
 from sppdet.io.records import Record, input_ref, read_record
 from sppdet.parallel.executors import Executor
@@ -62,7 +62,7 @@ class TuneSummary:
     def to_text(self) -> str:
         if self.skipped is not None:
             return f"Test settings of model {self.model} not chosen: {self.skipped}"
-        head = (f"Test settings are up to date: {self.path} (use --force to choose again)"
+        head = (f"Test settings are up to date: {self.path}"
                 if self.up_to_date else f"Test settings of model {self.model} -> {self.path}")
         lines = [head, *(f"  {step}" for step in self.steps)]
         if self.content is not None:
@@ -110,7 +110,7 @@ def _recorded(record: Record, key: str, source: Path) -> Path:
     ref = record.inputs.get(key)
     if ref is None:
         raise ArtifactError(f"{source}: its record does not name its {key.replace('_', ' ')} "
-                            "input; rerun `sppdet finetune`")
+                            "input", remedy=Remedy.rerun("finetune", force=True))
     return Path(ref.path)
 
 

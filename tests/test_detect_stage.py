@@ -14,7 +14,7 @@ from PIL import Image
 
 from sppdet.cli import cli
 from sppdet.errors import ArtifactMissingError, DataError
-from sppdet.io.records import Record, write_artifact
+from sppdet.io.records import Record, read_record, write_artifact
 from sppdet.stages import detect
 from sppdet.stages.layout import dataset_tag, detections_path, model_dir
 from sppdet.training.svm.weights import SVMWeights
@@ -249,3 +249,45 @@ def test_image_mode_with_a_file_name_that_is_not_utf8(image_model, tmp_path):
     assert drawn.name == "pic\udce9.detections.png" and drawn.exists()
     assert os.fsencode(drawn.name) == b"pic\xe9.detections.png"
     assert Image.open(drawn).size == (64, 48)
+
+
+def _candidates(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    from sppdet.detector.detections_io import DetectionsReader
+
+    with DetectionsReader(path) as reader:
+        return {i: (c.boxes, c.scores, c.labels)
+                for i in reader.image_ids() for c in [reader.candidates(i)]}
+
+
+@pytest.mark.parametrize("fc", ["svd", "int8"])
+def test_detect_with_fast_fc_layers_scores_like_the_float_layers(fake, tmp_path, fc):
+    """``fc="svd"`` at full energy is the float model up to rounding; ``int8`` scores every
+    window within the quantization's error; the record and the summary name the mode, so a
+    float artifact is not taken for a fast one."""
+    inputs, _, model = fake
+    reference = _run(inputs, tmp_path / "float.h5", model)
+    options = {"svd_energy": 1.0} if fc == "svd" else {}
+    summary = _run(inputs, tmp_path / f"{fc}.h5", model, fc=fc, **options)
+    assert fc in summary.fc.lower() and summary.fc in summary.to_text()
+    assert reference.fc != summary.fc
+    expected, got = _candidates(tmp_path / "float.h5"), _candidates(tmp_path / f"{fc}.h5")
+    assert expected.keys() == got.keys() and expected
+    scores_a, scores_b = [], []
+    for image_id, (boxes, scores, labels) in expected.items():
+        boxes_b, scores_b_i, labels_b = got[image_id]
+        # the same windows score for the same classes (the threshold is far below every score)
+        order_a = np.lexsort((labels, *boxes.T[::-1]))
+        order_b = np.lexsort((labels_b, *boxes_b.T[::-1]))
+        np.testing.assert_array_equal(boxes[order_a], boxes_b[order_b])
+        np.testing.assert_array_equal(labels[order_a], labels_b[order_b])
+        scores_a.append(scores[order_a])
+        scores_b.append(scores_b_i[order_b])
+    scores_a, scores_b = np.concatenate(scores_a), np.concatenate(scores_b)
+    spread = float(scores_a.std())
+    error = np.abs(scores_a - scores_b).max()
+    if fc == "svd":
+        assert error <= 1e-4 * max(1.0, float(np.abs(scores_a).max()))
+    else:
+        assert 0 < error < 0.1 * spread  # quantized (not the float path), and close to it
+    assert read_record(tmp_path / f"{fc}.h5").params != read_record(
+        tmp_path / "float.h5").params

@@ -186,6 +186,21 @@ def test_cli_propose_dask_local(demo, tmp_path):
     assert_same_items(tmp_path / "one.h5", next(work.rglob("test.ss-fast.h5")))
 
 
+def _trim_threshold() -> str | None:
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_local_workers_keep_glibcs_malloc_trim_threshold(monkeypatch):
+    """Dask's nanny default (65536) made selective search 20 % slower; a user's own value
+    is passed on."""
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with connect("local", jobs=1) as executor:
+        assert list(executor.imap(_trim_threshold, [()])) == [None]
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1048576")
+    with connect("local", jobs=1) as executor:
+        assert list(executor.imap(_trim_threshold, [()])) == ["1048576"]
+
+
 @pytest.mark.parametrize("address, message", [
     ("tcp://127.0.0.1:1", "cannot reach the Dask scheduler at tcp://127.0.0.1:1 within 2 s"),
     ("not-a-file.json", "neither 'local', a scheduler address"),

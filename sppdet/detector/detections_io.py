@@ -31,7 +31,7 @@ import numpy as np
 from sppdet.io.item_store import ItemReader, ItemStore
 from sppdet.io.records import Record
 from sppdet.detector.detections import ImageDetections
-from sppdet.errors import ArtifactError, ConfigError, DataError
+from sppdet.errors import ArtifactError, ConfigError, DataError, Remedy
 from sppdet.ops.nms import (DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_PER_IMAGE, DEFAULT_SCORE_THRESHOLD,
                             DEFAULT_SOFT_NMS_SIGMA, NMS_METHODS)
 from sppdet.io.closing import Closing
@@ -136,8 +136,8 @@ class NMSSettings:
                        per_class=None if nms.get("per_class") is None else tuple(
                            ClassNMS.from_params(c) for c in nms["per_class"]))
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
-            raise ArtifactError(f"{source}: the record has no usable NMS settings ({exc}); "
-                                "rerun `sppdet detect` with --force") from exc
+            raise ArtifactError(f"{source}: the record has no usable NMS settings ({exc})",
+                                remedy=Remedy.rerun("detect", force=True)) from exc
 
 
 def detections_params(*, model: str, data: Mapping[str, Any], classes: Sequence[str],
@@ -225,12 +225,14 @@ class DetectionsReader(Closing):
                 self.data: dict[str, Any] = dict(params["data"])
             except (KeyError, TypeError) as exc:
                 raise ArtifactError(f"{self.path}: the record lacks {exc} (model, classes and "
-                                    "data are needed); rerun `sppdet detect` with --force") from exc
+                                    "data are needed)",
+                                    remedy=Remedy.rerun("detect", force=True)) from exc
             self.nms = NMSSettings.from_params(params, self.path)
             if self.nms.per_class is not None and len(self.nms.per_class) != len(self.classes):
                 raise ArtifactError(f"{self.path}: the record's NMS settings name "
                                     f"{len(self.nms.per_class)} classes, its class list "
-                                    f"{len(self.classes)}; rerun `sppdet detect` with --force")
+                                    f"{len(self.classes)}",
+                                    remedy=Remedy.rerun("detect", force=True))
         except BaseException:
             self._reader.close()
             raise
@@ -258,7 +260,7 @@ class DetectionsReader(Closing):
         try:
             detections = ImageDetections(image_id, boxes, scores, labels)
         except DataError as exc:
-            raise ArtifactError(f"{self.path}: {exc}") from exc
+            raise ArtifactError(f"{self.path}: {exc.message}", remedy=exc.remedy) from exc
         if len(detections) and detections.labels.max() >= len(self.classes):
             raise ArtifactError(f"{self.path}: image {image_id!r} has label "
                                 f"{int(detections.labels.max())}, but the record lists "

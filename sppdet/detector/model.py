@@ -21,7 +21,7 @@ import torch
 from sppdet.backbones import build_backbone
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import NMSSettings
-from sppdet.errors import ArtifactMissingError, ConfigError, DataError
+from sppdet.errors import ArtifactMissingError, ConfigError, DataError, Remedy
 from sppdet.features.fc_head import FcHead
 from sppdet.io.records import input_ref, read_record
 from sppdet.ops.boxes import clip_boxes, is_degenerate
@@ -101,8 +101,9 @@ def load_model(model_dir: Path, *, scorer: str, use_bbox_reg: bool,
     reg_path = model_dir / "bbox_reg.npz"
     if use_bbox_reg:
         if not reg_path.exists():
-            raise ArtifactMissingError(f"{reg_path} does not exist; run `sppdet train-bbox-reg` "
-                                       "or detect with --no-bbox-reg")
+            raise ArtifactMissingError(
+                f"{reg_path} does not exist",
+                remedy=Remedy.rerun(alternative="run `sppdet train-bbox-reg`", bbox_reg=False))
         inputs["bbox_reg"] = input_ref(reg_path, made_by="train-bbox-reg")
         regressor, reg_classes = BBoxRegressor.load(reg_path)
         if list(reg_classes) != classes:

@@ -35,7 +35,7 @@ import numpy as np
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import ClassNMS, NMSSettings
 from sppdet.detector.model import suppress
-from sppdet.errors import ArtifactError, ConfigError
+from sppdet.errors import ArtifactError, ConfigError, Remedy
 from sppdet.evaluation.voc_ap import (ClassResult, ImageGroundTruth,
                                       class_detections_from_images, evaluate_class,
                                       evaluate_detections)
@@ -309,8 +309,8 @@ def read_test_settings(path: str | os.PathLike[str]) -> TestSettings:
     try:
         content = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: cannot read the test settings ({exc}); rerun `sppdet "
-                            "tune-detect` with --force") from exc
+        raise ArtifactError(f"{path}: cannot read the test settings ({exc})",
+                            remedy=Remedy.rerun("tune-detect", force=True)) from exc
     key = "classes"
     try:
         per_class = content["classes"]
@@ -329,8 +329,8 @@ def read_test_settings(path: str | os.PathLike[str]) -> TestSettings:
         key = "val_split"
         val_split = str(content["val_split"])
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
-        raise ArtifactError(f"{path}: key {key!r} is missing or malformed ({exc}); rerun "
-                            "`sppdet tune-detect` with --force") from exc
+        raise ArtifactError(f"{path}: key {key!r} is missing or malformed ({exc})",
+                            remedy=Remedy.rerun("tune-detect", force=True)) from exc
     return TestSettings(path=path, classes=names, nms=tuple(nms),
                         operating_scores=tuple(scores), scorer=scorer, bbox_reg=bbox_reg,
                         val_split=val_split)

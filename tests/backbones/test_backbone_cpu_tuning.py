@@ -25,6 +25,37 @@ def test_keep_freed_memory_applies_on_glibc_linux():
 def test_keep_freed_memory_is_a_no_op_elsewhere(monkeypatch):
     monkeypatch.setattr(cpu_tuning.platform, "system", lambda: "Darwin")
     assert cpu_tuning.keep_freed_memory() is False
+    assert cpu_tuning.release_freed_memory() is False
+
+
+_RSS_AFTER_FREE = """
+import os, numpy as np
+from sppdet.backbones.cpu_tuning import keep_freed_memory, release_freed_memory
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+keep_freed_memory()
+base = rss_mb()
+block = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+del block
+kept = rss_mb() - base
+release_freed_memory()
+released = rss_mb() - base
+block = np.ones(300 * 2**20 // 8)
+del block  # with the defaults back, a large block is unmapped at once
+after = rss_mb() - base
+print(f"{kept:.0f} {released:.0f} {after:.0f}")
+"""
+
+
+@pytest.mark.skipif(not (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"),
+                    reason="the allocator settings exist on glibc only")
+def test_release_freed_memory_returns_what_keep_freed_memory_kept():
+    # In a child process: the settings are process-wide.
+    result = subprocess.run([sys.executable, "-c", _RSS_AFTER_FREE], capture_output=True,
+                            text=True, check=True)
+    kept, released, after = map(float, result.stdout.split())
+    assert kept > 250  # the freed 300 MiB stayed resident
+    assert released < 50 and after < 50
 
 
 @pytest.mark.parametrize("name", ["zf5", "overfeat5", "efficientnet_lite0", "resnet50"])
