@@ -82,6 +82,22 @@ def test_ties_go_to_the_default_and_a_class_without_objects_keeps_it():
     assert result.classes[1].operating_point is None
 
 
+def test_a_setting_is_tried_on_one_class_with_the_others_at_the_default():
+    """The per-image cap (3 here) counts every class. Gaussian Soft-NMS keeps class 0's true
+    neighbour (decayed to 1.17); tried on class 1 at the same time it would also keep class 1's
+    duplicate (decayed to 1.53), which would take the last place under the cap. Tried on class 0
+    alone, class 1 keeps hard NMS, which removes the duplicate."""
+    truth = [ImageGroundTruth("a", [_box(0, 0), _box(38, 0), _box(0, 200)], [0, 0, 1])]
+    candidates = [ImageDetections("a", [_box(0, 0), _box(38, 0), _box(0, 200), _box(30, 200)],
+                                  [3.0, 2.5, 4.0, 3.9], [0, 0, 1, 1])]
+    gaussian = ClassNMS("gaussian", sigma=0.5)
+    result = choose_test_settings(truth, candidates, CLASSES, score_threshold=THRESHOLD,
+                                  max_per_image=3, grid=[DEFAULT_NMS, gaussian])
+    assert result.classes[0].val_ap == [pytest.approx(6 / 11), pytest.approx(1.0)]
+    assert [c.nms for c in result.classes] == [gaussian, DEFAULT_NMS]
+    assert result.chosen_map == pytest.approx(1.0)
+
+
 def test_the_grid_gets_the_default_and_refuses_repeats():
     truth, candidates = _touching_case()
     result = choose_test_settings(truth, candidates, CLASSES, score_threshold=THRESHOLD,
