@@ -8,7 +8,8 @@ pools), and the VOC result files ``comp4_det_<split>_<class>.txt`` are written b
 
 NMS: the settings given; else the model's ``test_settings.json`` (per-class NMS chosen on the
 validation split by ``tune-detect``, :mod:`sppdet.detector.tuning`) when it belongs to the
-model as loaded; else the paper's hard NMS at IoU 0.3 (:func:`resolve_nms`).
+model as loaded; else the paper's hard NMS at IoU 0.3
+(:func:`sppdet.detector.tuning.resolve_nms`).
 """
 
 from __future__ import annotations
@@ -26,16 +27,13 @@ from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import (DetectionsReader, NMSSettings, detection_item,
                                            detections_params)
 from sppdet.detector.model import SCORERS  # noqa: F401  (re-exported: the CLI's choices)
-from sppdet.ops.nms import DEFAULT_IOU_THRESHOLD, DEFAULT_SOFT_NMS_SIGMA
-from sppdet.detector.tuning import (TEST_SETTINGS_FILE, TestSettings, at_operating_points,
-                                    read_test_settings, settings_mismatch)
+from sppdet.detector.tuning import at_operating_points, resolve_nms
 from sppdet.detector.model import (
     DetectModel,
     DetectTimes,
     build_model_backbone,
     detect_windows,
     load_model,
-    nms_settings,
 )
 from sppdet.devices import resolve_device
 from sppdet.errors import ArtifactError, ArtifactMissingError, ConfigError, DataError
@@ -155,42 +153,6 @@ def write_outputs(out: Path, split: str, classes: list[str]) -> Path:
     return comp4_dir
 
 
-def resolve_nms(model_dir: Path, model: DetectModel, *, scorer: str, use_bbox_reg: bool,
-                score_threshold: float | None, max_per_image: int | None,
-                iou_threshold: float | None = None, nms_method: str | None = None,
-                nms_sigma: float | None = None, use_test_settings: bool = True
-                ) -> tuple[NMSSettings, TestSettings | None, str]:
-    """The NMS settings of a detection run, the stored settings used (if any) and a line
-    saying which settings these are and where they came from.
-
-    Any of ``iou_threshold``, ``nms_method``, ``nms_sigma`` given: those (the others at their
-    defaults) for every class. None given: the model's ``test_settings.json`` when
-    ``use_test_settings`` and it belongs to the model as loaded (same parts, scorer, box
-    regression), else hard NMS at IoU 0.3. The score threshold and the cap are always the
-    ones given (the scorer's default threshold when ``None``).
-    """
-    given = any(v is not None for v in (iou_threshold, nms_method, nms_sigma))
-    nms = nms_settings(scorer, DEFAULT_IOU_THRESHOLD if iou_threshold is None else iou_threshold,
-                       score_threshold, max_per_image, nms_method or "hard",
-                       DEFAULT_SOFT_NMS_SIGMA if nms_sigma is None else nms_sigma)
-    if given:
-        return nms, None, f"{nms.describe()} for every class (given)"
-    path = Path(model_dir) / TEST_SETTINGS_FILE
-    if not use_test_settings or not path.exists():
-        return nms, None, f"{nms.describe()} for every class (default)"
-    settings = read_test_settings(path)
-    reason = settings_mismatch(settings, model.inputs, model.classes, scorer=scorer,
-                               bbox_reg=use_bbox_reg)
-    if reason is not None:
-        log.warning("%s is not used: %s; rerun `sppdet tune-detect` to choose them again",
-                    path, reason)
-        return nms, None, (f"{nms.describe()} for every class (default; {path} is not used: "
-                           f"{reason}; rerun `sppdet tune-detect`)")
-    tuned = settings.nms_settings(nms.score_threshold, nms.max_per_image)
-    return tuned, settings, (f"{tuned.describe(model.classes)} (chosen on split "
-                             f"'{settings.val_split}': {path})")
-
-
 def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposals: Path,
         features: Path | None = None, scorer: str = "svm", use_bbox_reg: bool = True,
         iou_threshold: float | None = None, score_threshold: float | None = None,
@@ -217,7 +179,7 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         use_bbox_reg: apply the box regressors.
         iou_threshold: per-class NMS threshold (suppress when IoU > it). This, ``nms_method``
             and ``nms_sigma`` left ``None``: the model's test settings, else the defaults
-            (:func:`resolve_nms`).
+            (:func:`sppdet.detector.tuning.resolve_nms`).
         score_threshold: drop windows scoring at most this (default -1.5 for SVM scores,
             1e-3 for softmax probabilities).
         max_per_image: cap on detections per image (None: no cap).

@@ -34,8 +34,10 @@ import numpy as np
 
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import ClassNMS, NMSSettings
-from sppdet.detector.model import suppress
+from sppdet.detector.model import DetectModel, nms_settings, suppress
 from sppdet.errors import ArtifactError, ConfigError, Remedy
+from sppdet.ops.nms import DEFAULT_IOU_THRESHOLD, DEFAULT_SOFT_NMS_SIGMA
+from sppdet.progress import get_logger
 from sppdet.evaluation.voc_ap import (ClassResult, ImageGroundTruth,
                                       class_detections_from_images, evaluate_class,
                                       evaluate_detections)
@@ -52,6 +54,7 @@ NMS_GRID: tuple[ClassNMS, ...] = (
     ClassNMS("linear", 0.3), ClassNMS("linear", 0.5),
     ClassNMS("gaussian", sigma=0.3), ClassNMS("gaussian", sigma=0.5),
 )
+log = get_logger("tuning")
 # AP differences below this are float noise, not a better setting.
 AP_TOLERANCE = 1e-9
 
@@ -383,3 +386,39 @@ def at_operating_points(detections: ImageDetections,
     keep = np.where(np.isnan(points),
                     scores > (-np.inf if fallback is None else fallback), scores >= points)
     return detections.select(np.flatnonzero(keep))
+
+
+def resolve_nms(model_dir: Path, model: DetectModel, *, scorer: str, use_bbox_reg: bool,
+                score_threshold: float | None, max_per_image: int | None,
+                iou_threshold: float | None = None, nms_method: str | None = None,
+                nms_sigma: float | None = None, use_test_settings: bool = True
+                ) -> tuple[NMSSettings, TestSettings | None, str]:
+    """The NMS settings of a detection run, the stored settings used (if any) and a line
+    saying which settings these are and where they came from.
+
+    Any of ``iou_threshold``, ``nms_method``, ``nms_sigma`` given: those (the others at their
+    defaults) for every class. None given: the model's ``test_settings.json`` when
+    ``use_test_settings`` and it belongs to the model as loaded (same parts, scorer, box
+    regression), else hard NMS at IoU 0.3. The score threshold and the cap are always the
+    ones given (the scorer's default threshold when ``None``).
+    """
+    given = any(v is not None for v in (iou_threshold, nms_method, nms_sigma))
+    nms = nms_settings(scorer, DEFAULT_IOU_THRESHOLD if iou_threshold is None else iou_threshold,
+                       score_threshold, max_per_image, nms_method or "hard",
+                       DEFAULT_SOFT_NMS_SIGMA if nms_sigma is None else nms_sigma)
+    if given:
+        return nms, None, f"{nms.describe()} for every class (given)"
+    path = Path(model_dir) / TEST_SETTINGS_FILE
+    if not use_test_settings or not path.exists():
+        return nms, None, f"{nms.describe()} for every class (default)"
+    settings = read_test_settings(path)
+    reason = settings_mismatch(settings, model.inputs, model.classes, scorer=scorer,
+                               bbox_reg=use_bbox_reg)
+    if reason is not None:
+        log.warning("%s is not used: %s; rerun `sppdet tune-detect` to choose them again",
+                    path, reason)
+        return nms, None, (f"{nms.describe()} for every class (default; {path} is not used: "
+                           f"{reason}; rerun `sppdet tune-detect`)")
+    tuned = settings.nms_settings(nms.score_threshold, nms.max_per_image)
+    return tuned, settings, (f"{tuned.describe(model.classes)} (chosen on split "
+                             f"'{settings.val_split}': {path})")
