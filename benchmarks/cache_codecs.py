@@ -48,7 +48,6 @@ import platform
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +64,7 @@ if ROOT not in sys.path:  # run as a script from anywhere
 
 import h5py  # noqa: E402
 
+from benchmarks.machine import load_average, machine_name  # noqa: E402
 from sppdet.io.item_store import ItemStore  # noqa: E402
 from sppdet.io.records import Record  # noqa: E402
 from sppdet.backbones import Backbone, build_backbone  # noqa: E402
@@ -346,25 +346,6 @@ def time_pool_only(backbone: Backbone, images: list[tuple[str, np.ndarray]],
 
 
 # ----------------------------------------------------------------------------------- output
-def machine_name() -> str:
-    try:
-        output = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in output.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    try:
-        with open("/proc/loadavg") as handle:
-            return " ".join(handle.read().split()[:3])
-    except OSError:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 def _format(column: str, value: float) -> str:
     if column in ("MB / image", "ratio"):
         return f"{value:.3f}" if value < 10 else f"{value:.2f}"

@@ -37,10 +37,8 @@ import argparse
 import copy
 import datetime
 import os
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from typing import Sequence
@@ -53,6 +51,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, ROOT)
 
+from benchmarks.machine import load_average, machine_name  # noqa: E402
 from sppdet.backbones import build_backbone  # noqa: E402
 from sppdet.backbones.lrn import CrossChannelLRN  # noqa: E402
 from sppdet.backbones.sequential import SequentialBackbone  # noqa: E402
@@ -340,25 +339,6 @@ def check_features(setup: Setup) -> str:
 
 
 # ----------------------------------------------------------------------------------- report
-def machine_name() -> str:
-    try:
-        output = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in output.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    try:
-        with open("/proc/loadavg") as handle:
-            return " ".join(handle.read().split()[:3])
-    except OSError:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator > 0 else float("inf")
 

@@ -5,7 +5,9 @@ exit 2, Click's rule; so does a library :class:`~sppdet.errors.ParameterError`, 
 the parameter that the command line shows as its option. Other library errors
 (:class:`~sppdet.errors.SppdetError`: data, artifacts, config files) and errors of the user's
 environment (a read-only or full file system, a permission: the file and the errno are named)
-print as ``Error: ...`` and exit 1. A traceback is printed only with ``--debug``.
+print as ``Error: ...`` and exit 1; an error's remedy (what to rerun, with which settings) is
+rendered with this command line's options (:mod:`cli.remedies`). A traceback is printed only
+with ``--debug``.
 
 Importing this package is instant: the command modules import only Click and the torch-free
 parameter declarations (:mod:`sppdet.stages.params`); the stages and the library load inside
@@ -23,6 +25,7 @@ from sppdet import __version__
 from sppdet.errors import ParameterError, SppdetError
 
 from .context import Settings
+from .remedies import error_message
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True,
                     "max_content_width": 100}
@@ -41,12 +44,12 @@ class SppdetGroup(click.Group):
             if _debug(ctx):
                 traceback.print_exc()
             if option is None:
-                raise click.ClickException(str(exc)) from exc
-            raise click.BadParameter(str(exc), param=option) from exc
+                raise click.ClickException(error_message(ctx, exc)) from exc
+            raise click.BadParameter(error_message(ctx, exc), param=option) from exc
         except SppdetError as exc:
             if _debug(ctx):
                 traceback.print_exc()
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(error_message(ctx, exc)) from exc
         except KeyboardInterrupt:
             raise click.Abort() from None
         except OSError as exc:

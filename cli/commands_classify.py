@@ -14,6 +14,7 @@ from sppdet.stages.params import (TEST_SPLIT, TRAIN_SPLIT, ClassifyOptions, Imag
 from .context import Settings, pass_settings
 from .options import (IntListType, classes_option, device_option, force_option, jobs_option, option,
                       param_option, parse_classes, seed_option)
+from .remedies import summary_text
 
 _DEFAULTS = PretrainConfig()
 
@@ -116,7 +117,7 @@ def pretrain_command(settings: Settings, dataset: Path, split: str, backbone: st
                            classes=parse_classes(classes),
                            crop_options=options.crop_options(config.seed), device=device,
                            jobs=jobs, force=force)
-    click.echo(summary.to_text())
+    click.echo(summary_text(summary))
 
 
 @click.command("classify")
@@ -167,7 +168,7 @@ def classify_command(settings: Settings, dataset: Path, model: Path, split: str,
                            views=views, view_scales=view_scales, view_mapping=view_mapping,
                            features=features, whole_images=whole_images,
                            feature_size=feature_size, device=device, jobs=jobs, force=force)
-    click.echo(summary.to_text())
+    click.echo(summary_text(summary))
 
 
 @click.command("image-svm")

@@ -1,4 +1,5 @@
-"""Command ``detect``: on a dataset split (artifact + VOC result files) or on image files."""
+"""Commands ``detect`` (on a dataset split: artifact + VOC result files; or on image files) and
+``tune-detect`` (the model's test settings, chosen on the validation split)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,30 @@ from pathlib import Path
 
 import click
 
-from sppdet.stages.params import (DEFAULT_DETECT_FC, DEFAULT_SVD_ENERGY, DETECT_FC_MODES,
-                                  DEFAULT_DRAW_THRESHOLDS, DEFAULT_SCORE_THRESHOLDS,
-                                  IMPORT_METHOD, TEST_SPLIT, DetectOptions, ProposeOptions)
+from sppdet.stages.params import (DEFAULT_DETECT_FC, DEFAULT_IOU_THRESHOLD,
+                                  DEFAULT_NMS_METHOD, DEFAULT_SOFT_NMS_SIGMA, DEFAULT_SVD_ENERGY,
+                                  DETECT_FC_MODES, DEFAULT_DRAW_THRESHOLDS,
+                                  DEFAULT_SCORE_THRESHOLDS, IMPORT_METHOD, METRICS, TEST_SPLIT,
+                                  DetectOptions, ProposeOptions)
 
 from .context import Settings, pass_settings
 from .options import (IntListType, classes_option, dask_option, device_option, exclusive,
                       feature_variant_option, force_option, jobs_option, method_choice,
                       on_error_option, option, param_option, parse_classes, shard_option)
+from .remedies import summary_text
 from .scaleout import run_maybe_ranked
 
 
 def _per_scorer(values: dict[str, float]) -> str:
     return ", ".join(f"{value:g} for {scorer}" for scorer, value in values.items())
+
+
+def _tuned(value: object) -> str:
+    return f"the model's test_settings.json, else {value}"
+
+
+_NMS_OVERRIDE = (" Giving any of --nms, --iou-threshold, --nms-sigma applies them to every "
+                 "class instead of the model's test settings (tune-detect).")
 
 
 @click.command("detect")
@@ -33,17 +45,21 @@ def _per_scorer(values: dict[str, float]) -> str:
 @option("--bbox-reg/--no-bbox-reg", default=True, show_default=True,
         help="Apply the box regressors (bbox_reg.npz).")
 @param_option(DetectOptions, "iou_threshold", "--iou-threshold",
-              help="Per-class NMS: suppress a window whose IoU with a better one is above this.")
-@param_option(DetectOptions, "nms_method", "--nms",
+              show_default=_tuned(DEFAULT_IOU_THRESHOLD),
+              help="Per-class NMS: suppress a window whose IoU with a better one is above "
+                   "this.")
+@param_option(DetectOptions, "nms_method", "--nms", show_default=_tuned(DEFAULT_NMS_METHOD),
               help="Hard NMS, or Soft-NMS (Bodla et al. 2017) that lowers the scores of "
                    "overlapping windows instead of removing them: linear (1 - IoU above "
-                   "--iou-threshold) or gaussian.")
+                   "--iou-threshold) or gaussian." + _NMS_OVERRIDE)
 @param_option(DetectOptions, "nms_sigma", "--nms-sigma",
+              show_default=_tuned(DEFAULT_SOFT_NMS_SIGMA),
               help="Gaussian Soft-NMS: the part of a score above the score threshold is "
                    "multiplied by exp(-IoU^2 / sigma).")
 @param_option(DetectOptions, "score_threshold", "--score-threshold", type=float,
               show_default=_per_scorer(DEFAULT_SCORE_THRESHOLDS),
-              help="Keep windows scoring above this.")
+              help="Keep windows scoring above this. Image files: given, it replaces the "
+                   "per-class operating points of the model's test settings.")
 @param_option(DetectOptions, "max_per_image", "--max-per-image", type=click.IntRange(min=0),
               help="At most this many detections per image (0: no limit).")
 @option("--method", type=method_choice(), default=None,
@@ -66,7 +82,8 @@ def _per_scorer(values: dict[str, float]) -> str:
         help="Dataset mode: the detections artifact. Image mode: folder for the drawn "
              "images.")
 @option("--draw-threshold", type=float, default=None,
-        show_default=_per_scorer(DEFAULT_DRAW_THRESHOLDS),
+        show_default="each class's operating point from the model's test_settings.json, "
+                     "else " + _per_scorer(DEFAULT_DRAW_THRESHOLDS),
         help="Image mode: draw detections scoring above this.")
 @option("--fc", "fc_mode", type=click.Choice(list(DETECT_FC_MODES)), default=DEFAULT_DETECT_FC,
         show_default=True,
@@ -85,8 +102,9 @@ def _per_scorer(values: dict[str, float]) -> str:
 @force_option
 @pass_settings
 def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, split: str,
-                   scorer: str, bbox_reg: bool, iou_threshold: float, nms_method: str,
-                   nms_sigma: float, score_threshold: float | None, max_per_image: int,
+                   scorer: str, bbox_reg: bool, iou_threshold: float | None,
+                   nms_method: str | None, nms_sigma: float | None,
+                   score_threshold: float | None, max_per_image: int,
                    method: str | None,
                    proposals: Path | None, features: Path | None,
                    feature_variant: str | None, scales: tuple[int, ...] | None,
@@ -99,6 +117,10 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
     INPUTS is either one VOC-layout DATASET folder (every image of --split is detected; the
     result is a detections artifact plus VOC comp4 result files), or image files (proposals
     and conv5 are computed on the fly and the detections are drawn on the images).
+
+    When the model has test settings (`sppdet tune-detect`, run by the pipeline), its
+    per-class NMS is used unless an NMS option is given, and on image files only the
+    detections at each class's operating point are drawn and listed.
     """
     cap = max_per_image or None
     if len(inputs) == 1 and inputs[0].is_dir():
@@ -127,7 +149,7 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
             summary = run_maybe_ranked(run, shard=shard, device=device,
                                        sums=("computed", "resumed"))
         if summary is not None:
-            click.echo(summary.to_text())
+            click.echo(summary_text(summary))
         return
     if dask is not None or jobs > 1:
         raise click.UsageError("--dask and --jobs apply to a dataset, not to image files")
@@ -152,6 +174,11 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                                 nms_sigma=nms_sigma)
     for result in summary.results:
         click.echo(f"{result.path}: {len(result.detections)} detections -> {result.drawn}")
+    click.echo(f"NMS: {summary.nms}")
+    if summary.operating_points is not None:
+        points = ", ".join(f"{name} >= {score:.3g}" if score is not None else f"{name}: all"
+                           for name, score in summary.operating_points.items())
+        click.echo(f"Kept at the operating points chosen on validation: {points}")
     click.echo(f"Detections listed in {summary.listing}")
     if summary.failures:
         click.echo(f"Not detected: {len(summary.failures)} of {len(inputs)} image(s):")
@@ -162,4 +189,50 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                                        "detected (listed above; --on-error skip accepts that)")
 
 
-COMMANDS = [detect_command]
+@click.command("tune-detect")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@option("--name", "-n", required=True, help="Model name (<work-dir>/models/<name>/).")
+@param_option(DetectOptions, "scorer", "--scorer",
+              help="The scores detect will use: per-class SVMs on fc7 or the fc8 softmax.")
+@option("--bbox-reg/--no-bbox-reg", default=True, show_default=True,
+        help="Whether detect will apply the box regressors.")
+@param_option(DetectOptions, "score_threshold", "--score-threshold", type=float,
+              show_default=_per_scorer(DEFAULT_SCORE_THRESHOLDS),
+              help="The score threshold detect will use (candidates score above it).")
+@param_option(DetectOptions, "max_per_image", "--max-per-image", type=click.IntRange(min=0),
+              help="The per-image cap detect will use (0: no limit).")
+@option("--metric", type=click.Choice(METRICS), default=METRICS[0], show_default=True,
+        help="The AP that chooses: 11point (VOC2007) or area (VOC2010 and later).")
+@device_option
+@jobs_option
+@dask_option
+@force_option
+@pass_settings
+def tune_detect_command(settings: Settings, dataset: Path, name: str, scorer: str,
+                        bbox_reg: bool, score_threshold: float | None, max_per_image: int,
+                        metric: str, device: str, jobs: int, dask: str | None,
+                        force: bool) -> None:
+    """Choose the model's test settings on the validation split and store them with it.
+
+    The fc layers were fine-tuned with the validation split held out, but the SVMs and box
+    regressors were trained on trainval. So a selection model (SVMs and box regressors
+    trained the same way on the fine-tuning split, in <work-dir>/models/<name>/selection/)
+    detects the validation split, and per class the NMS of best validation AP (hard NMS at
+    IoU 0.3-0.6, linear or Gaussian Soft-NMS; ties go to hard at 0.3) and the score of best
+    F1 (the operating point for drawings and image files) are written to
+    <work-dir>/models/<name>/test_settings.json. `sppdet detect` uses them from then on.
+    The test split is never looked at.
+    """
+    from sppdet.parallel.dask_cluster import open_executor
+    from sppdet.stages import tune_detect
+    from sppdet.stages.layout import model_dir
+
+    with open_executor(dask, jobs=jobs) as executor:
+        summary = tune_detect.run(dataset, model_dir(settings.work_dir, name), scorer=scorer,
+                                  use_bbox_reg=bbox_reg, score_threshold=score_threshold,
+                                  max_per_image=max_per_image or None, metric=metric,
+                                  jobs=jobs, device=device, force=force, executor=executor)
+    click.echo(summary.to_text())
+
+
+COMMANDS = [detect_command, tune_detect_command]

@@ -11,6 +11,7 @@ from sppdet.stages.params import METRICS
 
 from .context import Settings, pass_settings
 from .options import Option, classes_option, dataset_argument, parse_classes, split_option
+from .remedies import summary_text
 
 
 @click.command("eval")
@@ -75,7 +76,7 @@ def eval_command(settings: Settings, dataset: str, detections: Path, split: str,
                            iou_threshold=iou_threshold, classes=parse_classes(classes),
                            write_comp4=write_comp4, plots=plots, analysis=analysis, coco=coco,
                            gallery=gallery, force=force)
-    click.echo(summary.to_text())
+    click.echo(summary_text(summary))
 
 
 @click.command("export-coco")
@@ -107,7 +108,7 @@ def export_coco_command(settings: Settings, dataset: str, detections: Path | Non
         out_dir = settings.work_dir / "coco" / dataset_tag(dataset)
     summary = evaluate.export_coco(dataset, split, out_dir, detections=detections,
                                    classes=parse_classes(classes), force=force)
-    click.echo(summary.to_text())
+    click.echo(summary_text(summary))
 
 
 @click.command("combine")
@@ -151,7 +152,7 @@ def combine_command(settings: Settings, detections: tuple[Path, ...], name: str,
                           score_threshold=score_threshold,
                           max_per_image=max_per_image or None, no_limit=max_per_image == 0,
                           force=force)
-    click.echo(summary.to_text())
+    click.echo(summary_text(summary))
 
 
 COMMANDS = [eval_command, export_coco_command, combine_command]

@@ -13,6 +13,7 @@ from .context import Settings, pass_settings
 from .options import (IntListType, backbone_choice, classes_option, dataset_argument,
                       device_option, force_option, on_error_option, option, param_option,
                       parse_classes, seed_option, shard_option, split_option)
+from .remedies import summary_text
 from .scaleout import run_maybe_ranked
 
 
@@ -70,7 +71,7 @@ def cache_features_command(settings: Settings, dataset: str, split: str, backbon
                                sums=("computed", "resumed"),
                                unions=("failures", "cpu_fallbacks"))
     if summary is not None:
-        click.echo(summary.to_text())
+        click.echo(summary_text(summary))
 
 
 COMMANDS = [cache_features_command]

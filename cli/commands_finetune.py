@@ -14,6 +14,7 @@ from .context import Settings, pass_settings
 from .options import (backbone_choice, classes_option, dataset_argument, device_option, exclusive,
                       feature_variant_option, force_option, method_choice, option, parse_classes,
                       seed_option)
+from .remedies import summary_text
 
 _DEFAULTS = FinetuneConfig()
 
@@ -143,7 +144,7 @@ def finetune_command(settings: Settings, dataset: str, name: str, train_split: s
                            val_proposals=inputs.val_proposals,
                            val_features=inputs.val_features, config=config,
                            classes=parse_classes(classes), device=device, force=force)
-    click.echo(summary.to_text())
+    click.echo(summary_text(summary))
 
 
 COMMANDS = [finetune_command]

@@ -15,6 +15,7 @@ from sppdet.stages.recipes import CPU_EPOCHS, RECIPES
 from .context import Settings, pass_settings
 from .options import (DeviceType, IntListType, backbone_choice, dataset_argument, device_option,
                       force_option, option)
+from .remedies import summary_text
 
 _DEFAULTS = PipelineConfig()
 
@@ -121,7 +122,7 @@ def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
         return
     summary = pipeline.run(dataset, settings.work_dir, resolved, force=force,
                            on_stage=_echo_stage, on_plan=lambda p: click.echo(p.to_text()))
-    click.echo(summary.to_text())
+    click.echo(summary_text(summary))
 
 
 def _device_type(name: str) -> str:
@@ -178,7 +179,7 @@ def demo_command(settings: Settings, n_trainval: int, n_test: int, iterations: i
     config.finetune = dataclasses.replace(config.finetune, iterations=iterations)
     summary = demo.run(settings.work_dir, data_config=data_config, config=config,
                        figures=figures, force=force, on_stage=_echo_stage)
-    click.echo(summary.to_text())
+    click.echo(summary_text(summary))
 
 
 COMMANDS = [pipeline_command, demo_command]

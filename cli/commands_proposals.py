@@ -12,6 +12,7 @@ from .context import Settings, pass_settings
 from .options import (classes_option, dask_option, dataset_argument, force_option, jobs_option,
                       method_choice, on_error_option, option, param_option, parse_classes,
                       shard_option, split_option)
+from .remedies import summary_text
 
 
 @click.command("propose")
@@ -78,7 +79,7 @@ def propose_command(settings: Settings, dataset: str, split: str, method: str, m
                               import_path=import_file, classes=parse_classes(classes),
                               jobs=jobs, shard=shard, on_error=on_error, force=force,
                               executor=executor)
-    click.echo(summary.to_text())
+    click.echo(summary_text(summary))
 
 
 class BudgetsType(click.ParamType):
@@ -132,7 +133,7 @@ def eval_proposals_command(dataset: str, proposals: Path, split: str,
                                      classes=parse_classes(classes),
                                      executor=executor or (local_executor(jobs) if jobs > 1
                                                            else None))
-    click.echo(summary.to_text())
+    click.echo(summary_text(summary))
 
 
 COMMANDS = [propose_command, eval_proposals_command]

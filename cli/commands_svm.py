@@ -14,6 +14,7 @@ from .context import Settings, pass_settings
 from .options import (backbone_choice, dask_option, dataset_argument, device_option, exclusive,
                       feature_variant_option, force_option, jobs_option, method_choice, option,
                       param_option, seed_option, split_option)
+from .remedies import summary_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -113,7 +114,7 @@ def train_svm_command(settings: Settings, dataset: str, split: str, name: str, l
                                 bias_feature=bias_feature, include_difficult=include_difficult,
                                 max_cached_negatives=max_cached_negatives, device=device,
                                 force=force, executor=executor)
-    click.echo(summary.to_text())
+    click.echo(summary_text(summary))
 
 
 @click.command("train-bbox-reg")
@@ -157,7 +158,7 @@ def train_bbox_reg_command(settings: Settings, dataset: str, split: str, name: s
     summary = train_bbox_reg.run(dataset, split, out, proposals=paths.proposals,
                                  features=paths.features, min_iou=min_iou, lambda_=lambda_,
                                  whiten=whiten, seed=seed, device=device, force=force)
-    click.echo(summary.to_text())
+    click.echo(summary_text(summary))
 
 
 COMMANDS = [train_svm_command, train_bbox_reg_command]

@@ -28,7 +28,7 @@ from sppdet.backbones.cpu_tuning import freed_memory_kept
 from sppdet.data.images import read_image
 from sppdet.data.voc import VOCDataset
 from sppdet.devices import resolve_device
-from sppdet.errors import ConfigError, DataError, ModelError
+from sppdet.errors import ConfigError, DataError, ModelError, ParameterError
 from sppdet.features.cache import FEATURES_STAGE, compute_maps
 from sppdet.progress import get_logger, progress
 from sppdet.ops.scales import resized_size
@@ -66,7 +66,7 @@ class CacheSummary:
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return "\n".join([f"Features are up to date: {self.path} (use --force to rebuild)",
+            return "\n".join([f"Features are up to date: {self.path}",
                               *left_out_lines(self.left_out, self.split)])
         lines = [f"conv5 features ({self.backbone}, scales {list(self.scales)}, on "
                  f"{self.device}) for {self.images} images -> {self.path}"]
@@ -118,7 +118,7 @@ def compression_options(name: str, level: int | None = None) -> dict[str, Any]:
         try:
             import hdf5plugin
         except ImportError as exc:
-            raise ConfigError("--compression zstd needs the hdf5plugin package "
+            raise ConfigError("compression zstd needs the hdf5plugin package "
                               "(pip install hdf5plugin)") from exc
         return dict(hdf5plugin.Zstd(clevel=3 if level is None else level))
     raise ConfigError(f"unknown compression {name!r}; choose from {', '.join(COMPRESSIONS)}")
@@ -144,7 +144,7 @@ def check_disk_space(folder: Path, needed_bytes: int) -> None:
         raise ConfigError(
             f"the feature cache needs about {needed_bytes / 1e9:.1f} GB in {folder} (the "
             f"per-image parts plus the merged file) but only {free / 1e9:.1f} GB are free; "
-            "free space, use fewer --scales, --compression gzip, or another --work-dir"
+            "free space, cache fewer scales or with gzip compression, or write elsewhere"
         )
 
 
@@ -179,10 +179,10 @@ def run(dataset: str | Path, split: str, out: Path, *, backbone_name: str,
     """
     scales = tuple(sorted({int(s) for s in scales}))
     if not scales or min(scales) < 16:
-        raise ConfigError(f"--scales must be shorter-side sizes of at least 16 pixels, got "
-                          f"{list(scales)}")
+        raise ParameterError("scales", "scales must be shorter-side sizes of at least 16 "
+                                       f"pixels, got {list(scales)}")
     if dtype not in ("float16", "float32"):
-        raise ConfigError(f"--dtype must be float16 or float32, got {dtype!r}")
+        raise ParameterError("dtype", f"dtype must be float16 or float32, got {dtype!r}")
     h5_options = compression_options(compression)
     torch_device = resolve_device(device)
     data = VOCDataset(dataset, split, classes)

@@ -83,7 +83,7 @@ class ClassifySummary:
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"classify: {self.out_dir / REPORT_FILE} is up to date (use --force to rerun)"
+            return f"classify: {self.out_dir / REPORT_FILE} is up to date"
         lines = [f"classify: {self.model} on {self.n_examples} examples", "",
                  results_markdown(self.results).rstrip(), ""]
         if self.features_path is not None:

@@ -27,7 +27,7 @@ from sppdet.detector.detections_io import (
     detection_item,
     detections_params,
 )
-from sppdet.errors import ArtifactError, ConfigError, DataError
+from sppdet.errors import YOUR_CHOICE, ArtifactError, ConfigError, DataError, Remedy
 from sppdet.progress import get_logger, progress
 
 from .common import format_seconds
@@ -59,7 +59,7 @@ class CombineSummary:
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"Combined detections are up to date: {self.path} (use --force to rebuild)"
+            return f"Combined detections are up to date: {self.path}"
         settings = (f"IoU > {self.nms.iou_threshold:g} suppresses, score > "
                     f"{self.nms.score_threshold}, at most {self.nms.max_per_image} per image")
         lines = [f"Combined {len(self.models)} models ({', '.join(self.models)}) -> "
@@ -93,15 +93,15 @@ def output_path(work_dir: Path, name: str, inputs: Sequence[str | Path]) -> Path
     return detections_path(work_dir, check_name(name), data["dataset"], data["split"])
 
 
-def _common_setting(readers: Sequence[DetectionsReader], key: str, override: object,
-                    option: str) -> object:
+def _common_setting(readers: Sequence[DetectionsReader], key: str, override: object
+                    ) -> object:
     if override is not None:
         return override
     values = {getattr(r.nms, key) for r in readers}
     if len(values) > 1:
         listed = ", ".join(f"{r.path}: {getattr(r.nms, key)}" for r in readers)
-        raise ConfigError(f"the inputs were made with different {key} ({listed}); choose one "
-                          f"with {option}")
+        raise ConfigError(f"the inputs were made with different {key} ({listed})",
+                          remedy=Remedy.rerun(verb="choose one", **{key: YOUR_CHOICE}))
     return values.pop()
 
 
@@ -161,7 +161,7 @@ def run(inputs: Sequence[str | Path], out: str | Path, *, name: str,
                           + ", ".join(str(p) for p in paths))
     out = Path(out)
     if out.resolve() in resolved:
-        raise ConfigError(f"the output {out} is one of the inputs; choose another --name")
+        raise ConfigError(f"the output {out} is one of the inputs; choose another output name")
     with contextlib.ExitStack() as stack:
         readers = [stack.enter_context(DetectionsReader(p)) for p in paths]
         if not force:
@@ -169,12 +169,10 @@ def run(inputs: Sequence[str | Path], out: str | Path, *, name: str,
                 check_inputs_current(reader.record, reader.path)
         ids = _check_same_data(readers)
         nms = NMSSettings(
-            iou_threshold=float(_common_setting(readers, "iou_threshold", iou_threshold,
-                                               "--iou-threshold")),
-            score_threshold=_common_setting(readers, "score_threshold", score_threshold,
-                                            "--score-threshold"),
+            iou_threshold=float(_common_setting(readers, "iou_threshold", iou_threshold)),
+            score_threshold=_common_setting(readers, "score_threshold", score_threshold),
             max_per_image=None if no_limit else _common_setting(
-                readers, "max_per_image", max_per_image, "--max-per-image"))
+                readers, "max_per_image", max_per_image))
         models = [r.model for r in readers]
         first = readers[0]
         record = Record(

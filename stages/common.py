@@ -120,6 +120,69 @@ def engine_line(engine: str, reruns: int) -> str:
     return f"  ran on {engine}{again}"
 
 
+@dataclass(kw_only=True)
+class ClassStats:
+    """One class of a :class:`PerClassSummary`: its name, and why it was not trained (None:
+    it was)."""
+
+    name: str
+    skipped: str | None = None
+
+
+@dataclass(kw_only=True)
+class PerClassSummary:
+    """What a stage that trains one model per class did (train-svm, train-bbox-reg): the
+    fields and summary lines they share.
+
+    ``classes`` hold the stats of each class (a :class:`ClassStats`).
+    """
+
+    path: Path
+    classes: list[Any] = field(default_factory=list)
+    feature_scale: float = 0.0
+    images: int = 0
+    proposals: int = 0
+    device: str = "cpu"
+    seconds: float = 0.0
+    up_to_date: bool = False
+
+    def head_line(self, what: str, layer: str) -> str:
+        """``"<what> on <layer> features for 3 of 4 classes -> <path>"``."""
+        trained = sum(c.skipped is None for c in self.classes)
+        return (f"{what} on {layer} features for {trained} of {len(self.classes)} classes -> "
+                f"{self.path}")
+
+    def class_table(self, header: str, cells: Callable[[Any], str],
+                    first_cell: Callable[[Any], str]) -> list[str]:
+        """A header row, then one row per class: ``cells(c)`` after its name; a skipped class
+        keeps its first column ``first_cell(c)`` and says why."""
+        width = max([len("class")] + [len(c.name) for c in self.classes])
+        lines = [f"  {'class':<{width}}  {header}"]
+        for c in self.classes:
+            row = cells(c) if c.skipped is None else f"{first_cell(c)}  skipped: {c.skipped}"
+            lines.append(f"  {c.name:<{width}}  {row}")
+        return lines
+
+    def inputs_line(self, windows: str) -> str:
+        """The feature scale and what was read; ``windows`` says what windows were used."""
+        return (f"  feature scale {self.feature_scale:.4g} (mean norm 20); {self.images} "
+                f"images, {self.proposals} proposals, {windows}")
+
+    def skipped_line(self, consequence: str) -> list[str]:
+        """``["  2 class(es) <consequence>: a, b"]`` for the skipped classes; none: ``[]``."""
+        skipped = [c.name for c in self.classes if c.skipped is not None]
+        if not skipped:
+            return []
+        return [f"  {len(skipped)} class(es) {consequence}: " + ", ".join(skipped)]
+
+    def record_fields(self) -> dict[str, Any]:
+        """The shared part of the record's summary."""
+        return {"classes": {c.name: {k: v for k, v in vars(c).items() if k != "name"}
+                            for c in self.classes},
+                "feature_scale": self.feature_scale, "images": self.images,
+                "proposals": self.proposals, "device": self.device}
+
+
 def format_seconds(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"

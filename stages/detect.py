@@ -5,6 +5,11 @@ computed on the fly when the split has none), then the detector of
 :mod:`sppdet.detector.model` (scores, box regression, per-class NMS). The artifact keeps, per
 image, the final detections and every candidate window above the threshold (what ``combine``
 pools), and the VOC result files ``comp4_det_<split>_<class>.txt`` are written beside it.
+
+NMS: the settings given; else the model's ``test_settings.json`` (per-class NMS chosen on the
+validation split by ``tune-detect``, :mod:`sppdet.detector.tuning`) when it belongs to the
+model as loaded; else the paper's hard NMS at IoU 0.3
+(:func:`sppdet.detector.tuning.resolve_nms`).
 """
 
 from __future__ import annotations
@@ -22,14 +27,13 @@ from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import (DetectionsReader, NMSSettings, detection_item,
                                            detections_params)
 from sppdet.detector.model import SCORERS  # noqa: F401  (re-exported: the CLI's choices)
-from sppdet.ops.nms import DEFAULT_SOFT_NMS_SIGMA
+from sppdet.detector.tuning import at_operating_points, resolve_nms
 from sppdet.detector.model import (
     DetectModel,
     DetectTimes,
     build_model_backbone,
     detect_windows,
     load_model,
-    nms_settings,
 )
 from sppdet.devices import resolve_device
 from sppdet.errors import ArtifactError, ArtifactMissingError, ConfigError, DataError
@@ -82,10 +86,13 @@ class DetectSummary:
     computed: int = 0
     engine: str = ""
     reruns: int = 0
+    nms: str = ""
 
     def to_text(self) -> str:
         if self.up_to_date:
-            lines = [f"Detections are up to date: {self.path} (use --force to rerun)"]
+            lines = [f"Detections are up to date: {self.path}"]
+            if self.nms:
+                lines.append(f"  NMS: {self.nms}")
             if self.comp4_rewritten:
                 lines.append(f"  VOC result files were missing or stale; written: "
                              f"{self.comp4_dir}")
@@ -102,6 +109,8 @@ class DetectSummary:
                          f"(features: {self.features})")
         if self.fc:
             lines.append(f"  scored with {self.fc}")
+        if self.nms:
+            lines.append(f"  NMS: {self.nms}")
         if self.engine:
             lines.append(engine_line(self.engine, self.reruns))
         if self.comp4_dir is not None:
@@ -146,15 +155,16 @@ def write_outputs(out: Path, split: str, classes: list[str]) -> Path:
 
 def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposals: Path,
         features: Path | None = None, scorer: str = "svm", use_bbox_reg: bool = True,
-        iou_threshold: float = 0.3, score_threshold: float | None = None,
+        iou_threshold: float | None = None, score_threshold: float | None = None,
         max_per_image: int | None = 100, scales: tuple[int, ...] | None = None,
         device: str = "auto", classes: tuple[str, ...] | None = None,
         shard: tuple[int, int] | None = None, on_error: str = "fail", force: bool = False,
         write_comp4: bool = True, fc: str = DEFAULT_FC,
         svd_energy: float = DEFAULT_SVD_ENERGY, jobs: int = 1,
         executor: Executor | None = None,
-        merge_gate: Callable[[], bool] | None = None, nms_method: str = "hard",
-        nms_sigma: float = DEFAULT_SOFT_NMS_SIGMA) -> DetectSummary:
+        merge_gate: Callable[[], bool] | None = None, nms_method: str | None = None,
+        nms_sigma: float | None = None, use_test_settings: bool = True,
+        fc_path: Path | None = None) -> DetectSummary:
     """Detect objects in every image of ``split`` and write the detections artifact ``out``.
 
     Args:
@@ -167,7 +177,9 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
             backbone the fc layers were trained on.
         scorer: ``svm`` (default) or ``softmax``.
         use_bbox_reg: apply the box regressors.
-        iou_threshold: per-class NMS threshold (suppress when IoU > it).
+        iou_threshold: per-class NMS threshold (suppress when IoU > it). This, ``nms_method``
+            and ``nms_sigma`` left ``None``: the model's test settings, else the defaults
+            (:func:`sppdet.detector.tuning.resolve_nms`).
         score_threshold: drop windows scoring at most this (default -1.5 for SVM scores,
             1e-3 for softmax probabilities).
         max_per_image: cap on detections per image (None: no cap).
@@ -188,14 +200,15 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
             only if it returns True (torchrun: a barrier, then rank 0 merges).
         nms_method: ``hard`` (default), or Soft-NMS ``linear`` / ``gaussian``.
         nms_sigma: the Gaussian Soft-NMS width.
+        use_test_settings: use the model's ``test_settings.json`` when no NMS setting is
+            given.
+        fc_path: the fc layers, when not ``model_dir / "fc.pt"`` (a selection model's).
 
     Raises:
         ArtifactMissingError: the features file does not exist or is unfinished, or another
             input is missing.
         DataError: the proposals or features were made on another dataset or split.
     """
-    nms = nms_settings(scorer, iou_threshold, score_threshold, max_per_image, nms_method,
-                       nms_sigma)
     if features is not None and not Path(features).exists():
         parts = Path(features).with_name(Path(features).name + PARTS_SUFFIX)
         if parts.exists():
@@ -203,12 +216,18 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
                 f"the feature cache {features} is unfinished ({parts.name} holds a partial "
                 "run); rerun the `sppdet cache-features` command that started it to finish it")
         raise ArtifactMissingError(f"the feature cache {features} does not exist; run `sppdet "
-                                   f"cache-features {dataset} --split {split}` to make it")
+                                   f"cache-features` on split '{split}' of {dataset} to make it")
     data = VOCDataset(dataset, split, classes)
-    model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg)
+    model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg,
+                       fc_path=fc_path)
+    nms, _, nms_text = resolve_nms(Path(model_dir), model, scorer=scorer,
+                                   use_bbox_reg=use_bbox_reg, score_threshold=score_threshold,
+                                   max_per_image=max_per_image, iou_threshold=iou_threshold,
+                                   nms_method=nms_method, nms_sigma=nms_sigma,
+                                   use_test_settings=use_test_settings)
     if list(data.classes) != model.classes:
         raise DataError(f"model {model.name} detects {model.classes} but {data.root} has "
-                        f"classes {list(data.classes)}; pass --classes in the model's order or "
+                        f"classes {list(data.classes)}; give the classes in the model's order or "
                         "train a model on this dataset")
     torch_device = resolve_device(device)
     inputs = dict(model.inputs)
@@ -229,14 +248,14 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
             source.close()
             raise DataError(f"model {model.name} was trained on {backbone_name(model.backbone)} "
                             f"features but {features} holds {source.backbone} features; rerun "
-                            f"`sppdet cache-features {dataset} --split {split} --backbone "
-                            f"{backbone_name(model.backbone)}`")
+                            f"`sppdet cache-features` on split '{split}' of {dataset} with "
+                            f"backbone {backbone_name(model.backbone)}")
         feature_desc = f"cache {Path(features).name}"
     else:
         chosen = tuple(scales or model.scales)
         if not chosen:
             raise ConfigError("no feature cache and no scales known for on-the-fly conv5; "
-                              "pass --scales")
+                              "give the scales")
         source = ComputedFeatures(build_model_backbone(model, torch_device), chosen, torch_device,
                                   data.load_image)
         feature_desc = f"computed on the fly at scales {list(chosen)}"
@@ -250,7 +269,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
     record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
     out = Path(out)
     summary = DetectSummary(path=out, model=model.name, scorer=scorer, images=len(data),
-                            features=feature_desc, left_out=data.left_out, split=split)
+                            features=feature_desc, left_out=data.left_out, split=split,
+                            nms=nms_text)
     try:
         output = StageOutput(out, record, force=force)
         if output.is_current():
@@ -270,7 +290,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
                          scorer=scorer, use_bbox_reg=use_bbox_reg, proposals=str(proposals),
                          features=str(features) if use_cache else None,
                          scales=tuple(source.scales), device=str(torch_device), nms=nms,
-                         fc=fc, svd_energy=svd_energy)
+                         fc=fc, svd_energy=svd_energy,
+                         fc_path=None if fc_path is None else str(fc_path))
         given, executor = executor is not None, executor or local_executor(jobs)
         with output.logging(), output.item_store(shard=shard) as store, \
                 ItemReader(proposals, made_by="propose") as proposal_reader:
@@ -335,6 +356,7 @@ class _DetectJob:
     nms: NMSSettings
     fc: str = DEFAULT_FC
     svd_energy: float = DEFAULT_SVD_ENERGY
+    fc_path: str | None = None
 
     @property
     def cache_key(self) -> tuple:
@@ -355,7 +377,8 @@ class _DetectState:
 
         device = torch.device(job.device)
         model = load_model(Path(job.model_dir), scorer=job.scorer,
-                           use_bbox_reg=job.use_bbox_reg)
+                           use_bbox_reg=job.use_bbox_reg,
+                           fc_path=None if job.fc_path is None else Path(job.fc_path))
         model.head, _ = fast_fc_head(model.head.to(device).eval(), job.fc,
                                      energy=job.svd_energy)
         source: FeatureCache | ComputedFeatures
@@ -413,11 +436,17 @@ class ImageFilesSummary:
         results: one per image detected, in input order.
         failures: file -> why it could not be detected (unreadable, too small...).
         listing: the ``detections.json`` written (``None`` when nothing is drawn).
+        nms: which NMS settings were used and where they came from.
+        operating_points: class -> the score from which its detections are kept, when the
+            model's test settings chose them (``None``: every detection above the draw
+            threshold is drawn, and every detection is listed).
     """
 
     results: list[ImageFileResult] = field(default_factory=list)
     failures: dict[Path, str] = field(default_factory=dict)
     listing: Path | None = None
+    nms: str = ""
+    operating_points: dict[str, float | None] | None = None
 
 
 def drawing_names(images: list[Path]) -> list[str]:
@@ -442,8 +471,8 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
                score_threshold: float | None = None, max_per_image: int | None = 100,
                scales: tuple[int, ...] | None = None, device: str = "auto",
                draw_threshold: float | None = None, fc: str = DEFAULT_FC,
-               svd_energy: float = DEFAULT_SVD_ENERGY, nms_method: str = "hard",
-               nms_sigma: float = DEFAULT_SOFT_NMS_SIGMA) -> ImageFilesSummary:
+               svd_energy: float = DEFAULT_SVD_ENERGY, nms_method: str | None = None,
+               nms_sigma: float | None = None) -> ImageFilesSummary:
     """Detect objects in plain image files: proposals and conv5 computed on the fly.
 
     A file that cannot be detected (unreadable, too small) is listed in the summary's
@@ -460,14 +489,24 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
         draw_threshold: draw detections scoring above this (default: 0 for SVM scores, 0.5
             for softmax).
         Others: as :func:`run`.
+
+    With the model's test settings in use (:func:`resolve_nms`) and neither
+    ``draw_threshold`` nor ``score_threshold`` given, only the detections scoring at least
+    their class's operating point (chosen on validation) are kept, drawn and listed.
     """
     from sppdet.data.images import read_image
     from sppdet.proposals import params_from_dict, propose_image
     from sppdet.detector.drawing import draw_detections, save_image
 
-    nms = nms_settings(scorer, iou_threshold, score_threshold, max_per_image, nms_method,
-                       nms_sigma)
     model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg)
+    nms, settings, nms_text = resolve_nms(Path(model_dir), model, scorer=scorer,
+                                          use_bbox_reg=use_bbox_reg,
+                                          score_threshold=score_threshold,
+                                          max_per_image=max_per_image,
+                                          iou_threshold=iou_threshold, nms_method=nms_method,
+                                          nms_sigma=nms_sigma)
+    operating = settings.operating_scores if settings is not None and \
+        draw_threshold is None and score_threshold is None else None
     torch_device = resolve_device(device)
     chosen = tuple(scales or model.scales)
     if not chosen:
@@ -479,7 +518,9 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
     params = params_from_dict(method, {"max_boxes": max_boxes})
     threshold = draw_threshold if draw_threshold is not None else \
         DEFAULT_DRAW_THRESHOLDS[scorer]
-    summary = ImageFilesSummary()
+    summary = ImageFilesSummary(nms=nms_text)
+    if operating is not None:
+        summary.operating_points = dict(zip(model.classes, operating))
     times = DetectTimes()
     paths = [Path(p) for p in images]
     for path, drawing in progress(list(zip(paths, drawing_names(paths))), total=len(paths),
@@ -498,9 +539,12 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
             continue
         final, _ = detect_windows(model, key, pooled, boxes, image.shape[:2], scorer=scorer,
                                   nms=nms, times=times)
+        if operating is not None:
+            final = at_operating_points(final, operating, threshold)
         drawn = None
         if out_dir is not None:
-            picture = draw_detections(image, final, model.classes, min_score=threshold)
+            picture = draw_detections(image, final, model.classes,
+                                      min_score=None if operating is not None else threshold)
             drawn = save_image(Path(out_dir) / drawing, picture)
         summary.results.append(ImageFileResult(path=path, detections=final, drawn=drawn))
     if out_dir is not None:

@@ -40,7 +40,7 @@ from sppdet.io.records import (
 )
 from sppdet.data.voc import VOCDataset
 from sppdet.detector.detections_io import DetectionsArtifact, data_mismatch, read_detections_artifact
-from sppdet.errors import ArtifactError, ConfigError, DataError
+from sppdet.errors import ArtifactError, ConfigError, DataError, Remedy
 from sppdet.evaluation import (
     METRICS,
     ClassDetections,
@@ -129,7 +129,7 @@ class EvalSummary:
         lines += [f"Note: {note}" for note in report.get("notes", [])]
         lines += [f"Note: {note}" for note in self.info]
         lines += [f"Warning: {warning}" for warning in self.warnings]
-        state = "up to date (use --force to rebuild)" if self.up_to_date else "written"
+        state = "up to date" if self.up_to_date else "written"
         lines.append(f"Report {state}: {self.out_dir / 'report.md'} (+ report.html, "
                      "report.json" + (f", {len(self.figures)} figures)" if self.figures
                                       else ")"))
@@ -254,7 +254,7 @@ def _load_comp4(dataset: str | Path, split: str, folder: Path,
                         + ", ".join(names) + "; counted as no detections")
     for name, count in comp4.n_dropped.items():
         warnings.append(f"{count} line(s) of {comp4.paths[name].name} on images outside split "
-                        f"'{split}' were left out (--force)")
+                        f"'{split}' were left out (forced)")
     # comp4 files have no record: their content identifies them
     params = {"comp4": {"folder": str(folder.resolve()),
                         "files": {n: file_sha256(p) for n, p in comp4.paths.items()}}}
@@ -283,10 +283,11 @@ def _load_artifact(dataset: str | Path, split: str, path: Path,
     if mismatch is not None:
         if not force:
             raise DataError(
-                f"{path} holds detections made on {mismatch}. Evaluate them against the data "
-                f"they were made on ({artifact.data.get('dataset')}, split "
-                f"'{artifact.data.get('split')}'), or pass --force")
-        warnings.append(f"the detections were made on {mismatch} (--force)")
+                f"{path} holds detections made on {mismatch}", remedy=Remedy.rerun(
+                    alternative=f"evaluate them against the data they were made on "
+                                f"({artifact.data.get('dataset')}, split "
+                                f"'{artifact.data.get('split')}')", force=True))
+        warnings.append(f"the detections were made on {mismatch} (forced)")
     by_class = _by_class_name(artifact, data, warnings)
     if artifact.failures:
         warnings.append(f"{len(artifact.failures)} image(s) failed in detect and count as "
@@ -350,7 +351,7 @@ def run(dataset: str | Path, split: str, detections: str | Path, out_dir: str | 
     detections = Path(detections)
     out_dir = Path(out_dir)
     if detections.is_dir() and write_comp4 is not None:
-        raise ConfigError("--write-comp4 writes the comp4 files of a detections artifact; "
+        raise ConfigError("comp4 files are written from a detections artifact; "
                           f"{detections} already is a folder of comp4 files")
     loaded = _load(dataset, split, detections, classes, force=force)
     data, artifact, warnings = loaded.data, loaded.artifact, loaded.warnings

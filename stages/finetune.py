@@ -24,7 +24,7 @@ from sppdet.io.item_store import ItemReader
 from sppdet.io.records import Record, input_ref, read_record
 from sppdet.data.voc import VOCDataset
 from sppdet.devices import resolve_device
-from sppdet.errors import ConfigError, DataError, StaleArtifactError
+from sppdet.errors import ConfigError, DataError, Remedy, StaleArtifactError
 from sppdet.features.cache import FEATURES_STAGE, FeatureCache
 from sppdet.training.finetune.compatibility import check_features_match, model_meta
 from sppdet.training.finetune.config import FinetuneConfig
@@ -91,7 +91,7 @@ class FinetuneSummary:
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"fc layers are up to date: {self.path} (use --force to retrain)"
+            return f"fc layers are up to date: {self.path}"
         lines = [f"Fine-tuned fc6/fc7/fc8 for {self.iterations} iterations -> {self.path}"]
         run = f"{self.iterations_run} iterations in {format_seconds(self.seconds)} on " \
               f"{self.device}"
@@ -154,8 +154,8 @@ def _check_input(path: Path, made_by: str, data: VOCDataset, what: str) -> Recor
                                   f"'{data.split}'") from exc
         if made_on.get("fingerprint") not in (None, here["fingerprint"]):
             raise StaleArtifactError(f"{path} was made before the annotations or images of "
-                                     f"split '{made_on.get('split')}' changed; rerun `sppdet "
-                                     f"{made_by}` for it (with --force)")
+                                     f"split '{made_on.get('split')}' changed",
+                                     remedy=Remedy.rerun(made_by, purpose=" for it", force=True))
     return record
 
 
@@ -171,7 +171,7 @@ def _split_windows(data: VOCDataset, proposals: Path, cache: FeatureCache,
             if (width, height) != sizes[image_id]:
                 raise DataError(f"{proposals}: image {image_id} is {width}x{height} in the "
                                 f"proposals but {sizes[image_id][0]}x{sizes[image_id][1]} in "
-                                "the dataset; rerun `sppdet propose` (with --force)")
+                                "the dataset", remedy=Remedy.rerun(PROPOSALS_STAGE, force=True))
             return group["boxes"][()]
 
         windows = build_split_windows(data, proposals_of, len(data.classes),
@@ -292,8 +292,8 @@ def run(dataset: str | Path, out: Path, *, train_split: str, train_proposals: Pa
                                                 config.levels), val_cache,
                                      model_path=f"the training features {train_features}")
             except ConfigError as exc:
-                raise ConfigError(f"training and validation features do not match: {exc}") \
-                    from exc
+                raise ConfigError(f"training and validation features do not match: {exc.message}",
+                                  remedy=exc.remedy) from exc
         meta = model_meta(train_cache, data_train.classes, config.levels)
         params = {"config": config.to_dict(), **meta,
                   "train": dataset_params(data_train),

@@ -137,7 +137,7 @@ def format_report(report: InspectReport, max_problems: int | None = None) -> str
         lines.append(f"Image sizes: width {min(widths)}-{max(widths)}, height "
                      f"{min(heights)}-{max(heights)}; most common: {common}")
     if not report.images_checked:
-        lines.append("Images were not decoded (--no-check-images).")
+        lines.append("Images were not decoded (image checks were off).")
     if report.problems:
         by_kind = Counter(p.kind for p in report.problems)
         lines.append(f"Problems: {len(report.problems)} ("
@@ -147,7 +147,8 @@ def format_report(report: InspectReport, max_problems: int | None = None) -> str
             marker = "!" if problem.severe else "-"
             lines.append(f"  {marker} [{problem.kind}] {problem}")
         if len(shown) < len(report.problems):
-            lines.append(f"  ... {len(report.problems) - len(shown)} more (--max-problems)")
+            hidden = len(report.problems) - len(shown)
+            lines.append(f"  ... {hidden} more (above the listing limit)")
     else:
         lines.append("Problems: none")
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sppdet.io.records import record_path
-from sppdet.errors import ArtifactMissingError, ConfigError
+from sppdet.errors import YOUR_CHOICE, ArtifactMissingError, ConfigError, Remedy
 
 FEATURES_FILE_SUFFIX = ".h5"
 #: Hex digits of the weights file's SHA-256 in a variant name (enough to tell files apart).
@@ -111,7 +111,11 @@ def find_features(work_dir: Path, dataset: str | Path, split: str, backbone: str
                        for p in folder.glob(f"*/{pattern}")})
     finished = [v for v in variants if _is_finished(folder / v / name)]
     unfinished = [v for v in variants if v not in finished]
-    make = f"run `sppdet cache-features {dataset} --split {split} --backbone {backbone}`"
+
+    def make(purpose: str, alternative: str = "") -> Remedy:
+        return Remedy.rerun("cache-features", str(dataset), verb="run", purpose=purpose,
+                            alternative=alternative, split=split, backbone=backbone)
+
     note = (f" (unfinished: {', '.join(unfinished)}; rerun the cache-features command that "
             "started it to resume)" if unfinished else "")
     if variant is not None:
@@ -121,16 +125,18 @@ def find_features(work_dir: Path, dataset: str | Path, split: str, backbone: str
         cached = ", ".join(finished) if finished else "none"
         raise ArtifactMissingError(
             f"no finished {backbone} feature cache of split '{split}' in variant '{variant}' "
-            f"({path}); variants cached for this split: {cached}{note}. Pick one of them, or "
-            f"{make} with the settings of '{variant}'")
+            f"({path}); variants cached for this split: {cached}{note}",
+            remedy=make(f" with the settings of '{variant}'", alternative="pick one of them"))
     if not finished:
         raise ArtifactMissingError(
-            f"no {backbone} feature cache of split '{split}' in {folder}{note}; {make} first")
+            f"no {backbone} feature cache of split '{split}' in {folder}{note}",
+            remedy=make(" first"))
     if len(finished) > 1:
         raise ConfigError(
             f"{len(finished)} {backbone} feature caches of split '{split}' in {folder}: "
-            f"{', '.join(finished)}; choose one with --feature-variant NAME, or give the file "
-            "with --features PATH")
+            f"{', '.join(finished)}",
+            remedy=Remedy.rerun(verb="choose one", variant=YOUR_CHOICE, otherwise=Remedy.rerun(
+                verb="give the file", features=YOUR_CHOICE)))
     return folder / finished[0] / name
 
 

@@ -64,6 +64,10 @@ DEFAULT_SCORE_THRESHOLDS = {"svm": -1.5, "softmax": 1e-3}
 #: equal), and the Gaussian's default width (``DEFAULT_SOFT_NMS_SIGMA``).
 NMS_METHODS = ("hard", "linear", "gaussian")
 DEFAULT_SOFT_NMS_SIGMA = 0.5
+#: The paper's test-time NMS (``sppdet.ops.nms.DEFAULT_IOU_THRESHOLD``), used when neither
+#: the options nor the model's test settings give one.
+DEFAULT_NMS_METHOD = "hard"
+DEFAULT_IOU_THRESHOLD = 0.3
 #: Detections drawn on pictures score above these.
 DEFAULT_DRAW_THRESHOLDS = {"svm": 0.0, "softmax": 0.5}
 #: fc layers detection scores with (sppdet.features.fast_fc: FC_MODES, DEFAULT_SVD_ENERGY).
@@ -207,6 +211,11 @@ class BBoxRegOptions:
 class DetectOptions:
     """``detect``: scoring, NMS and the per-image cap.
 
+    The three NMS settings (``nms_method``, ``iou_threshold``, ``nms_sigma``) default to
+    ``None``: the model's test settings chosen on validation (:class:`TuneOptions`) when it has
+    them, else :data:`DEFAULT_NMS_METHOD` at :data:`DEFAULT_IOU_THRESHOLD`. Setting any of them
+    applies it (the others at those defaults) to every class instead.
+
     Attributes:
         scorer: SVM scores or the fc8 softmax.
         iou_threshold: per-class NMS suppresses a window overlapping a better one by more.
@@ -216,15 +225,33 @@ class DetectOptions:
         nms_method: ``hard`` NMS, or Soft-NMS (Bodla et al. 2017) that lowers the scores of
             overlapping windows instead of removing them: ``linear`` (``1 - IoU`` above
             ``iou_threshold``) or ``gaussian`` (``exp(-IoU^2 / nms_sigma)``).
-        nms_sigma: the Gaussian Soft-NMS width.
+        nms_sigma: the Gaussian Soft-NMS width (default :data:`DEFAULT_SOFT_NMS_SIGMA`).
     """
 
     scorer: str = param("svm", choices=SCORERS)
-    iou_threshold: float = param(0.3, min=0.0, max=1.0)
+    iou_threshold: float | None = param(None, min=0.0, max=1.0)
     score_threshold: float | None = None
     max_per_image: int | None = param(100, min=1)
-    nms_method: str = param("hard", choices=NMS_METHODS)
-    nms_sigma: float = param(DEFAULT_SOFT_NMS_SIGMA, min=0.0, min_open=True)
+    nms_method: str | None = param(None, choices=NMS_METHODS)
+    nms_sigma: float | None = param(None, min=0.0, min_open=True)
+
+
+@dataclass
+class TuneOptions:
+    """``tune-detect``: the test settings chosen on the held-out validation split.
+
+    A *selection model* (SVMs and box regressors trained like the model's, on the split the
+    fc layers were fine-tuned on) detects the validation split; per class, the NMS of
+    ``sppdet.detector.tuning.NMS_GRID`` with the best validation AP and the F1-best score
+    threshold (the operating point of drawings and image files) are stored as the model's
+    ``test_settings.json``, which ``detect`` then uses unless NMS settings are given.
+
+    Attributes:
+        enabled: the pipeline runs this step (skipped, with a note, without a validation
+            split) and its detect uses the stored settings.
+    """
+
+    enabled: bool = True
 
 
 @dataclass
@@ -470,5 +497,6 @@ __all__ = [
     "FEATURE_DTYPES", "FEATURE_LAYERS", "FINETUNE_SPLIT", "IMPORT_METHOD", "ImageSvmOptions",
     "METRICS", "ON_ERROR", "PAPER_SCALES", "PAPER_TRUNKS", "PROPOSAL_METHODS", "PROPOSAL_SOURCES",
     "PretrainOptions", "ProposeOptions", "SCORERS", "SvmOptions", "TEST_SPLIT", "TRAIN_SPLIT",
+    "TuneOptions", "DEFAULT_IOU_THRESHOLD", "DEFAULT_NMS_METHOD",
     "VAL_SPLIT", "check_rules", "check_section", "coerce", "field_default", "param", "rules",
 ]

@@ -1,5 +1,5 @@
 """Stage ``pipeline``: [pretrain ->] propose -> cache-features -> finetune -> train-svm ->
-train-bbox-reg -> detect -> eval, for one dataset, a training split and a test split.
+train-bbox-reg -> tune -> detect -> eval, for one dataset, a training split and a test split.
 
 Every stage is called with its parameters and skips itself when its artifact's record already
 matches (same parameters, same input digests). Because an artifact's digest covers its inputs'
@@ -8,11 +8,15 @@ before it, like make.
 
 The whole run is described by a :class:`PipelineConfig`, which a YAML or JSON file can give
 (sections ``pretrain``, ``propose``, ``cache_features``, ``finetune``, ``train_svm``,
-``train_bbox_reg``, ``detect``; see ``docs/pipeline.example.yaml``), laid over a recipe
-(:mod:`stages.recipes`). Before any stage runs, the plan (:mod:`stages.planning`) gives each
-stage's settings, expected time and disk; a plan whose artifacts do not fit the free disk is
-refused then, with nothing written. The plan, with each stage's actual time, is kept as
+``train_bbox_reg``, ``tune``, ``detect``; see ``docs/pipeline.example.yaml``), laid over a
+recipe (:mod:`stages.recipes`). Before any stage runs, the plan (:mod:`stages.planning`) gives
+each stage's settings, expected time and disk; a plan whose artifacts do not fit the free disk
+is refused then, with nothing written. The plan, with each stage's actual time, is kept as
 ``models/<name>/plan.json``.
+
+The ``tune`` step (:mod:`stages.tune_detect`) chooses each class's NMS and operating point on
+the validation split that fine-tuning held out, and detect uses them (unless the ``detect``
+section sets NMS values); without a validation split it is skipped with a note.
 
 With a ``pretrain`` section, a paper trunk is first trained as an SPP classifier on the
 dataset's object crops (:mod:`stages.pretrain`), and its ``weights.pt`` computes the features
@@ -33,7 +37,7 @@ from sppdet.errors import ConfigError
 from sppdet.progress import get_logger
 
 from . import (cache_features, detect, evaluate, finetune, planning, pretrain, propose,
-               train_bbox_reg, train_svm)
+               train_bbox_reg, train_svm, tune_detect)
 from .layout import detections_path, eval_dir, model_dir, proposals_path
 from .params import (DEFAULT_BACKBONE, PAPER_TRUNKS,  # noqa: F401 (re-exported)
                      BBoxRegOptions, CacheOptions, DetectOptions, PretrainOptions,
@@ -47,7 +51,7 @@ from .training_inputs import finetune_splits
 log = get_logger("pipeline")
 
 STAGES = ("pretrain", "propose", "cache-features", "finetune", "train-svm", "train-bbox-reg",
-          "detect", "eval")
+          "tune", "detect", "eval")
 
 
 @dataclass
@@ -193,6 +197,12 @@ def _run(dataset: str | Path, work_dir: Path, resolved: ResolvedConfig, *, force
             features=train_feats, min_iou=b.min_iou, lambda_=b.lambda_, whiten=b.whiten,
             seed=config.seed, device=config.device, force=force))
     d = config.detect
+    if config.tune.enabled:
+        step("tune", lambda: tune_detect.run(
+            dataset, models, scorer=d.scorer, use_bbox_reg=b.enabled,
+            score_threshold=d.score_threshold, max_per_image=d.max_per_image,
+            metric=config.metric, jobs=config.jobs, device=config.device, force=force,
+            executor=executor))
     detections = detections_path(work_dir, config.name, dataset, config.test_split)
     step("detect", lambda: detect.run(
         dataset, config.test_split, detections, model_dir=models,
@@ -200,6 +210,7 @@ def _run(dataset: str | Path, work_dir: Path, resolved: ResolvedConfig, *, force
         scorer=d.scorer, use_bbox_reg=b.enabled, iou_threshold=d.iou_threshold,
         score_threshold=d.score_threshold, max_per_image=d.max_per_image,
         nms_method=d.nms_method, nms_sigma=d.nms_sigma,
+        use_test_settings=config.tune.enabled,
         device=config.device, force=force, jobs=config.jobs, executor=executor))
     summary.detections = detections
     out_dir = eval_dir(work_dir, config.name, dataset, config.test_split)

@@ -2,7 +2,7 @@
 
 A file holds top-level keys (``name``, ``train_split``, ``jobs``...) and one section per stage
 (``pretrain``, ``propose``, ``cache_features``, ``finetune``, ``train_svm``,
-``train_bbox_reg``, ``detect``; see ``docs/pipeline.example.yaml``). Each section is the
+``train_bbox_reg``, ``tune``, ``detect``; see ``docs/pipeline.example.yaml``). Each section is the
 stage's parameter dataclass (:mod:`stages.params`; ``finetune`` is
 :class:`~sppdet.training.finetune.config.FinetuneConfig`), whose defaults are the command
 line's, and every value is checked against the field's type and rules: ``jobs: two`` or an
@@ -27,7 +27,7 @@ from sppdet.training.finetune.config import FinetuneConfig
 
 from .params import (FINETUNE_SPLIT, METRICS, PAPER_TRUNKS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT,
                      BBoxRegOptions, CacheOptions, DetectOptions, PretrainOptions,
-                     ProposeOptions, SvmOptions, check_section, param,
+                     ProposeOptions, SvmOptions, TuneOptions, check_section, param,
                      unknown_keys_message)
 from .recipes import (DEFAULT_RECIPE, RECIPES, RecipeChoice, choose_recipe, flat_keys,
                       recipe_values)
@@ -86,6 +86,7 @@ class PipelineConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     train_svm: SvmOptions = field(default_factory=SvmOptions)
     train_bbox_reg: BBoxRegOptions = field(default_factory=BBoxRegOptions)
+    tune: TuneOptions = field(default_factory=TuneOptions)
     detect: DetectOptions = field(default_factory=DetectOptions)
     pretrain: PretrainOptions | None = None
 
@@ -99,7 +100,8 @@ class PipelineConfig:
 #: Section name -> its dataclass.
 SECTIONS: dict[str, type] = {"propose": ProposeOptions, "cache_features": CacheOptions,
                              "finetune": FinetuneConfig, "train_svm": SvmOptions,
-                             "train_bbox_reg": BBoxRegOptions, "detect": DetectOptions}
+                             "train_bbox_reg": BBoxRegOptions, "tune": TuneOptions,
+                             "detect": DetectOptions}
 
 
 def _replace(section: Any, updates: Mapping[str, Any], source: str, name: str) -> Any:

@@ -361,6 +361,14 @@ def finetune_stage(costs: DeviceCosts, *, backbone: str, iterations: int, hidden
                         iterations * ms * batch / 1000, size, note=note)
 
 
+def describe_nms(detect: Any, *, tuned: bool) -> str:
+    """The detect stage's NMS in words: as given, the tune step's, or the default."""
+    if any(v is not None for v in (detect.iou_threshold, detect.nms_method, detect.nms_sigma)):
+        iou = 0.3 if detect.iou_threshold is None else detect.iou_threshold
+        return f"NMS {detect.nms_method or 'hard'} at IoU {iou:g} for every class"
+    return "NMS per class from the tune step" if tuned else "hard NMS at IoU 0.3"
+
+
 def per_image_stage(name: str, settings: str, keys: tuple[str, ...], images: int,
                     seconds_per_image: float, bytes_per_image: int) -> PlannedStage:
     return PlannedStage(name, settings, keys, images * seconds_per_image,
@@ -370,6 +378,7 @@ def per_image_stage(name: str, settings: str, keys: tuple[str, ...], images: int
 def build_plan(dataset: str | Path, work_dir: Path, config: Any, *, device_type: str,
                recipe: str, recipe_reason: str, sources: Mapping[str, str],
                finetune_note: str, finetune_iterations: int, classes: int,
+               tune_images: tuple[int, int] | None = None,
                is_current: Callable[[str], bool] | None = None,
                facts: Callable[[str], SplitFacts] | None = None) -> Plan:
     """The plan of ``config`` (a :class:`~stages.pipeline_config.PipelineConfig`).
@@ -381,6 +390,9 @@ def build_plan(dataset: str | Path, work_dir: Path, config: Any, *, device_type:
         sources: dotted config key -> what set it.
         finetune_note, finetune_iterations: the resolved fine-tuning length and its reason.
         classes: object classes of the dataset (fc8's width).
+        tune_images: images of the fine-tuning and validation splits when the ``tune`` step
+            runs (its selection SVMs and box regressors train on the first, it detects the
+            second), else None.
         is_current: stage name -> forecast "up to date" (default: nothing is).
         facts: split -> its :class:`SplitFacts` (default: read from the dataset).
     """
@@ -422,18 +434,27 @@ def build_plan(dataset: str | Path, work_dir: Path, config: Any, *, device_type:
             "train-bbox-reg", f"pool5 ridge, lambda {config.train_bbox_reg.lambda_:g}",
             ("train_bbox_reg.lambda_",), train.images, costs.bbox_reg, 0))
     d = config.detect
+    detect_per_image = boxes_k * (costs.detect_pool_per_1k + costs.detect_fc_per_1k * ratio)
+    if tune_images is not None:
+        trained, validated = tune_images
+        svm_and_reg = costs.svm_per_1k * boxes_k * ratio + (
+            costs.bbox_reg if config.train_bbox_reg.enabled else 0.0)
+        plan.stages.append(PlannedStage(
+            "tune", f"NMS and operating point per class on {validated} validation images",
+            ("tune.enabled",), trained * svm_and_reg + validated * detect_per_image,
+            validated * DETECTION_BYTES_PER_IMAGE))
     plan.stages.append(per_image_stage(
-        "detect", f"{d.scorer} scores, NMS {d.nms_method} at IoU {d.iou_threshold:g}",
+        "detect", f"{d.scorer} scores, {describe_nms(d, tuned=tune_images is not None)}",
         ("detect.scorer", "detect.iou_threshold", "detect.nms_method"), test.images,
-        boxes_k * (costs.detect_pool_per_1k + costs.detect_fc_per_1k * ratio),
-        DETECTION_BYTES_PER_IMAGE))
+        detect_per_image, DETECTION_BYTES_PER_IMAGE))
     plan.stages.append(per_image_stage("eval", f"{config.metric} AP", ("metric",),
                                        test.images, costs.eval, 0))
     train_inputs = [f"propose {config.train_split}", f"cache-features {config.train_split}"]
     test_inputs = [f"propose {config.test_split}", f"cache-features {config.test_split}"]
     needs = {"finetune": train_inputs, "train-svm": ["finetune", *train_inputs],
              "train-bbox-reg": train_inputs,
-             "detect": ["finetune", "train-svm", "train-bbox-reg", *test_inputs],
+             "tune": ["finetune", "train-svm", "train-bbox-reg", *train_inputs],
+             "detect": ["finetune", "train-svm", "train-bbox-reg", "tune", *test_inputs],
              "eval": ["detect"]}
     current: dict[str, bool] = {}
     for stage in plan.stages:

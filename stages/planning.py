@@ -23,6 +23,10 @@ from .pipeline_config import PipelineConfig, ResolvedConfig
 from .plan import Plan, SplitFacts, build_plan, split_facts
 from .recipes import FinetuneLength, RecipeChoice, count_positive_windows, finetune_length
 
+#: ``sppdet.detector.tuning.TEST_SETTINGS_FILE`` (the tune step's output in the model folder).
+TEST_SETTINGS_FILE = "test_settings.json"
+#: ``sppdet.detector.tuning``'s IoU of hard NMS when none is given or chosen (the paper's).
+DEFAULT_IOU_THRESHOLD = 0.3
 #: Interval fields of fine-tuning that epochs rescale unless given explicitly.
 INTERVAL_KEYS = ("val_every", "checkpoint_every")
 
@@ -118,7 +122,7 @@ def make_plan(dataset: str | Path, work_dir: Path, config: PipelineConfig | Reso
     resolved = as_resolved(config)
     cfg = resolved.config
     work_dir = Path(work_dir)
-    finetune_split, _ = finetune_splits(dataset, cfg.finetune_split, cfg.val_split,
+    finetune_split, val_split = finetune_splits(dataset, cfg.finetune_split, cfg.val_split,
                                                 fallback=cfg.train_split)
     c, p = cfg.cache_features, cfg.propose
     backbone = c.backbone or DEFAULT_BACKBONE
@@ -153,10 +157,23 @@ def make_plan(dataset: str | Path, work_dir: Path, config: PipelineConfig | Reso
     expected["train-bbox-reg"] = Expected(models / "bbox_reg.npz", {
         "min_iou": b.min_iou, "lambda": b.lambda_, "whiten": b.whiten, "seed": cfg.seed,
         "data": data[train]}, train_in)
+    tune_images = None
+    if cfg.tune.enabled and val_split:
+        tune_images = (len(VOCDataset(dataset, finetune_split)), len(VOCDataset(dataset,
+                                                                                 val_split)))
+        expected["tune"] = Expected(models / TEST_SETTINGS_FILE, {
+            "scorer": d.scorer, "bbox_reg": b.enabled, "metric": cfg.metric}, {
+            "fc": models / "fc.pt", "svm": models / "svm.npz",
+            **({"bbox_reg": models / "bbox_reg.npz"} if b.enabled else {})})
     detections = detections_path(work_dir, cfg.name, dataset, test)
+    # NMS given in the section is used for every class; else the tune step's choice (not
+    # known before it runs), else hard NMS at the default IoU
+    given = any(v is not None for v in (d.iou_threshold, d.nms_method, d.nms_sigma))
+    nms = {} if tune_images and not given else {"nms": {
+        "iou_threshold": DEFAULT_IOU_THRESHOLD if d.iou_threshold is None else d.iou_threshold,
+        "max_per_image": d.max_per_image}}
     expected["detect"] = Expected(detections, {
-        "scorer": d.scorer, "bbox_reg": b.enabled, "data": data[test],
-        "nms": {"iou_threshold": d.iou_threshold, "max_per_image": d.max_per_image}}, {
+        "scorer": d.scorer, "bbox_reg": b.enabled, "data": data[test], **nms}, {
         "proposals": props[test], "features": feats[test], "fc": models / "fc.pt",
         "svm": models / "svm.npz", **({"bbox_reg": models / "bbox_reg.npz"} if b.enabled
                                       else {})})
@@ -172,6 +189,7 @@ def make_plan(dataset: str | Path, work_dir: Path, config: PipelineConfig | Reso
                       sources=resolved.sources, finetune_note=length.reason,
                       finetune_iterations=length.config.iterations,
                       classes=len(VOCDataset(dataset, finetune_split).classes),
+                      tune_images=tune_images,
                       is_current=is_current, facts=facts)
     return plan, length
 

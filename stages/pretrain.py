@@ -34,7 +34,7 @@ from sppdet.classification.examples import (
 from sppdet.classification.model import SPPClassifier, save_classifier
 from sppdet.classification.training import ClassifierTrainer, EpochStats, PretrainConfig
 from sppdet.devices import resolve_device
-from sppdet.errors import ConfigError
+from sppdet.errors import ConfigError, Remedy
 from sppdet.progress import get_logger
 
 from .common import format_seconds
@@ -78,9 +78,20 @@ class PretrainSummary:
     def weights(self) -> Path:
         return self.out_dir / WEIGHTS_FILE
 
+    @property
+    def next_step(self) -> Remedy:
+        """How the weights are used: cache a dataset's features with them."""
+        return Remedy.rerun("cache-features", "DATASET", verb="run", backbone=self.backbone,
+                            weights=str(self.weights))
+
+    @property
+    def remedies(self) -> tuple[Remedy, ...]:
+        """The remedies :meth:`to_text` words (a front end words them its own way)."""
+        return () if self.up_to_date else (self.next_step,)
+
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"pretrain: {self.weights} is up to date (use --force to retrain)"
+            return f"pretrain: {self.weights} is up to date"
         last = self.history[-1] if self.history else None
         lines = [
             f"pretrain: {self.backbone} as a {len(self.classes)}-way SPP classifier "
@@ -98,8 +109,7 @@ class PretrainSummary:
             f"  time: {format_seconds(self.seconds)}",
             f"  backbone weights: {self.weights}",
             f"  classifier: {self.out_dir / CLASSIFIER_FILE}; curves: {self.out_dir / CURVE_FILE}",
-            f"  use it: sppdet cache-features DATASET --backbone {self.backbone} "
-            f"--weights {self.weights}",
+            f"  use it: {self.next_step.describe()}",
         ]
         return "\n".join(lines)
 

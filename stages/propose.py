@@ -58,7 +58,7 @@ class ProposeSummary:
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return "\n".join([f"Proposals are up to date: {self.path} (use --force to rebuild)",
+            return "\n".join([f"Proposals are up to date: {self.path}",
                               *left_out_lines(self.left_out, self.split)])
         lines = [f"Proposals ({self.method}) for {self.images} images -> {self.path}"]
         lines.append(f"  boxes per image: min {self.boxes_min}, median {self.boxes_median:g}, "
@@ -116,7 +116,7 @@ def run(dataset: str | Path, split: str, out: Path, *, method: str = "ss-fast",
         raise ConfigError(f"unknown proposal method {method!r}; choose from "
                           f"{', '.join((*METHODS, 'import'))}")
     if (method == "import") != (import_path is not None):
-        raise ConfigError("--import-file is needed with --method import, and only then")
+        raise ConfigError("import_path is needed with method 'import', and only then")
     if on_error not in ("fail", "skip"):
         raise ConfigError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
     data = VOCDataset(dataset, split, classes)

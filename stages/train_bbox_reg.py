@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from sppdet.training.windows import RegressionWindowStore, collect_regression_wi
 from sppdet.devices import resolve_device
 from sppdet.features.window_features import WindowFeaturizer
 
-from .common import dataset_params, format_seconds
+from .common import ClassStats, PerClassSummary, dataset_params, format_seconds
 from .runner import StageOutput
 from .training_inputs import (InputPaths, image_truth, open_inputs, sample_norms,
                               scale_from_norms, scale_params, scale_sample)
@@ -43,68 +43,44 @@ STAGE_VERSION = 1
 OUTPUT_NAME = "bbox_reg.npz"
 
 
-@dataclass
-class ClassRegStats:
+@dataclass(kw_only=True)
+class ClassRegStats(ClassStats):
     """One class's regressor, as the summary shows it.
 
     ``iou_before`` / ``iou_after``: mean IoU of the training windows with their ground truth
     before and after applying the regressor (a check that it learnt to move boxes).
     """
 
-    name: str
     windows: int = 0
     iou_before: float = 0.0
     iou_after: float = 0.0
-    skipped: str | None = None
 
 
-@dataclass
-class TrainBBoxRegSummary:
-    """What a train-bbox-reg run did."""
+@dataclass(kw_only=True)
+class TrainBBoxRegSummary(PerClassSummary):
+    """What a train-bbox-reg run did; ``classes`` hold :class:`ClassRegStats`."""
 
-    path: Path
-    classes: list[ClassRegStats] = field(default_factory=list)
-    feature_scale: float = 0.0
-    images: int = 0
-    proposals: int = 0
     windows: int = 0
     pool_seconds: float = 0.0
     solve_seconds: float = 0.0
-    seconds: float = 0.0
-    device: str = "cpu"
-    up_to_date: bool = False
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"Box regressors are up to date: {self.path} (use --force to retrain)"
-        trained = [c for c in self.classes if c.skipped is None]
-        lines = [f"Box regressors on pool5 features for {len(trained)} of {len(self.classes)} "
-                 f"classes -> {self.path}"]
-        width = max([len("class")] + [len(c.name) for c in self.classes])
-        lines.append(f"  {'class':<{width}}  windows  mean IoU before -> after (training "
-                     "windows)")
-        for c in self.classes:
-            if c.skipped is not None:
-                lines.append(f"  {c.name:<{width}}  {c.windows:>7}  skipped: {c.skipped}")
-            else:
-                lines.append(f"  {c.name:<{width}}  {c.windows:>7}  {c.iou_before:.3f} -> "
-                             f"{c.iou_after:.3f}")
-        lines.append(f"  feature scale {self.feature_scale:.4g} (mean norm 20); {self.images} "
-                     f"images, {self.proposals} proposals, {self.windows} training windows")
+            return f"Box regressors are up to date: {self.path}"
+        lines = [self.head_line("Box regressors", "pool5")]
+        lines += self.class_table(
+            "windows  mean IoU before -> after (training windows)",
+            lambda c: f"{c.windows:>7}  {c.iou_before:.3f} -> {c.iou_after:.3f}",
+            lambda c: f"{c.windows:>7}")
+        lines.append(self.inputs_line(f"{self.windows} training windows"))
         lines.append(f"  time {format_seconds(self.seconds)}: pooling {self.pool_seconds:.1f} s, "
                      f"solving {self.solve_seconds:.1f} s, on {self.device}")
-        skipped = [c for c in self.classes if c.skipped is not None]
-        if skipped:
-            lines.append(f"  {len(skipped)} class(es) without a regressor keep their boxes: "
-                         + ", ".join(c.name for c in skipped))
+        lines += self.skipped_line("without a regressor keep their boxes")
         return "\n".join(lines)
 
     def to_record(self) -> dict[str, Any]:
         return {
-            "classes": {c.name: {k: v for k, v in vars(c).items() if k != "name"}
-                        for c in self.classes},
-            "feature_scale": self.feature_scale, "images": self.images,
-            "proposals": self.proposals, "windows": self.windows, "device": self.device,
+            **self.record_fields(), "windows": self.windows,
             "seconds": {"total": self.seconds, "pool": self.pool_seconds,
                         "solve": self.solve_seconds},
         }

@@ -20,13 +20,13 @@ A window's feature is SPP at its best scale (the test-time rule), then fc6/fc7. 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sppdet.io.records import Record
 from sppdet.data.voc import VOCDataset
-from sppdet.errors import ConfigError, DataError
+from sppdet.errors import YOUR_CHOICE, ConfigError, DataError, Remedy
 from sppdet.features.fc_head import LAYERS
 from sppdet.parallel.executors import Executor
 from sppdet.progress import get_logger
@@ -38,7 +38,8 @@ from sppdet.training.windows import (NEGATIVE_IOU, DistributedNegativeStream,
 from sppdet.devices import resolve_device
 from sppdet.features.window_features import WindowFeaturizer
 
-from .common import dataset_params, engine_line, format_seconds
+from .common import (ClassStats, PerClassSummary, dataset_params, engine_line,
+                     format_seconds)
 from .runner import StageOutput
 from .training_inputs import (InputPaths, image_truth, load_fc, open_inputs,
                               scale_from_norms, scale_params, scale_sample)
@@ -49,34 +50,27 @@ STAGE_VERSION = 1
 OUTPUT_NAME = "svm.npz"
 
 
-@dataclass
-class ClassSvmStats:
+@dataclass(kw_only=True)
+class ClassSvmStats(ClassStats):
     """One class's training, as the summary shows it."""
 
-    name: str
     positives: int = 0
     negatives_cached: int = 0
     retrainings: int = 0
     objective: float = 0.0
     solver_seconds: float = 0.0
     mining_seconds: float = 0.0
-    skipped: str | None = None
 
 
-@dataclass
-class TrainSvmSummary:
-    """What a train-svm run did (printed at the end, stored in the record's summary)."""
+@dataclass(kw_only=True)
+class TrainSvmSummary(PerClassSummary):
+    """What a train-svm run did (printed at the end, stored in the record's summary);
+    ``classes`` hold :class:`ClassSvmStats`."""
 
-    path: Path
     layer: str
-    classes: list[ClassSvmStats] = field(default_factory=list)
-    feature_scale: float = 0.0
-    images: int = 0
-    proposals: int = 0
     unique_windows: int = 0
     featurized_windows: int = 0
     jobs: int = 1
-    device: str = "cpu"
     positives_pool_seconds: float = 0.0
     positives_fc_seconds: float = 0.0
     positives_seconds: float = 0.0
@@ -85,30 +79,20 @@ class TrainSvmSummary:
     mining_select_seconds: float = 0.0
     mining_seconds: float = 0.0
     solver_seconds: float = 0.0
-    seconds: float = 0.0
-    up_to_date: bool = False
     engine: str = ""
     reruns: int = 0
 
     def to_text(self) -> str:
         if self.up_to_date:
-            return f"SVMs are up to date: {self.path} (use --force to retrain)"
-        trained = [c for c in self.classes if c.skipped is None]
-        lines = [f"SVMs on {self.layer} features for {len(trained)} of {len(self.classes)} "
-                 f"classes -> {self.path}"]
-        width = max([len("class")] + [len(c.name) for c in self.classes])
-        lines.append(f"  {'class':<{width}}  positives  negatives cached  retrainings  "
-                     "objective  solver s  mining s")
-        for c in self.classes:
-            if c.skipped is not None:
-                lines.append(f"  {c.name:<{width}}  {c.positives:>9}  skipped: {c.skipped}")
-                continue
-            lines.append(f"  {c.name:<{width}}  {c.positives:>9}  {c.negatives_cached:>16}  "
-                         f"{c.retrainings:>11}  {c.objective:>9.4f}  {c.solver_seconds:>8.1f}  "
-                         f"{c.mining_seconds:>8.1f}")
-        lines.append(f"  feature scale {self.feature_scale:.4g} (mean norm 20); {self.images} "
-                     f"images, {self.proposals} proposals, {self.unique_windows} distinct "
-                     f"footprints, {self.featurized_windows} windows featurized for mining")
+            return f"SVMs are up to date: {self.path}"
+        lines = [self.head_line("SVMs", self.layer)]
+        lines += self.class_table(
+            "positives  negatives cached  retrainings  objective  solver s  mining s",
+            lambda c: f"{c.positives:>9}  {c.negatives_cached:>16}  {c.retrainings:>11}  "
+                      f"{c.objective:>9.4f}  {c.solver_seconds:>8.1f}  {c.mining_seconds:>8.1f}",
+            lambda c: f"{c.positives:>9}")
+        lines.append(self.inputs_line(f"{self.unique_windows} distinct footprints, "
+                                      f"{self.featurized_windows} windows featurized for mining"))
         lines.append(
             f"  time {format_seconds(self.seconds)}: positives + scale sample "
             f"{format_seconds(self.positives_seconds)} (pool {self.positives_pool_seconds:.1f} "
@@ -119,20 +103,13 @@ class TrainSvmSummary:
             f"{self.jobs} worker(s) on {self.device}")
         if self.engine:
             lines.append(engine_line(self.engine, self.reruns))
-        skipped = [c for c in self.classes if c.skipped is not None]
-        if skipped:
-            lines.append(f"  {len(skipped)} class(es) without an SVM get no detections: "
-                         + ", ".join(c.name for c in skipped))
+        lines += self.skipped_line("without an SVM get no detections")
         return "\n".join(lines)
 
     def to_record(self) -> dict[str, Any]:
         return {
-            "classes": {c.name: {k: v for k, v in vars(c).items() if k != "name"}
-                        for c in self.classes},
-            "feature_scale": self.feature_scale, "images": self.images,
-            "proposals": self.proposals, "unique_windows": self.unique_windows,
+            **self.record_fields(), "unique_windows": self.unique_windows,
             "featurized_windows": self.featurized_windows, "jobs": self.jobs,
-            "device": self.device,
             "seconds": {"total": self.seconds, "positives": self.positives_seconds,
                         "positives_pool": self.positives_pool_seconds,
                         "positives_fc": self.positives_fc_seconds,
@@ -198,7 +175,8 @@ def run(dataset: str | Path, split: str, out: Path, *, proposals: Path, features
         head = None
         if layer != "pool5":
             if fc is None:
-                raise ConfigError(f"layer {layer} needs the fc checkpoint (--fc)")
+                raise ConfigError(f"layer {layer} needs the fc checkpoint",
+                                  remedy=Remedy.rerun(verb="give it", fc=YOUR_CHOICE))
             head, inputs["fc"] = load_fc(Path(fc), data, cache)
         params = {
             "data": dataset_params(data), "classes": list(data.classes), "layer": layer,

@@ -20,8 +20,8 @@ import numpy as np
 from sppdet.io.item_store import ItemReader
 from sppdet.io.records import InputRef, Record, input_ref, read_record
 from sppdet.data.voc import VOCDataset
-from sppdet.errors import (ArtifactError, ArtifactMissingError, ConfigError, DataError,
-                           StaleArtifactError)
+from sppdet.errors import (YOUR_CHOICE, ArtifactError, ArtifactMissingError, ConfigError,
+                           DataError, Remedy, StaleArtifactError)
 from sppdet.features.fc_head import FcHead
 from sppdet.features.cache import FeatureCache
 from sppdet.training.finetune.compatibility import check_features_match
@@ -41,6 +41,16 @@ DEFAULT_METHOD = ProposeOptions.method
 SCALE_SAMPLE_IMAGES = 200
 SCALE_SAMPLE_BOXES = 200
 TARGET_NORM = 20.0
+
+#: No backbone and no feature file: name one of them.
+_GIVE_FEATURES = Remedy.rerun(verb="give the backbone", backbone=YOUR_CHOICE,
+                              otherwise=Remedy.rerun(verb="give the file", features=YOUR_CHOICE))
+#: ... or make (or give) the fc checkpoint whose record names the backbone.
+_GIVE_FEATURES_OR_FC = Remedy.rerun(
+    verb="give the backbone", backbone=YOUR_CHOICE, otherwise=Remedy.rerun(
+        verb="give the file", features=YOUR_CHOICE, otherwise=Remedy.rerun(
+            "finetune", verb="run", purpose=" first", otherwise=Remedy.rerun(
+                verb="give its checkpoint", fc=YOUR_CHOICE))))
 
 
 @dataclass
@@ -243,14 +253,12 @@ def resolve_paths(work_dir: Path, dataset: str | Path, split: str, name: str, *,
         if backbone is None:
             if not fc_path.exists():
                 needed = "the fc checkpoint" if needs_fc else "an fc checkpoint to take it from"
-                raise ConfigError(
-                    f"which backbone's features? Give --backbone or --features (no {needed} "
-                    f"at {fc_path}; run `sppdet finetune` first, or pass --fc)"
-                )
+                raise ConfigError(f"which backbone's features? (no {needed} at {fc_path})",
+                                  remedy=_GIVE_FEATURES_OR_FC)
             backbone = backbone_name(fc_backbone(fc_path))
             if backbone is None:
-                raise ConfigError(f"{fc_path}: its record names no backbone; give --backbone "
-                                  "or --features")
+                raise ConfigError(f"{fc_path}: its record names no backbone",
+                                  remedy=_GIVE_FEATURES)
         features = find_features(work_dir, dataset, split, backbone, variant)
     return InputPaths(proposals=Path(proposals), features=Path(features),
                       fc=fc_path if needs_fc else None)
@@ -259,7 +267,9 @@ def resolve_paths(work_dir: Path, dataset: str | Path, split: str, name: str, *,
 def check_made_on(record: Record, path: Path, data: VOCDataset, made_by: str) -> None:
     """Refuse an input made by another stage, on another split, or before the data changed.
 
-    Records without a ``data`` parameter (made by other tools) are only checked by stage.
+    A split of the same dataset that holds every image of ``data``'s split serves (the
+    ``trainval`` artifacts for ``train`` and ``val``). Records without a ``data`` parameter
+    (made by other tools) are only checked by stage.
     """
     if record.stage != made_by:
         raise ConfigError(f"{path} was made by `sppdet {record.stage}`, not by `sppdet "
@@ -268,15 +278,36 @@ def check_made_on(record: Record, path: Path, data: VOCDataset, made_by: str) ->
     if not isinstance(made_on, Mapping):
         return
     here = dataset_params(data)
-    if made_on.get("split") != data.split or made_on.get("dataset") != here["dataset"]:
+    if made_on.get("dataset") == here["dataset"] and made_on.get("split") != data.split:
+        # an artifact of a superset split (trainval for train and val) serves when it is
+        # current for its own split and holds every image of this one
+        superset = _superset_identity(data, str(made_on.get("split")))
+        if superset is not None:
+            here = superset
+    if made_on.get("split") != here["split"] or made_on.get("dataset") != here["dataset"]:
         raise DataError(f"{path} was made on split '{made_on.get('split')}' of "
                         f"{made_on.get('dataset')}, not on split '{data.split}' of "
-                        f"{here['dataset']}; rerun `sppdet {made_by} {data.root} --split "
-                        f"{data.split}`, or give the file made for it")
+                        f"{here['dataset']}", remedy=Remedy.rerun(
+                            made_by, str(data.root), split=data.split,
+                            otherwise="give the file made for it"))
     if made_on.get("fingerprint") not in (None, here["fingerprint"]):
         raise StaleArtifactError(f"{path} was made before the annotations or images of split "
-                                 f"'{data.split}' changed; rerun `sppdet {made_by}` for it "
-                                 "(with --force)")
+                                 f"'{data.split}' changed",
+                                 remedy=Remedy.rerun(made_by, purpose=" for it", force=True))
+
+
+def _superset_identity(data: VOCDataset, split: str) -> dict[str, Any] | None:
+    """:func:`dataset_params` of ``split`` of ``data``'s dataset when that split holds every
+    image of ``data``'s; else (or when it cannot be read) ``None``."""
+    if not has_split(data.root, split):
+        return None
+    try:
+        superset = VOCDataset(data.root, split, data.classes)
+    except DataError:
+        return None
+    if not set(data.image_ids) <= set(superset.image_ids):
+        return None
+    return dataset_params(superset)
 
 
 def open_inputs(data: VOCDataset, paths: InputPaths, *, device: Any = "cpu"
@@ -312,9 +343,8 @@ def open_inputs(data: VOCDataset, paths: InputPaths, *, device: Any = "cpu"
             if missing:
                 raise DataError(
                     f"{path} has no {what} for {len(missing)} image(s) of split "
-                    f"'{data.split}' (e.g. {', '.join(missing[:5])}); rerun `sppdet {command} "
-                    f"{data.root} --split {data.split}` (with --force if it was made for other "
-                    "images)")
+                    f"'{data.split}' (e.g. {', '.join(missing[:5])})",
+                    remedy=Remedy.rerun(command, str(data.root), split=data.split, force=True))
         for ann in data:
             attrs = reader.group(ann.image_id).attrs
             sizes = {"proposals": (int(attrs["width"]), int(attrs["height"])),
@@ -324,8 +354,8 @@ def open_inputs(data: VOCDataset, paths: InputPaths, *, device: Any = "cpu"
                     raise DataError(
                         f"image {ann.image_id} is {size[0]}x{size[1]} in the "
                         f"{'proposals' if command == PROPOSALS_STAGE else 'features'} but "
-                        f"{ann.width}x{ann.height} in the dataset; rerun `sppdet {command}` "
-                        "(with --force)")
+                        f"{ann.width}x{ann.height} in the dataset",
+                        remedy=Remedy.rerun(command, force=True))
     except BaseException:
         cache.close()
         reader.close()
@@ -345,8 +375,9 @@ def load_fc(fc: Path, data: VOCDataset, cache: FeatureCache) -> tuple[FcHead, In
     """
     if not Path(fc).exists():
         raise ArtifactMissingError(f"{fc} does not exist; fc6/fc7 SVMs need the fine-tuned fc "
-                                   "layers: run `sppdet finetune` first (or train on --layer "
-                                   "pool5)")
+                                   "layers", remedy=Remedy.rerun(
+                                       alternative="run `sppdet finetune` first",
+                                       purpose=" to train on pool5", layer="pool5"))
     record = read_record(fc, made_by=FINETUNE_STAGE)
     head, _ = FcHead.load(fc)
     meta = record.params

@@ -71,7 +71,7 @@ def test_find_features_none(tmp_path):
     with pytest.raises(ArtifactMissingError) as missing:
         find_features(work, data, "test", "zf5")
     assert (f"no zf5 feature cache of split 'test' in {work / 'features'}" in str(missing.value)
-            and f"run `sppdet cache-features {data} --split test --backbone zf5` first"
+            and f"run stage 'cache-features' on {data} with split='test', backbone='zf5' first"
             in str(missing.value))
     # an unfinished cache (no record yet) is not used, but named
     _finished(features_path(work, data, "test", "zf5", "s688"), record=False)
@@ -87,7 +87,7 @@ def test_find_features_several_variants(tmp_path):
         find_features(work, data, "test", "zf5")
     assert ("3 zf5 feature caches of split 'test' in" in str(several.value)
             and "s480-576-688-864-1200, s688, s688-w1a2b3c4d; choose one with "
-                "--feature-variant NAME, or give the file with --features PATH"
+                "variant=..., or give the file with features=..."
             in str(several.value))
     assert find_features(work, data, "test", "zf5", "s688") == features_path(
         work, data, "test", "zf5", "s688")

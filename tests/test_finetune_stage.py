@@ -118,7 +118,7 @@ def test_model_refuses_features_of_another_backbone(fake, tmp_path):
     _, meta = FcHead.load(out)
     other = make_fake_pipeline_inputs(tmp_path / "o", splits={"test": 2}, trainval=False,
                                       backbone="zf5")
-    with pytest.raises(ConfigError, match="rerun `sppdet cache-features --backbone fake`"):
+    with pytest.raises(ConfigError, match="rerun stage 'cache-features' with backbone='fake'"):
         check_features_match(meta, FeatureCache(other.features["test"]), model_path=out)
 
 

@@ -48,8 +48,8 @@ def test_every_stage_runs_and_eval_reports_map(tiny_run):
     data, work, summary, stages = tiny_run
     names = [s.stage for s in stages]
     assert names == ["propose trainval", "propose test", "cache-features trainval",
-                     "cache-features test", "finetune", "train-svm", "train-bbox-reg", "detect",
-                     "eval"]
+                     "cache-features test", "finetune", "train-svm", "train-bbox-reg", "tune",
+                     "detect", "eval"]
     assert not any(s.up_to_date for s in stages)
     report = summary.eval_summary.report
     assert len(report["classes"]) == 2
@@ -79,7 +79,7 @@ def test_the_plan_forecasts_which_stages_run(tiny_run):
     svm = dataclasses.replace(TINY.train_svm, C=2e-3)
     cases = [(TINY, []), (dataclasses.replace(TINY, detect=detect), ["detect", "eval"]),
              (dataclasses.replace(TINY, detect=detect, train_svm=svm),
-              ["train-svm", "detect", "eval"])]
+              ["train-svm", "tune", "detect", "eval"])]
     for config, expected in cases:
         plan, _ = planning.make_plan(data, work, config, device_type="cpu")
         assert [s.stage for s in plan.stages if not s.up_to_date] == expected
@@ -101,7 +101,8 @@ def test_changing_one_stage_reruns_it_and_what_follows(tiny_run):
     stages = []
     pipeline.run(data, work, changed, on_stage=stages.append)
     reran = [s.stage for s in stages if not s.up_to_date]
-    assert reran == ["train-svm", "detect", "eval"]
+    # the test settings belong to the SVMs they were chosen for: choosing again follows
+    assert reran == ["train-svm", "tune", "detect", "eval"]
 
 
 def test_caches_of_two_scale_settings_coexist(tiny_run, tmp_path):
@@ -139,6 +140,9 @@ def test_detect_on_image_files_draws_them(tiny_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "drawn" / f"{image.stem}.detections.png").exists()
     assert (tmp_path / "drawn" / "detections.json").exists()
+    # the model's test settings: its NMS and the operating points chosen on val
+    assert "chosen on split 'val'" in result.output
+    assert "Kept at the operating points chosen on validation" in result.output
 
 
 def test_pipeline_config_file_errors(tmp_path):
@@ -159,9 +163,12 @@ def test_detect_with_soft_nms_records_it_and_decays_the_candidates(tiny_run, tmp
     from sppdet.ops.nms import class_nms
 
     data, work, summary, _ = tiny_run
-    hard = read_record(summary.detections)
-    # hard NMS records nothing new, so artifacts made before Soft-NMS existed stay up to date
-    assert set(hard.params["nms"]) == {"iou_threshold", "score_threshold", "max_per_image"}
+    tuned = read_record(summary.detections)
+    # the pipeline's detect used the settings chosen on val, class by class (a record of one
+    # hard NMS for every class keeps its three old keys: tests/detector/test_detections_io.py)
+    assert set(tuned.params["nms"]) == {"iou_threshold", "score_threshold", "max_per_image",
+                                        "per_class"}
+    assert len(tuned.params["nms"]["per_class"]) == 2
     out = tmp_path / "soft.h5"
     # (another test adds a second cache of the test split: name the variant)
     result = CliRunner().invoke(cli, ["-w", str(work), "detect", str(data), "--name", "tiny",

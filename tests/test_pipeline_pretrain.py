@@ -29,7 +29,7 @@ CONFIG = PipelineConfig(
     pretrain=PretrainOptions(training=TRAINING),
 )
 LATER = ["cache-features trainval", "cache-features test", "finetune", "train-svm",
-         "train-bbox-reg", "detect", "eval"]
+         "train-bbox-reg", "tune", "detect", "eval"]
 
 
 def _with_pretrain(config: PipelineConfig, **changes: object) -> PipelineConfig:

@@ -157,7 +157,10 @@ def test_missing_edge_model_message(tmp_path):
     message = str(info.value)
     assert str(missing) in message
     assert "model.yml.gz" in message and EDGE_MODEL_SOURCE in message
-    assert "--edge-model PATH" in message
+    # the library names the setting; the command line renders it as its option
+    assert "rerun with edge_model=... (its path), or without it" in message
+    assert "--edge-model" not in message
+    assert info.value.remedy.settings == (("edge_model", None),)
 
 
 def test_unreadable_edge_model(tmp_path):

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 from sklearn.svm import LinearSVC
 
-from sppdet.errors import ArtifactError, DataError
+from sppdet.errors import ArtifactError, DataError, Remedy
 from sppdet.evaluation.voc_ap import voc07_11point_ap
 
 
@@ -48,8 +48,9 @@ def read_feature_file(path: str | Path) -> FeatureFile:
     """Read a features file; errors name the file and what is missing."""
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: no such features file; write one with `sppdet classify "
-                            f"... --features fc7`")
+        raise ArtifactError(f"{path}: no such features file",
+                            remedy=Remedy.rerun("classify", "DATASET", "MODEL",
+                                                verb="write one: run", features="fc7"))
     try:
         with h5py.File(path, "r") as handle:
             features = handle["features"][()].astype(np.float32)

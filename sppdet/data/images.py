@@ -6,8 +6,10 @@ Pillow decodes; this module only normalises the many modes a real dataset contai
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,26 +48,32 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         DataError: the file is missing, truncated, not an image, or too large.
     """
     path = Path(path)
+    with _opened(path) as image:
+        if image.width * image.height > MAX_PIXELS:
+            raise _too_large(path, image.width, image.height)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        array = _to_rgb_uint8(image)
+    return np.ascontiguousarray(array)
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """``path`` opened by Pillow; what fails while it is open (a truncated or foreign file,
+    one too large to decode) raises :class:`DataError` naming the file."""
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     try:
         with warnings.catch_warnings():
-            # above MAX_PIXELS Pillow warns (2x: raises); the size check below says it better
+            # above MAX_PIXELS Pillow warns (2x: raises); read_image's size check says it better
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                if image.width * image.height > MAX_PIXELS:
-                    raise _too_large(path, image.width, image.height)
-                image.load()
-                image = ImageOps.exif_transpose(image)
-                array = _to_rgb_uint8(image)
-    except DataError:
-        raise
+                yield image
     except Image.DecompressionBombError as exc:
         raise DataError(f"{path}: more than sppdet reads ({MAX_PIXELS / 1e6:.0f} megapixels, "
                         f"sppdet.data.images.MAX_PIXELS): {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the image ({exc})") from exc
-    return np.ascontiguousarray(array)
 
 
 def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
@@ -92,20 +100,9 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     Raises:
         DataError: the file is missing or not an image.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image file not found")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                orientation = image.getexif().get(0x0112, 1)
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: more than sppdet reads ({MAX_PIXELS / 1e6:.0f} megapixels, "
-                        f"sppdet.data.images.MAX_PIXELS): {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read the image ({exc})") from exc
+    with _opened(Path(path)) as image:
+        width, height = image.size
+        orientation = image.getexif().get(0x0112, 1)
     # EXIF orientations 5-8 swap the axes (rotations by 90 degrees)
     if orientation in (5, 6, 7, 8):
         width, height = height, width

@@ -12,7 +12,10 @@ A per-image HDF5 written through :class:`sppdet.io.item_store.ItemStore`, one it
 The record's params (built by :func:`detections_params`) hold ``model`` (name), ``classes``
 (names in label order), ``data`` (``stages.common.dataset_params`` of the split: dataset path,
 split, classes, image count, fingerprint) and ``nms`` (``iou_threshold``, ``score_threshold``,
-``max_per_image``). Its stage is ``"detect"``, or ``"combine"`` for combined models.
+``max_per_image``; ``method`` and ``sigma`` for Soft-NMS; ``per_class``, a list in label order
+of ``{method, iou_threshold, sigma}``, when the classes were suppressed with settings of their
+own). Its stage is ``"detect"``, or ``"combine"`` for combined models. Records written before
+Soft-NMS or per-class settings existed hold only the first three keys and still load.
 """
 
 from __future__ import annotations
@@ -28,13 +31,49 @@ import numpy as np
 from sppdet.io.item_store import ItemReader, ItemStore
 from sppdet.io.records import Record
 from sppdet.detector.detections import ImageDetections
-from sppdet.errors import ArtifactError, ConfigError, DataError
+from sppdet.errors import ArtifactError, ConfigError, DataError, Remedy
 from sppdet.ops.nms import (DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_PER_IMAGE, DEFAULT_SCORE_THRESHOLD,
-                            DEFAULT_SOFT_NMS_SIGMA)
+                            DEFAULT_SOFT_NMS_SIGMA, NMS_METHODS)
 from sppdet.io.closing import Closing
 
 DETECTIONS_STAGES = ("detect", "combine")
 CANDIDATES_GROUP = "candidates"
+
+
+@dataclass(frozen=True)
+class ClassNMS:
+    """How one class's overlapping windows are suppressed.
+
+    Attributes:
+        method: ``hard`` NMS, or Soft-NMS ``linear`` / ``gaussian``.
+        iou_threshold: hard NMS suppresses above it; linear Soft-NMS decays above it (N_t).
+        sigma: the Gaussian Soft-NMS width.
+    """
+
+    method: str = "hard"
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD
+    sigma: float = DEFAULT_SOFT_NMS_SIGMA
+
+    def __post_init__(self) -> None:
+        if self.method not in NMS_METHODS:
+            raise ConfigError(f"NMS method must be one of {NMS_METHODS}, got {self.method!r}")
+
+    def describe(self) -> str:
+        """``hard IoU 0.3``, ``linear N_t 0.5`` or ``gaussian sigma 0.5``."""
+        if self.method == "hard":
+            return f"hard IoU {self.iou_threshold:g}"
+        if self.method == "linear":
+            return f"linear N_t {self.iou_threshold:g}"
+        return f"gaussian sigma {self.sigma:g}"
+
+    def to_params(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_params(cls, values: Mapping[str, Any]) -> ClassNMS:
+        """Raises KeyError, TypeError or ValueError (ConfigError) on a malformed mapping."""
+        return cls(method=str(values["method"]), iou_threshold=float(values["iou_threshold"]),
+                   sigma=float(values["sigma"]))
 
 
 @dataclass(frozen=True)
@@ -48,6 +87,8 @@ class NMSSettings:
         method: ``hard`` NMS, or Soft-NMS ``linear`` / ``gaussian``
             (:func:`sppdet.ops.nms.class_nms`).
         sigma: the Gaussian Soft-NMS width.
+        per_class: one :class:`ClassNMS` per class in label order, replacing ``method``,
+            ``iou_threshold`` and ``sigma``; ``None``: those three for every class.
     """
 
     iou_threshold: float = DEFAULT_IOU_THRESHOLD
@@ -55,11 +96,29 @@ class NMSSettings:
     max_per_image: int | None = DEFAULT_MAX_PER_IMAGE
     method: str = "hard"
     sigma: float = DEFAULT_SOFT_NMS_SIGMA
+    per_class: tuple[ClassNMS, ...] | None = None
+
+    def for_class(self, label: int) -> ClassNMS:
+        """The suppression of class ``label``."""
+        if self.per_class is None:
+            return ClassNMS(self.method, self.iou_threshold, self.sigma)
+        return self.per_class[label]
+
+    def describe(self, classes: Sequence[str] | None = None) -> str:
+        """``hard IoU 0.3`` or, per class, ``a: hard IoU 0.3; b: gaussian sigma 0.5``."""
+        if self.per_class is None:
+            return self.for_class(0).describe()
+        names = list(classes) if classes is not None else [str(i) for i in
+                                                           range(len(self.per_class))]
+        return "; ".join(f"{n}: {c.describe()}" for n, c in zip(names, self.per_class))
 
     def to_params(self) -> dict[str, Any]:
         params = asdict(self)
+        del params["per_class"]
         if self.method == "hard":  # records of hard NMS stay as they were: still up to date
             del params["method"], params["sigma"]
+        if self.per_class is not None:
+            params["per_class"] = [c.to_params() for c in self.per_class]
         return params
 
     @classmethod
@@ -73,10 +132,12 @@ class NMSSettings:
                        score_threshold=None if score is None else float(score),
                        max_per_image=None if cap is None else int(cap),
                        method=str(nms.get("method", "hard")),
-                       sigma=float(nms.get("sigma", DEFAULT_SOFT_NMS_SIGMA)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"{source}: the record has no usable NMS settings ({exc}); "
-                                "rerun `sppdet detect` with --force") from exc
+                       sigma=float(nms.get("sigma", DEFAULT_SOFT_NMS_SIGMA)),
+                       per_class=None if nms.get("per_class") is None else tuple(
+                           ClassNMS.from_params(c) for c in nms["per_class"]))
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+            raise ArtifactError(f"{source}: the record has no usable NMS settings ({exc})",
+                                remedy=Remedy.rerun("detect", force=True)) from exc
 
 
 def detections_params(*, model: str, data: Mapping[str, Any], classes: Sequence[str],
@@ -164,8 +225,14 @@ class DetectionsReader(Closing):
                 self.data: dict[str, Any] = dict(params["data"])
             except (KeyError, TypeError) as exc:
                 raise ArtifactError(f"{self.path}: the record lacks {exc} (model, classes and "
-                                    "data are needed); rerun `sppdet detect` with --force") from exc
+                                    "data are needed)",
+                                    remedy=Remedy.rerun("detect", force=True)) from exc
             self.nms = NMSSettings.from_params(params, self.path)
+            if self.nms.per_class is not None and len(self.nms.per_class) != len(self.classes):
+                raise ArtifactError(f"{self.path}: the record's NMS settings name "
+                                    f"{len(self.nms.per_class)} classes, its class list "
+                                    f"{len(self.classes)}",
+                                    remedy=Remedy.rerun("detect", force=True))
         except BaseException:
             self._reader.close()
             raise
@@ -193,7 +260,7 @@ class DetectionsReader(Closing):
         try:
             detections = ImageDetections(image_id, boxes, scores, labels)
         except DataError as exc:
-            raise ArtifactError(f"{self.path}: {exc}") from exc
+            raise ArtifactError(f"{self.path}: {exc.message}", remedy=exc.remedy) from exc
         if len(detections) and detections.labels.max() >= len(self.classes):
             raise ArtifactError(f"{self.path}: image {image_id!r} has label "
                                 f"{int(detections.labels.max())}, but the record lists "

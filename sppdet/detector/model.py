@@ -4,7 +4,8 @@ one image's windows into detections.
 Per image (REFERENCE.md sections 1 and 8): scores from the per-class SVMs on fc7
 (``scorer="svm"``, the paper's) or from the fine-tuned fc8 softmax (``scorer="softmax"``), each
 class's box regressor applied to the windows that pass the score threshold, boxes clipped to
-the image, then per-class NMS (IoU 0.3) and at most 100 detections per image.
+the image, then per-class NMS (IoU 0.3, or each class's own setting: :func:`suppress`) and at
+most 100 detections per image.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from sppdet.backbones import build_backbone
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import NMSSettings
-from sppdet.errors import ArtifactMissingError, ConfigError, DataError
+from sppdet.errors import ArtifactMissingError, ConfigError, DataError, Remedy
 from sppdet.features.fc_head import FcHead
 from sppdet.io.records import input_ref, read_record
 from sppdet.ops.boxes import clip_boxes, is_degenerate
@@ -67,14 +68,18 @@ class DetectModel:
     scales: list[int]
 
 
-def load_model(model_dir: Path, *, scorer: str, use_bbox_reg: bool) -> DetectModel:
+def load_model(model_dir: Path, *, scorer: str, use_bbox_reg: bool,
+               fc_path: Path | None = None) -> DetectModel:
     """Load ``fc.pt``, ``svm.npz`` (for the SVM scorer) and ``bbox_reg.npz`` of a model.
+
+    ``fc_path``: the fc layers, when they lie elsewhere than ``model_dir / "fc.pt"`` (a
+    selection model shares its model's).
 
     Raises:
         ArtifactMissingError: a needed file is missing (names the command that makes it).
         DataError: the parts were trained on different backbones or class lists.
     """
-    fc_path = model_dir / "fc.pt"
+    fc_path = Path(fc_path) if fc_path is not None else model_dir / "fc.pt"
     fc_record = read_record(fc_path, made_by="finetune")
     head, meta = FcHead.load(fc_path)
     backbone = fc_record.params.get("backbone", meta.get("backbone"))
@@ -96,8 +101,9 @@ def load_model(model_dir: Path, *, scorer: str, use_bbox_reg: bool) -> DetectMod
     reg_path = model_dir / "bbox_reg.npz"
     if use_bbox_reg:
         if not reg_path.exists():
-            raise ArtifactMissingError(f"{reg_path} does not exist; run `sppdet train-bbox-reg` "
-                                       "or detect with --no-bbox-reg")
+            raise ArtifactMissingError(
+                f"{reg_path} does not exist",
+                remedy=Remedy.rerun(alternative="run `sppdet train-bbox-reg`", bbox_reg=False))
         inputs["bbox_reg"] = input_ref(reg_path, made_by="train-bbox-reg")
         regressor, reg_classes = BBoxRegressor.load(reg_path)
         if list(reg_classes) != classes:
@@ -195,12 +201,45 @@ def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxe
                                      np.concatenate(cand_scores), np.concatenate(cand_labels))
     else:
         candidates = ImageDetections.empty(image_id)
-    # Candidates already score above the threshold; Soft-NMS decays scores towards it.
-    keep, kept_scores = class_nms(candidates.boxes, candidates.scores, candidates.labels,
-                                  method=nms.method, iou_threshold=nms.iou_threshold,
-                                  sigma=nms.sigma, score_threshold=nms.score_threshold,
-                                  max_per_image=nms.max_per_image)
-    final = candidates.select(keep)
-    final = ImageDetections(image_id, final.boxes, kept_scores, final.labels)
+    final = suppress(candidates, nms)
     times.nms += time.perf_counter() - start
     return final, candidates
+
+
+def suppress(candidates: ImageDetections, nms: NMSSettings) -> ImageDetections:
+    """Per-class NMS of one image's candidates by ``nms``, each class by its own setting.
+
+    Classes that share a setting are suppressed together by
+    :func:`sppdet.ops.nms.class_nms`; the groups' survivors are then ordered by score
+    descending (equal scores in input order, as ``class_nms`` orders) and capped at
+    ``nms.max_per_image``. With one setting for every class this is ``class_nms`` itself.
+
+    Returns:
+        The kept detections with their (Soft-NMS: decayed) scores, by score descending.
+    """
+    def run(mask: np.ndarray | None, cap: int | None) -> tuple[np.ndarray, np.ndarray]:
+        index = np.arange(len(candidates)) if mask is None else np.flatnonzero(mask)
+        setting = nms.for_class(int(candidates.labels[index[0]])) if index.size else \
+            nms.for_class(0)
+        # Candidates already score above the threshold; Soft-NMS decays scores towards it.
+        keep, scores = class_nms(candidates.boxes[index], candidates.scores[index],
+                                 candidates.labels[index], method=setting.method,
+                                 iou_threshold=setting.iou_threshold, sigma=setting.sigma,
+                                 score_threshold=nms.score_threshold, max_per_image=cap)
+        return index[keep], scores
+
+    settings = {nms.for_class(int(label)) for label in np.unique(candidates.labels)}
+    if nms.per_class is None or len(settings) <= 1:
+        keep, scores = run(None, nms.max_per_image)
+    else:
+        parts = [run(np.isin(candidates.labels, [label for label in range(len(nms.per_class))
+                                                 if nms.per_class[label] == setting]), None)
+                 for setting in settings]
+        keep = np.concatenate([p[0] for p in parts])
+        scores = np.concatenate([p[1] for p in parts])
+        order = np.lexsort((keep, -scores))  # score descending, then input order
+        if nms.max_per_image is not None:
+            order = order[:nms.max_per_image]
+        keep, scores = keep[order], scores[order]
+    kept = candidates.select(keep)
+    return ImageDetections(candidates.image_id, kept.boxes, scores, kept.labels)

@@ -32,7 +32,7 @@ import torch
 
 from sppdet.io.item_store import ItemReader
 from sppdet.backbones import Backbone
-from sppdet.errors import ConfigError, DataError
+from sppdet.errors import ConfigError, DataError, Remedy
 from sppdet.ops.scales import resize_image, resized_size
 from sppdet.ops.spp import DEFAULT_LEVELS, pool_windows
 from sppdet.io.closing import Closing
@@ -76,7 +76,7 @@ def load_codec(codec: str, path: Path) -> None:
     try:
         import hdf5plugin  # noqa: F401  (registers the filters on import)
     except ImportError as exc:
-        raise ConfigError(f"{path} was written with --compression {codec}, which needs the "
+        raise ConfigError(f"{path} was written with compression {codec}, which needs the "
                           "hdf5plugin package to read (pip install hdf5plugin)") from exc
 
 
@@ -173,8 +173,8 @@ class FeatureCache(Closing):
             DataError: a map holds NaN or inf (names the image).
         """
         if flip and not self.has_flip:
-            raise ConfigError(f"{self.path} has no mirrored maps; rerun cache-features with "
-                              "--flip")
+            raise ConfigError(f"{self.path} has no mirrored maps",
+                              remedy=Remedy.rerun(FEATURES_STAGE, flip=True))
         wanted = tuple(self.scales if scales is None else (int(s) for s in scales))
         unknown = [s for s in wanted if s not in self.scales]
         if unknown:
@@ -192,7 +192,8 @@ class FeatureCache(Closing):
                 tensor = torch.from_numpy(array).to(torch.float32)
                 if not all_finite(tensor):
                     raise DataError(f"{self.path}: the conv map of image {image_id} at scale "
-                                    f"{scale} holds NaN or inf; rebuild the cache with --force")
+                                    f"{scale} holds NaN or inf",
+                                    remedy=Remedy.rerun(FEATURES_STAGE, force=True))
                 cached[scale] = tensor.to(self.device)
             self._cache[key] = cached
             self._cached_bytes += _nbytes(cached)

@@ -20,7 +20,9 @@ from torch import nn
 
 from sppdet.backbones import build_backbone
 from sppdet.io.hashing import file_sha256
-from sppdet.errors import ConfigError, ModelError, ParameterError, StaleArtifactError
+from sppdet.errors import (YOUR_CHOICE, ConfigError, ModelError, ParameterError, Remedy,
+                           StaleArtifactError)
+from sppdet.features.cache import FEATURES_STAGE
 
 NEEDS_FC = ("init 'pretrained' needs features cached with a weights file that holds fc6/fc7, "
             "e.g. the weights.pt of `sppdet pretrain` given to `sppdet cache-features`")
@@ -80,14 +82,17 @@ def pretrained_weights_file(backbone: Mapping[str, Any], *,
                           f"{NEEDS_FC}")
     if not os.path.isfile(path):
         raise ModelError(f"weights file {path} of backbone {name!r}, recorded in {source}, "
-                         "does not exist any more; put it back, or rerun `sppdet cache-features "
-                         f"--backbone {name} --weights FILE` with its new place")
+                         "does not exist any more",
+                         remedy=Remedy.rerun(FEATURES_STAGE, alternative="put it back",
+                                             purpose=" with its new place", backbone=name,
+                                             weights=YOUR_CHOICE))
     actual = file_sha256(path)
     if actual != recorded:
         raise StaleArtifactError(
             f"weights file {path} has changed since {source} was computed with it (SHA-256 "
-            f"{actual[:12]}..., recorded {recorded[:12]}...); rerun `sppdet cache-features "
-            f"--backbone {name} --weights {path}` (with --force), then finetune")
+            f"{actual[:12]}..., recorded {recorded[:12]}...)",
+            remedy=Remedy.rerun(FEATURES_STAGE, purpose=", then finetune", backbone=name,
+                                weights=str(path), force=True))
     return str(path), str(recorded)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sppdet.errors import ConfigError, DataError, ModelError
+from sppdet.errors import ConfigError, DataError, ModelError, Remedy
 from sppdet.features.fc_head import LAYERS, FcHead
 from sppdet.features.cache import FeatureCache
 from sppdet.ops.scales import select_scales
@@ -159,9 +159,10 @@ class WindowFeaturizer:
             bad = np.flatnonzero(~finite)
             raise DataError(
                 f"{self.cache.path}: the {self.layer} features of image {image_id} hold NaN or "
-                f"inf in {bad.size} window(s) (first {bad[:5].tolist()}); check the feature "
-                "cache (rebuild it with `sppdet cache-features --force`) and the fc checkpoint"
-            )
+                f"inf in {bad.size} window(s) (first {bad[:5].tolist()})",
+                remedy=Remedy.rerun("cache-features", force=True,
+                                    alternative="check the fc checkpoint",
+                                    purpose=" to rebuild the feature cache"))
         return out
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from sppdet.errors import ModelError, StaleArtifactError
+from sppdet.errors import ModelError, Remedy, StaleArtifactError
 from sppdet.io.atomic import atomic_path
 
 #: Keys the helper adds to every checkpoint; a payload may not use them.
@@ -61,7 +61,7 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any], *,
 
 def read_checkpoint(path: str | os.PathLike[str], *, what: str,
                     map_location: str | torch.device = "cpu", missing_hint: str = "",
-                    hint: str = "") -> dict[str, Any]:
+                    hint: str = "", remedy: Remedy | None = None) -> dict[str, Any]:
     """Read a ``torch.save``d dict without checking its tags (see :func:`check_checkpoint`).
 
     Args:
@@ -69,7 +69,8 @@ def read_checkpoint(path: str | os.PathLike[str], *, what: str,
         what: what the file is, for messages (e.g. ``"fine-tuning checkpoint"``).
         map_location: where tensors are loaded.
         missing_hint: appended to the message when the file is missing (what makes it).
-        hint: appended to the message when the file cannot be read (what to do).
+        hint: appended to the message when the file cannot be read (what it should be).
+        remedy: what fixes a file that cannot be read.
 
     Raises:
         ModelError: the file is missing, truncated, not a torch file, or not a dict.
@@ -81,16 +82,17 @@ def read_checkpoint(path: str | os.PathLike[str], *, what: str,
         blob = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
         raise ModelError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})"
-                         f"{hint}") from exc
+                         f"{hint}", remedy=remedy) from exc
     if not isinstance(blob, dict):
         raise ModelError(f"{path} is not an sppdet {what} (it holds a "
-                         f"{type(blob).__name__}, not a dict){hint}")
+                         f"{type(blob).__name__}, not a dict){hint}", remedy=remedy)
     return blob
 
 
 def check_checkpoint(blob: Mapping[str, Any], path: str | os.PathLike[str], *, format: str,
                      version: int, what: str, identity: str | None = None,
-                     hint: str = "", identity_hint: str = "") -> None:
+                     hint: str = "", remedy: Remedy | None = None,
+                     identity_remedy: Remedy | None = None) -> None:
     """Refuse a checkpoint of another format, of a newer version, or of another run.
 
     Older versions are accepted (a file without a version counts as version 0); the caller
@@ -103,8 +105,9 @@ def check_checkpoint(blob: Mapping[str, Any], path: str | os.PathLike[str], *, f
         version: the newest version this code reads.
         what: what the file is, for messages.
         identity: the identity the checkpoint must carry; None accepts any.
-        hint: appended to the message for another format or a newer version.
-        identity_hint: appended to the message for another identity.
+        hint: appended to the message for another format (what the file should be).
+        remedy: what fixes a file of another format.
+        identity_remedy: what fixes a checkpoint of another identity.
 
     Raises:
         ModelError: another format, or a newer version.
@@ -113,22 +116,24 @@ def check_checkpoint(blob: Mapping[str, Any], path: str | os.PathLike[str], *, f
     found = blob.get("format")
     if found != format:
         got = "no format tag" if found is None else f"format {found!r}"
-        raise ModelError(f"{path} is not an sppdet {what} ({got}, expected {format!r}){hint}")
+        raise ModelError(f"{path} is not an sppdet {what} ({got}, expected {format!r}){hint}",
+                         remedy=remedy)
     stored = blob.get("version", 0)
     if isinstance(stored, bool) or not isinstance(stored, int):
-        raise ModelError(f"{path}: the {what} has a malformed version {stored!r}{hint}")
+        raise ModelError(f"{path}: the {what} has a malformed version {stored!r}{hint}",
+                         remedy=remedy)
     if stored > version:
         raise ModelError(f"{path}: {what} version {stored} is newer than this sppdet reads "
                          f"({version}); upgrade sppdet")
     if identity is not None and blob.get("identity") != identity:
-        raise StaleArtifactError(f"{path} is a {what} of a run with other settings or "
-                                 f"inputs{identity_hint}")
+        raise StaleArtifactError(f"{path} is a {what} of a run with other settings or inputs",
+                                 remedy=identity_remedy)
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, format: str, version: int, what: str,
                     identity: str | None = None, map_location: str | torch.device = "cpu",
-                    missing_hint: str = "", hint: str = "",
-                    identity_hint: str = "") -> dict[str, Any]:
+                    missing_hint: str = "", hint: str = "", remedy: Remedy | None = None,
+                    identity_remedy: Remedy | None = None) -> dict[str, Any]:
     """:func:`read_checkpoint` then :func:`check_checkpoint`; returns the whole dict (tags
     included).
 
@@ -137,9 +142,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, format: str, version: int, 
         StaleArtifactError: another identity.
     """
     blob = read_checkpoint(path, what=what, map_location=map_location,
-                           missing_hint=missing_hint, hint=hint)
+                           missing_hint=missing_hint, hint=hint, remedy=remedy)
     check_checkpoint(blob, path, format=format, version=version, what=what, identity=identity,
-                     hint=hint, identity_hint=identity_hint)
+                     hint=hint, remedy=remedy, identity_remedy=identity_remedy)
     return blob
 
 
@@ -153,5 +158,7 @@ def load_training_state(path: str | os.PathLike[str], *, format: str, version: i
     """
     return load_checkpoint(
         path, format=format, version=version, what=what, identity=identity,
-        map_location=map_location, hint="; delete it or rerun with --force",
-        identity_hint="; rerun with those settings to resume it, or with --force to start over")
+        map_location=map_location,
+        remedy=Remedy.rerun(alternative="delete it", purpose=" to start over", force=True),
+        identity_remedy=Remedy.rerun(alternative="rerun with those settings to resume it",
+                                     purpose=" to start over", force=True))

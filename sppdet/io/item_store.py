@@ -22,7 +22,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from sppdet.errors import ArtifactError, ArtifactLockedError, ConfigError, StaleArtifactError
+from sppdet.errors import (ArtifactError, ArtifactLockedError, ConfigError, Remedy,
+                           StaleArtifactError)
 from sppdet.io.atomic import atomic_path, check_free_space, remove_temporaries
 from sppdet.io.closing import Closing
 from sppdet.io.faults import fault_point
@@ -128,9 +129,9 @@ class ItemStore(Closing):
             if not force:
                 raise StaleArtifactError(
                     f"{self.parts_dir} holds a partial run made with other parameters or "
-                    "inputs; rerun with --force to discard it, or with that run's options "
-                    "to resume it"
-                )
+                    "inputs", remedy=Remedy.rerun(
+                        alternative="rerun with that run's settings to resume it",
+                        purpose=" to discard it", force=True))
             shutil.rmtree(self.parts_dir)
             existing = None
         self.parts_dir.mkdir(parents=True, exist_ok=True)
@@ -240,8 +241,9 @@ class ItemStore(Closing):
             listed = "; ".join(f"{i}: {r}" for i, r in list(failures.items())[:10])
             raise ArtifactError(
                 f"{len(failures)} item(s) failed, so {self.path.name} was not finished "
-                f"({listed}). Fix them, or rerun with --on-error skip to finish without them."
-            )
+                f"({listed})", remedy=Remedy.rerun(alternative="fix them",
+                                                   purpose=" to finish without them",
+                                                   on_error="skip"))
         # the merged file is about as large as its parts: refuse before HDF5 runs out of disk
         # halfway (a failed HDF5 flush can crash the interpreter instead of raising)
         check_free_space(self.path, sum(
@@ -365,16 +367,16 @@ class ItemReader(Closing):
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
-            raise ArtifactError(f"{self.path}: cannot open ({exc}); rerun "
-                                f"`sppdet {made_by or self.record.stage}` with --force") from exc
+            raise ArtifactError(f"{self.path}: cannot open ({exc})",
+                                remedy=Remedy.rerun(made_by or self.record.stage,
+                                                    force=True)) from exc
         if self._file.attrs.get("sppdet_record") is None or json.loads(
             self._file.attrs["sppdet_record"]
         ).get("digest") != self.record.digest:
             self._file.close()
             raise ArtifactError(
-                f"{self.path} does not match its record {record_path(self.path).name}; rerun "
-                f"`sppdet {made_by or self.record.stage}` with --force"
-            )
+                f"{self.path} does not match its record {record_path(self.path).name}",
+                remedy=Remedy.rerun(made_by or self.record.stage, force=True))
         self._items = self._file["items"]
         self.failures: dict[str, str] = json.loads(self._file["failures"][()])
 

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from sppdet import __version__
-from sppdet.errors import ArtifactError, ArtifactMissingError, ConfigError, StaleArtifactError
+from sppdet.errors import (ArtifactError, ArtifactMissingError, ConfigError, Remedy,
+                           StaleArtifactError)
 from sppdet.io.atomic import atomic_path
 from sppdet.io.faults import fault_point
 
@@ -138,13 +139,21 @@ class Record:
                 created_utc=str(data.get("created_utc", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"{source}: the record is malformed ({exc}); rerun the stage that "
-                                "made it with --force") from exc
+            raise ArtifactError(f"{source}: the record is malformed ({exc})",
+                                remedy=_rebuild_by_maker(data)) from exc
         stored = data.get("digest")
         if stored is not None and stored != record.digest:
             raise ArtifactError(f"{source}: the record's digest does not match its content (was "
-                                "it edited by hand?); rerun the stage that made it with --force")
+                                "it edited by hand?)", remedy=_rebuild_by_maker(data))
         return record
+
+
+def _rebuild_by_maker(data: Any) -> Remedy:
+    """Rebuild the artifact of a damaged record: its stage, if the record still names it."""
+    stage = data.get("stage") if isinstance(data, dict) else None
+    if isinstance(stage, str) and stage:
+        return Remedy.rerun(stage, force=True)
+    return Remedy.rerun(purpose=" in the stage that made it", force=True)
 
 
 def record_path(path: str | os.PathLike[str]) -> Path:
@@ -210,9 +219,8 @@ def check_inputs_current(record: Record, path: str | os.PathLike[str]) -> None:
             continue  # an input that moved away is not a reason to refuse its product
         if current.digest != ref.digest:
             raise StaleArtifactError(
-                f"{path} was made from an older {name} ({ref.path}); rerun "
-                f"`sppdet {record.stage}` (with --force) to rebuild it"
-            )
+                f"{path} was made from an older {name} ({ref.path})",
+                remedy=Remedy.rerun(record.stage, purpose=" to rebuild it", force=True))
 
 
 def remove_artifact(path: str | os.PathLike[str]) -> None:

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from sppdet.ops.boxes import xywh_to_xyxy
-from sppdet.errors import ConfigError, ModelError
+from sppdet.errors import YOUR_CHOICE, ConfigError, ModelError, Remedy
 from sppdet.proposals.common import ProposalError, ProposalResult, check_image, finish_boxes
 from sppdet.proposals.common import resize_longer_side
 
@@ -142,15 +142,15 @@ class EdgeBoxesParams:
             raise ConfigError(f"max_size must be >= 16 pixels or None, got {self.max_size}")
 
 
-def missing_model_message(path: str | os.PathLike) -> str:
-    """The message for a Structured Edge model file that is not there."""
-    return (
+def missing_model_error(path: str | os.PathLike) -> ModelError:
+    """The error for a Structured Edge model file that is not there."""
+    return ModelError(
         f"Structured Edge model file not found: {path}. EdgeBoxes with learned edges needs "
         f"the trained model 'model.yml.gz' published in OpenCV's test data "
-        f"({EDGE_MODEL_SOURCE}); download it once and pass its path with --edge-model PATH "
-        f"(EdgeBoxesParams.edge_model), or leave --edge-model out to use the built-in "
-        f"gradient edges, which need no file"
-    )
+        f"({EDGE_MODEL_SOURCE}); download it once",
+        remedy=Remedy.rerun(edge_model=YOUR_CHOICE,
+                            purpose=" (its path), or without it to use the built-in gradient "
+                                    "edges, which need no file"))
 
 
 @lru_cache(maxsize=4)
@@ -191,7 +191,7 @@ def load_edge_model(path: str | os.PathLike) -> "cv2.ximgproc.StructuredEdgeDete
     """
     file = Path(path)
     if not file.is_file():
-        raise ModelError(missing_model_message(path))
+        raise missing_model_error(path)
     stat = file.stat()
     return _load_detector(str(file.resolve()), stat.st_mtime_ns, stat.st_size)
 

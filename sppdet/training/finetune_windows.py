@@ -208,7 +208,7 @@ def build_split_windows(annotations: Iterable[ImageAnnotation],
                                     bg_iou_low=bg_iou_low, bg_iou_high=bg_iou_high,
                                     include_gt=include_gt)
         except DataError as exc:
-            raise DataError(f"image {ann.image_id}: {exc}") from exc
+            raise DataError(f"image {ann.image_id}: {exc.message}", remedy=exc.remedy) from exc
         if not len(windows):
             skipped[ann.image_id] = "no window in the positive or negative IoU band"
             continue

@@ -33,13 +33,15 @@ from sppdet.io.closing import Closing
 from sppdet.io.item_store import ItemReader
 from sppdet.training.box_targets import select_training_windows
 from sppdet.ops.boxes import box_iou
-from sppdet.errors import DataError
+from sppdet.errors import DataError, Remedy
 from sppdet.progress import progress
 from sppdet.training.svm.inputs import SharedImageNegatives
 from sppdet.training.svm.window_selection import unique_window_indices
 from sppdet.features.window_features import WindowFeaturizer, window_cells
 
 PROPOSALS_STAGE = "propose"
+#: Proposals that cannot be used: make them again.
+REBUILD_PROPOSALS = Remedy.rerun(PROPOSALS_STAGE, force=True)
 
 #: R-CNN / SPP-net: a proposal is a negative of a class if its IoU with every ground-truth box
 #: of the class is below this.
@@ -76,10 +78,10 @@ def read_proposals(reader: ItemReader, image_id: str) -> np.ndarray:
         return boxes.reshape(0, 4)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise DataError(f"{reader.path}: proposals of image {image_id} have shape "
-                        f"{boxes.shape}, expected [N, 4]; rerun `sppdet propose` with --force")
+                        f"{boxes.shape}, expected [N, 4]", remedy=REBUILD_PROPOSALS)
     if not np.isfinite(boxes).all():
-        raise DataError(f"{reader.path}: proposals of image {image_id} hold NaN or inf; rerun "
-                        "`sppdet propose` with --force")
+        raise DataError(f"{reader.path}: proposals of image {image_id} hold NaN or inf",
+                        remedy=REBUILD_PROPOSALS)
     return boxes
 
 

@@ -40,6 +40,7 @@ def test_choice_lists_are_the_librarys() -> None:
     assert P.DEFAULT_SCORE_THRESHOLDS == detector_model.DEFAULT_SCORE_THRESHOLDS
     assert P.NMS_METHODS == nms.NMS_METHODS
     assert P.DEFAULT_SOFT_NMS_SIGMA == nms.DEFAULT_SOFT_NMS_SIGMA
+    assert P.DEFAULT_IOU_THRESHOLD == nms.DEFAULT_IOU_THRESHOLD
     for name in P.COMPRESSIONS:
         if name != "zstd":  # needs the optional hdf5plugin
             cache_features.compression_options(name)
@@ -110,8 +111,14 @@ def _fields(instance: object, *, skip: tuple[str, ...] = ()) -> dict[str, object
                         "backbone": P.DEFAULT_BACKBONE}),
     ("train-svm", _fields(P.SvmOptions())),
     ("train-bbox-reg", _fields(P.BBoxRegOptions(), skip=("enabled",))),
-    ("detect", {**_fields(P.DetectOptions(), skip=("score_threshold",)),
+    # unset (None) options mean "work it out" (the scorer's threshold, the model's test
+    # settings): they have no default to compare
+    ("detect", {**_fields(P.DetectOptions(), skip=("score_threshold", "iou_threshold",
+                                                   "nms_method", "nms_sigma")),
                 "bbox_reg": P.BBoxRegOptions.enabled, "split": P.TEST_SPLIT}),
+    ("tune-detect", {**_fields(P.DetectOptions(), skip=("score_threshold", "iou_threshold",
+                                                        "nms_method", "nms_sigma")),
+                     "bbox_reg": P.BBoxRegOptions.enabled, "metric": P.METRICS[0]}),
     ("finetune", _fields(FinetuneConfig(), skip=(
         "lr_gamma", "momentum", "weight_decay", "bias_lr_mult", "val_images", "levels",
         "fg_iou", "bg_iou_low", "bg_iou_high", "include_gt"))),

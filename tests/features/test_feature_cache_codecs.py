@@ -82,7 +82,7 @@ def test_zstd_cache_is_read_without_importing_hdf5plugin_first(tmp_path):
 
 def test_plugin_codec_without_hdf5plugin_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "hdf5plugin", None)  # makes `import hdf5plugin` fail
-    with pytest.raises(ConfigError, match="--compression zstd, which needs the hdf5plugin"):
+    with pytest.raises(ConfigError, match="compression zstd, which needs the hdf5plugin"):
         load_codec("zstd", tmp_path / "f.h5")
     for codec in ("none", "lzf", "gzip"):
         load_codec(codec, tmp_path / "f.h5")  # HDF5's own filters need nothing

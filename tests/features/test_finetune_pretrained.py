@@ -91,9 +91,13 @@ def test_changed_or_missing_weights_file_is_refused(zf5_file, tmp_path):
     backbone = described(path)
     assert pretrained_weights_file(backbone) == (str(path.resolve()), file_sha256(str(path)))
     write_zf5(path, seed=1)  # same shapes, other weights: the cached features are stale
-    with pytest.raises(StaleArtifactError, match="zf5.pt has changed.*rerun `sppdet "
-                                                 "cache-features --backbone zf5"):
+    with pytest.raises(StaleArtifactError, match="zf5.pt has changed.*rerun stage "
+                                                 "'cache-features' with backbone='zf5'") as err:
         load_pretrained_fc(backbone, source="train.h5")
+    assert "--backbone" not in str(err.value) and "--force" not in str(err.value)
+    assert dict(err.value.remedy.settings) == {"backbone": "zf5",
+                                               "weights": backbone["weights_path"],
+                                               "force": True}
     path.unlink()
     with pytest.raises(ModelError, match=f"weights file {path} .*does not exist"):
         load_pretrained_fc(backbone)
@@ -176,7 +180,7 @@ def test_stage_refuses_a_changed_weights_file_and_a_wrong_width(fake, tmp_path):
     shutil.copy(weights, kept)
     try:
         write_zf5(weights, seed=3)
-        with pytest.raises(StaleArtifactError, match="rerun `sppdet cache-features"):
+        with pytest.raises(StaleArtifactError, match="rerun stage 'cache-features'"):
             run_stage(fake, out, FinetuneConfig(init="pretrained", iterations=4, **SMALL))
     finally:
         shutil.copy(kept, weights)

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from sppdet.errors import ModelError, StaleArtifactError
+from sppdet.errors import ModelError, Remedy, StaleArtifactError
 from sppdet.io.checkpoints import (
     load_checkpoint,
     load_training_state,
@@ -76,9 +76,11 @@ def test_newer_version_is_refused_and_older_ones_are_read(tmp_path):
 def test_another_run_is_refused(tmp_path):
     path = tmp_path / "state.pt"
     save_checkpoint(path, _payload(), format=FORMAT, version=2, identity="run-a")
-    with pytest.raises(StaleArtifactError, match=r"state.pt is a test checkpoint of a run with "
-                                                 r"other settings or inputs; resume it so"):
-        _load(path, identity="run-b", identity_hint="; resume it so")
+    with pytest.raises(StaleArtifactError, match=r"state.pt is a test checkpoint of a run "
+                                                 r"with other settings or inputs; rerun with "
+                                                 r"x=1") as err:
+        _load(path, identity="run-b", identity_remedy=Remedy.rerun(x=1))
+    assert err.value.remedy == Remedy.rerun(x=1)
     save_checkpoint(path, _payload(), format=FORMAT, version=2)  # no identity stored
     with pytest.raises(StaleArtifactError):
         _load(path, identity="run-a")
@@ -89,10 +91,11 @@ def test_training_state_messages_say_how_to_resume_or_start_over(tmp_path):
     save_checkpoint(path, _payload(), format=FORMAT, version=1, identity="run-a")
     assert load_training_state(path, format=FORMAT, version=1, what="training state",
                                identity="run-a")["iteration"] == 7
-    with pytest.raises(StaleArtifactError, match="rerun with those settings to resume it"):
+    with pytest.raises(StaleArtifactError, match="rerun with those settings to resume it, or "
+                                                 "rerun with force=True to start over"):
         load_training_state(path, format=FORMAT, version=1, what="training state",
                             identity="run-b")
-    with pytest.raises(ModelError, match="delete it or rerun"):
+    with pytest.raises(ModelError, match="delete it, or rerun with force=True"):
         load_training_state(path, format="other", version=1, what="training state",
                             identity="run-a")
 

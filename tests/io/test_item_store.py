@@ -43,7 +43,7 @@ def test_item_store_refuses_other_params_unless_forced(tmp_path):
     path = tmp_path / "props.h5"
     with ItemStore(path, Record("propose", {"method": "a"})) as store:
         store.write("img1", {"x": np.zeros(1)})
-    with pytest.raises(StaleArtifactError, match="--force"):
+    with pytest.raises(StaleArtifactError, match="force=True to discard it"):
         ItemStore(path, Record("propose", {"method": "b"}))
     with ItemStore(path, Record("propose", {"method": "b"}), force=True) as store:
         assert store.pending(["img1"]) == ["img1"]
@@ -55,7 +55,7 @@ def test_item_store_failures(tmp_path):
     with ItemStore(path, record) as store:
         store.write("a", {"x": np.zeros(1)})
         store.write_failure("b", "cannot read the image")
-        with pytest.raises(ArtifactError, match="b: cannot read the image.*--on-error skip"):
+        with pytest.raises(ArtifactError, match="b: cannot read the image.*on_error='skip'"):
             store.finalize(["a", "b"])
         store.finalize(["a", "b"], allow_failures=True)
     with ItemReader(path) as reader:

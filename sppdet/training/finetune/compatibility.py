@@ -6,8 +6,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sppdet.errors import ConfigError
-from sppdet.features.cache import FeatureCache
+from sppdet.errors import ConfigError, Remedy
+from sppdet.features.cache import FEATURES_STAGE, FeatureCache
 from sppdet.ops.spp import spp_output_dim
 
 
@@ -45,9 +45,10 @@ def check_features_match(meta: Mapping[str, Any], cache: FeatureCache, *,
         raise ConfigError(
             f"{cache.path} holds features of backbone {theirs.get('name')!r} "
             f"({theirs.get('weights')}), but {model_path} was fine-tuned on backbone "
-            f"{mine.get('name')!r} ({mine.get('weights')}); rerun `sppdet cache-features "
-            f"--backbone {mine.get('name')}` for this split, or `sppdet finetune` on features "
-            f"of {theirs.get('name')!r}")
+            f"{mine.get('name')!r} ({mine.get('weights')})",
+            remedy=Remedy.rerun(FEATURES_STAGE, backbone=mine.get("name"),
+                                purpose=" for this split, or `sppdet finetune` on features "
+                                        f"of {theirs.get('name')!r}"))
     if int(meta["channels"]) != cache.channels or int(meta["stride"]) != cache.stride:
         raise ConfigError(
             f"{cache.path} has {cache.channels} channels at stride {cache.stride}, but "

@@ -17,7 +17,8 @@ def test_features_of_another_backbone_are_refused(tmp_path, fake):
     train_cache = FeatureCache(fake.features["train"])
     meta = model_meta(train_cache, fake.classes, (6, 3, 2, 1))
     check_features_match(meta, FeatureCache(fake.features["val"]))
-    with pytest.raises(ConfigError, match="backbone 'other'.*cache-features --backbone fake"):
+    with pytest.raises(ConfigError,
+                       match="backbone 'other'.*stage 'cache-features' with backbone='fake'"):
         check_features_match(meta, FeatureCache(other.features["val"]), model_path="fc.pt")
     train, _ = split_inputs(fake, "train")
     val, val_cache = split_inputs(other, "val")

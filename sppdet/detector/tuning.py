@@ -1,0 +1,424 @@
+"""Test settings chosen on held-out validation data: per-class NMS and an operating point.
+
+What is chosen, per class (never on the test split):
+
+- **NMS**: each setting of :data:`NMS_GRID` (hard NMS at several IoU thresholds, linear and
+  Gaussian Soft-NMS) is run on the validation split's candidate windows (every scored window
+  above the score threshold, before NMS: what a detections artifact keeps), and the class's VOC
+  AP (the devkit rules of :mod:`sppdet.evaluation.voc_ap`) decides. Ties go to
+  :data:`DEFAULT_NMS`, the paper's hard NMS at IoU 0.3, then to the earlier grid entry. A
+  setting is tried on one class at a time with the other classes at :data:`DEFAULT_NMS`: the
+  per-image cap counts every class's detections, so that is what detection with this one
+  change keeps. The mean AP of the chosen settings together is measured afterwards and
+  reported as it is.
+- **Operating point**: AP never drops when lower-scored detections are added, so AP cannot
+  choose the score threshold. The threshold that maximizes F1 (``2PR / (P + R)``, precision
+  and recall as the devkit counts them) on validation is the class's *operating point*: what a
+  user sees (drawings, detections of image files). Evaluation keeps the low score threshold,
+  which AP needs.
+
+The choice is stored with the model as ``test_settings.json`` (:data:`TEST_SETTINGS_FILE`,
+read back by :func:`read_test_settings`), which ``detect`` then uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sppdet.detector.detections import ImageDetections
+from sppdet.detector.detections_io import ClassNMS, NMSSettings
+from sppdet.detector.model import DetectModel, nms_settings, suppress
+from sppdet.errors import ArtifactError, ConfigError, Remedy
+from sppdet.ops.nms import DEFAULT_IOU_THRESHOLD, DEFAULT_SOFT_NMS_SIGMA
+from sppdet.progress import get_logger
+from sppdet.evaluation.voc_ap import (ClassResult, ImageGroundTruth,
+                                      class_detections_from_images, evaluate_class,
+                                      evaluate_detections)
+from sppdet.evaluation.records import ClassDetections
+
+#: The file beside a model's fc.pt / svm.npz that holds its chosen test settings.
+TEST_SETTINGS_FILE = "test_settings.json"
+#: The paper's test-time NMS (released code): hard, suppress above IoU 0.3.
+DEFAULT_NMS = ClassNMS("hard", 0.3)
+#: The settings tried per class: hard NMS at IoU 0.3-0.6, linear Soft-NMS at N_t 0.3 and
+#: 0.5, Gaussian Soft-NMS at sigma 0.3 and 0.5 (Bodla et al.'s default).
+NMS_GRID: tuple[ClassNMS, ...] = (
+    DEFAULT_NMS, ClassNMS("hard", 0.4), ClassNMS("hard", 0.5), ClassNMS("hard", 0.6),
+    ClassNMS("linear", 0.3), ClassNMS("linear", 0.5),
+    ClassNMS("gaussian", sigma=0.3), ClassNMS("gaussian", sigma=0.5),
+)
+log = get_logger("tuning")
+# AP differences below this are float noise, not a better setting.
+AP_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The score threshold of best F1 on validation, and what it gave there.
+
+    Attributes:
+        score: keep detections scoring at least this (a detection's own score).
+        precision, recall, f1: on the validation split, the devkit's counting.
+        detections: validation detections kept at that threshold.
+    """
+
+    score: float
+    precision: float
+    recall: float
+    f1: float
+    detections: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "precision": self.precision, "recall": self.recall,
+                "f1": self.f1, "detections": self.detections}
+
+
+def operating_point(result: ClassResult, scores: np.ndarray) -> OperatingPoint | None:
+    """The threshold of best F1 along a class's devkit curve; ``None`` without a true positive.
+
+    Only thresholds a score filter can realise are candidates: the curve's point after the
+    *last* of several equal scores. Equal F1: the higher threshold (fewer detections).
+
+    Args:
+        result: :func:`~sppdet.evaluation.voc_ap.evaluate_class`'s result for the class
+            (its ``matches.order`` sorts the detections by score).
+        scores: float ``[D]`` the class's detection scores, in the order evaluated.
+    """
+    if result.matches is None or result.n_true_positives == 0 or result.npos == 0:
+        return None
+    sorted_scores = np.asarray(scores, np.float64)[result.matches.order]
+    precision = np.nan_to_num(result.precision, nan=0.0)
+    recall = np.nan_to_num(result.recall, nan=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    cut = np.ones(sorted_scores.shape[0], dtype=bool)
+    cut[:-1] = sorted_scores[1:] < sorted_scores[:-1]
+    f1 = np.where(cut, f1, -1.0)
+    best = int(np.argmax(f1))  # the first maximum: the highest threshold
+    return OperatingPoint(score=float(sorted_scores[best]), precision=float(precision[best]),
+                          recall=float(recall[best]), f1=float(f1[best]),
+                          detections=best + 1)
+
+
+@dataclass
+class ClassChoice:
+    """One class's choice.
+
+    Attributes:
+        name: the class.
+        nms: the chosen suppression.
+        val_ap: AP on validation of every grid setting (on this class, the others at the
+            default), in grid order (``None``: the class has no positive on validation).
+        positives: non-difficult validation objects of the class.
+        operating_point: the F1-best threshold under the chosen NMS (``None``: no true
+            positive on validation).
+    """
+
+    name: str
+    nms: ClassNMS
+    val_ap: list[float | None]
+    positives: int
+    operating_point: OperatingPoint | None = None
+
+
+@dataclass
+class TuningResult:
+    """The per-class choices and the validation mean AP before and after.
+
+    Attributes:
+        grid: the settings tried, in order.
+        classes: one choice per class, in label order.
+        default_map: validation mean AP with :data:`DEFAULT_NMS` for every class.
+        chosen_map: validation mean AP with the chosen settings together.
+        chosen_ap: per class, the AP of the chosen settings together.
+    """
+
+    grid: tuple[ClassNMS, ...]
+    classes: list[ClassChoice]
+    default_map: float | None
+    chosen_map: float | None
+    chosen_ap: list[float | None] = field(default_factory=list)
+
+    def per_class_nms(self) -> tuple[ClassNMS, ...]:
+        return tuple(c.nms for c in self.classes)
+
+    def default_ap(self, label: int) -> float | None:
+        return self.classes[label].val_ap[self.grid.index(DEFAULT_NMS)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "grid": [g.to_params() for g in self.grid],
+            "default": DEFAULT_NMS.to_params(),
+            "val_map": {"default": self.default_map, "chosen": self.chosen_map},
+            "classes": {c.name: {
+                "nms": c.nms.to_params(),
+                "val_ap": {g.describe(): ap for g, ap in zip(self.grid, c.val_ap)},
+                "val_ap_default": self.default_ap(label),
+                "val_ap_chosen": self.chosen_ap[label] if self.chosen_ap else None,
+                "positives": c.positives,
+                "operating_point": (None if c.operating_point is None
+                                    else c.operating_point.to_dict()),
+            } for label, c in enumerate(self.classes)},
+        }
+
+
+def _pick(aps: Sequence[float | None], grid: Sequence[ClassNMS]) -> ClassNMS:
+    """The grid setting of highest AP; ties to :data:`DEFAULT_NMS`, then the earlier one."""
+    default = grid.index(DEFAULT_NMS)
+    if aps[default] is None:
+        return DEFAULT_NMS
+    best, best_ap = DEFAULT_NMS, float(aps[default])
+    for setting, ap in zip(grid, aps):
+        if ap is not None and ap > best_ap + AP_TOLERANCE:
+            best, best_ap = setting, float(ap)
+    return best
+
+
+def choose_test_settings(ground_truth: Sequence[ImageGroundTruth],
+                         candidates: Sequence[ImageDetections], classes: Sequence[str], *,
+                         score_threshold: float | None, max_per_image: int | None,
+                         grid: Sequence[ClassNMS] = NMS_GRID,
+                         metric: str = "11point") -> TuningResult:
+    """Choose each class's NMS and operating point on validation candidates.
+
+    Args:
+        ground_truth: one record per validation image (images without objects included).
+        candidates: per validation image, every scored window above ``score_threshold``
+            before NMS (box-regressed), labels indexing ``classes``.
+        classes: class names in label order.
+        score_threshold: the score threshold detection uses (Soft-NMS decays towards it).
+        max_per_image: the per-image cap detection uses.
+        grid: the settings to try; :data:`DEFAULT_NMS` is added first when missing.
+        metric: ``11point`` (VOC2007) or ``area``.
+
+    Raises:
+        ConfigError: an empty grid or one listing a setting twice.
+    """
+    grid = tuple(grid)
+    if DEFAULT_NMS not in grid:
+        grid = (DEFAULT_NMS, *grid)
+    if len(set(grid)) != len(grid):
+        raise ConfigError(f"the NMS grid lists a setting twice: {[g.describe() for g in grid]}")
+    names = [str(c) for c in classes]
+
+    def run(per_class: tuple[ClassNMS, ...]) -> list[ImageDetections]:
+        nms = NMSSettings(score_threshold=score_threshold, max_per_image=max_per_image,
+                          per_class=per_class)
+        return [suppress(c, nms) for c in candidates]
+
+    default = evaluate_detections(ground_truth, run((DEFAULT_NMS,) * len(names)), names,
+                                  metric=metric).per_class
+    choices = []
+    for label, name in enumerate(names):
+        aps = []
+        for setting in grid:
+            if setting == DEFAULT_NMS:
+                aps.append(default[label].ap)
+                continue
+            per_class = tuple(setting if c == label else DEFAULT_NMS for c in range(len(names)))
+            found = class_detections_from_images(run(per_class), len(names))[label]
+            aps.append(evaluate_class(ground_truth, label, found, class_name=name,
+                                      metric=metric).ap)
+        choices.append(ClassChoice(name=name, nms=_pick(aps, grid), val_ap=aps,
+                                   positives=default[label].npos))
+    default_map = _mean([r.ap for r in default])
+    chosen = NMSSettings(score_threshold=score_threshold, max_per_image=max_per_image,
+                         per_class=tuple(c.nms for c in choices))
+    final = [suppress(c, chosen) for c in candidates]
+    evaluation = evaluate_detections(ground_truth, final, names, metric=metric)
+    by_class = class_detections_from_images(final, len(names))
+    for choice, result, detections in zip(choices, evaluation.per_class, by_class):
+        choice.operating_point = operating_point(result, detections.scores)
+    return TuningResult(grid=grid, classes=choices, default_map=default_map,
+                        chosen_map=evaluation.mean_ap,
+                        chosen_ap=[r.ap for r in evaluation.per_class])
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def class_operating_point(ground_truth: Sequence[ImageGroundTruth], class_index: int,
+                          detections: ClassDetections,
+                          metric: str = "11point") -> OperatingPoint | None:
+    """:func:`operating_point` of one class's detections (evaluated here)."""
+    result = evaluate_class(ground_truth, class_index, detections, metric=metric)
+    return operating_point(result, detections.scores)
+
+
+# --- the stored file -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestSettings:
+    """A model's stored test settings, as ``detect`` uses them.
+
+    Attributes:
+        path: the file.
+        classes: class names in label order.
+        nms: per class, in label order.
+        operating_scores: per class, the F1-best score threshold (``None``: none found).
+        scorer, bbox_reg: the detector the settings were chosen for.
+        val_split: the split they were chosen on.
+    """
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    path: Path
+    classes: tuple[str, ...]
+    nms: tuple[ClassNMS, ...]
+    operating_scores: tuple[float | None, ...]
+    scorer: str
+    bbox_reg: bool
+    val_split: str
+
+    def nms_settings(self, score_threshold: float | None,
+                     max_per_image: int | None) -> NMSSettings:
+        """The per-class NMS with the given score threshold and per-image cap."""
+        return NMSSettings(score_threshold=score_threshold, max_per_image=max_per_image,
+                           per_class=self.nms)
+
+
+def settings_file_content(result: TuningResult, *, scorer: str, bbox_reg: bool, val_split: str,
+                       score_threshold: float | None, max_per_image: int | None, metric: str,
+                       inputs: Mapping[str, str]) -> dict[str, Any]:
+    """The content of ``test_settings.json`` (``inputs``: name -> digest of each input)."""
+    return {"scorer": scorer, "bbox_reg": bbox_reg, "val_split": val_split, "metric": metric,
+            "score_threshold": score_threshold, "max_per_image": max_per_image,
+            "inputs": dict(inputs), **result.to_dict()}
+
+
+def write_test_settings_file(path: str | os.PathLike[str], content: Mapping[str, Any]) -> None:
+    """Write the JSON content (the stage adds the record; NaN is refused, as JSON has none)."""
+    Path(path).write_text(json.dumps(content, indent=1, allow_nan=False) + "\n")
+
+
+def read_test_settings(path: str | os.PathLike[str]) -> TestSettings:
+    """Read a ``test_settings.json``.
+
+    Raises:
+        ArtifactError: unreadable, or a key missing or malformed (the message names the file
+            and the key, and says to rerun ``sppdet tune-detect``).
+    """
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: cannot read the test settings ({exc})",
+                            remedy=Remedy.rerun("tune-detect", force=True)) from exc
+    key = "classes"
+    try:
+        per_class = content["classes"]
+        names = tuple(str(n) for n in per_class)
+        nms, scores = [], []
+        for name in names:
+            key = f"classes.{name}.nms"
+            nms.append(ClassNMS.from_params(per_class[name]["nms"]))
+            key = f"classes.{name}.operating_point"
+            point = per_class[name]["operating_point"]
+            scores.append(None if point is None else float(point["score"]))
+        key = "scorer"
+        scorer = str(content["scorer"])
+        key = "bbox_reg"
+        bbox_reg = bool(content["bbox_reg"])
+        key = "val_split"
+        val_split = str(content["val_split"])
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
+        raise ArtifactError(f"{path}: key {key!r} is missing or malformed ({exc})",
+                            remedy=Remedy.rerun("tune-detect", force=True)) from exc
+    return TestSettings(path=path, classes=names, nms=tuple(nms),
+                        operating_scores=tuple(scores), scorer=scorer, bbox_reg=bbox_reg,
+                        val_split=val_split)
+
+
+def settings_mismatch(settings: TestSettings, model_inputs: Mapping[str, Any],
+                      classes: Sequence[str], *, scorer: str, bbox_reg: bool) -> str | None:
+    """Why stored settings do not belong to the model as loaded now, or ``None``.
+
+    Args:
+        settings: the stored settings.
+        model_inputs: the loaded model's parts, name (``fc``, ``svm``, ``bbox_reg``) ->
+            :class:`~sppdet.io.records.InputRef`; each must be the one the settings' record
+            names (retraining a part makes the settings stale).
+        classes: the model's classes in label order.
+        scorer, bbox_reg: how the model scores and moves windows now.
+    """
+    from sppdet.io.records import read_record
+
+    if settings.scorer != scorer:
+        return f"they were chosen for {settings.scorer} scores, not {scorer} scores"
+    if settings.bbox_reg != bbox_reg:
+        return ("they were chosen " + ("with" if settings.bbox_reg else "without")
+                + " box regression")
+    if list(settings.classes) != list(classes):
+        return f"they list classes {list(settings.classes)}, the model {list(classes)}"
+    try:
+        recorded = read_record(settings.path).inputs
+    except ArtifactError as exc:
+        return f"their record cannot be read ({exc})"
+    for name, ref in model_inputs.items():
+        made_with = recorded.get(name)
+        if made_with is None or made_with.digest != ref.digest:
+            return f"{Path(ref.path).name} changed since they were chosen"
+    return None
+
+
+def at_operating_points(detections: ImageDetections,
+                        operating_scores: Sequence[float | None],
+                        fallback: float | None) -> ImageDetections:
+    """The detections scoring at least their class's operating point; a class without one
+    keeps those scoring above ``fallback`` (``None``: all)."""
+    if len(detections) == 0:
+        return detections
+    labels = detections.labels
+    points = np.array([np.nan if s is None else s for s in operating_scores],
+                      dtype=np.float64)[labels]
+    scores = detections.scores.astype(np.float64)
+    # the points are scores of float32 detections, stored as float64: compare in float64
+    keep = np.where(np.isnan(points),
+                    scores > (-np.inf if fallback is None else fallback), scores >= points)
+    return detections.select(np.flatnonzero(keep))
+
+
+def resolve_nms(model_dir: Path, model: DetectModel, *, scorer: str, use_bbox_reg: bool,
+                score_threshold: float | None, max_per_image: int | None,
+                iou_threshold: float | None = None, nms_method: str | None = None,
+                nms_sigma: float | None = None, use_test_settings: bool = True
+                ) -> tuple[NMSSettings, TestSettings | None, str]:
+    """The NMS settings of a detection run, the stored settings used (if any) and a line
+    saying which settings these are and where they came from.
+
+    Any of ``iou_threshold``, ``nms_method``, ``nms_sigma`` given: those (the others at their
+    defaults) for every class. None given: the model's ``test_settings.json`` when
+    ``use_test_settings`` and it belongs to the model as loaded (same parts, scorer, box
+    regression), else hard NMS at IoU 0.3. The score threshold and the cap are always the
+    ones given (the scorer's default threshold when ``None``).
+    """
+    given = any(v is not None for v in (iou_threshold, nms_method, nms_sigma))
+    nms = nms_settings(scorer, DEFAULT_IOU_THRESHOLD if iou_threshold is None else iou_threshold,
+                       score_threshold, max_per_image, nms_method or "hard",
+                       DEFAULT_SOFT_NMS_SIGMA if nms_sigma is None else nms_sigma)
+    if given:
+        return nms, None, f"{nms.describe()} for every class (given)"
+    path = Path(model_dir) / TEST_SETTINGS_FILE
+    if not use_test_settings or not path.exists():
+        return nms, None, f"{nms.describe()} for every class (default)"
+    settings = read_test_settings(path)
+    reason = settings_mismatch(settings, model.inputs, model.classes, scorer=scorer,
+                               bbox_reg=use_bbox_reg)
+    if reason is not None:
+        log.warning("%s is not used: %s; rerun `sppdet tune-detect` to choose them again",
+                    path, reason)
+        return nms, None, (f"{nms.describe()} for every class (default; {path} is not used: "
+                           f"{reason}; rerun `sppdet tune-detect`)")
+    tuned = settings.nms_settings(nms.score_threshold, nms.max_per_image)
+    return tuned, settings, (f"{tuned.describe(model.classes)} (chosen on split "
+                             f"'{settings.val_split}': {path})")
