@@ -70,10 +70,12 @@ def test_the_cpu_recipe() -> None:
     assert config.cache_features.scales == (688,) and config.cache_features.flip
     assert config.finetune.hidden == 1024 and config.finetune.lr == 0.01
     assert config.finetune_epochs == recipes.CPU_EPOCHS
-    # the SVM, box regression and detection settings stay the declared ones
+    assert config.propose.method == "edgeboxes" != PipelineConfig().propose.method
+    # the SVM, box regression and detection settings and the box count stay the declared ones
     defaults = PipelineConfig()
-    assert (config.train_svm, config.train_bbox_reg, config.detect, config.propose) == (
-        defaults.train_svm, defaults.train_bbox_reg, defaults.detect, defaults.propose)
+    assert (config.train_svm, config.train_bbox_reg, config.detect) == (
+        defaults.train_svm, defaults.train_bbox_reg, defaults.detect)
+    assert config.propose.max_boxes == defaults.propose.max_boxes
     assert resolved.sources["finetune.hidden"] == "recipe cpu"
 
 
