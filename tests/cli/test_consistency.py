@@ -9,7 +9,7 @@ from sppdet.cli import cli
 from sppdet.stages.params import BACKBONE_NAMES, PROPOSAL_SOURCES
 
 #: Flags that are actions, not settings with an opposite: no ``--no-`` form.
-ACTIONS = {"force", "voc2007"}
+ACTIONS = {"force", "voc2007", "plan_only"}
 #: Commands that only read and report, or delete leftovers (no artifact with a record to
 #: rebuild).
 REPORTS_ONLY = {"inspect-data", "eval-proposals", "image-svm", "clean"}
