@@ -45,6 +45,22 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
+def _mallopt(settings: list[tuple[int, int]], *, trim: bool = False) -> bool:
+    """Apply ``mallopt(parameter, value)`` for each pair (then ``malloc_trim(0)`` if ``trim``);
+    True if glibc accepted every one, False on other C libraries."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.mallopt.restype = ctypes.c_int
+    accepted = [libc.mallopt(parameter, value) for parameter, value in settings]
+    if trim:
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.malloc_trim.restype = ctypes.c_int
+        libc.malloc_trim(0)
+    return all(value == 1 for value in accepted)
+
+
 def keep_freed_memory(trim_threshold_bytes: int = 1 << 30) -> bool:
     """Make glibc keep freed memory in the process (no-op on other platforms).
 
@@ -61,17 +77,8 @@ def keep_freed_memory(trim_threshold_bytes: int = 1 << 30) -> bool:
     Returns:
         True if glibc accepted all settings, False elsewhere (not Linux/glibc, or refused).
     """
-    libc = _glibc()
-    if libc is None:
-        return False
-    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    libc.mallopt.restype = ctypes.c_int
-    accepted = [
-        libc.mallopt(M_MMAP_THRESHOLD, MAX_MMAP_THRESHOLD),
-        libc.mallopt(M_MMAP_MAX, 0),
-        libc.mallopt(M_TRIM_THRESHOLD, min(trim_threshold_bytes, 2**31 - 1)),
-    ]
-    return all(value == 1 for value in accepted)
+    return _mallopt([(M_MMAP_THRESHOLD, MAX_MMAP_THRESHOLD), (M_MMAP_MAX, 0),
+                     (M_TRIM_THRESHOLD, min(trim_threshold_bytes, 2**31 - 1))])
 
 
 def release_freed_memory() -> bool:
@@ -84,20 +91,8 @@ def release_freed_memory() -> bool:
     Returns:
         True if glibc accepted all settings, False elsewhere (not Linux/glibc, or refused).
     """
-    libc = _glibc()
-    if libc is None:
-        return False
-    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    libc.mallopt.restype = ctypes.c_int
-    libc.malloc_trim.argtypes = [ctypes.c_size_t]
-    libc.malloc_trim.restype = ctypes.c_int
-    accepted = [
-        libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX),
-        libc.mallopt(M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD),
-        libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD),
-    ]
-    libc.malloc_trim(0)
-    return all(value == 1 for value in accepted)
+    return _mallopt([(M_MMAP_MAX, DEFAULT_MMAP_MAX), (M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD),
+                     (M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)], trim=True)
 
 
 @contextlib.contextmanager
