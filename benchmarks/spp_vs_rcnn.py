@@ -55,6 +55,7 @@ from benchmarks.machine import load_average, machine_name  # noqa: E402
 from sppdet.backbones import build_backbone  # noqa: E402
 from sppdet.backbones.lrn import CrossChannelLRN  # noqa: E402
 from sppdet.backbones.sequential import SequentialBackbone  # noqa: E402
+from sppdet.features.fast_fc import fast_fc_head  # noqa: E402
 from sppdet.features.fc_head import FcHead  # noqa: E402
 from sppdet.rcnn.features import rcnn_feature_dim, rcnn_pool5, rcnn_pool5_features  # noqa: E402
 from sppdet.ops.scales import PAPER_SCALES, SINGLE_SCALE, resize_image, resized_size  # noqa: E402
@@ -223,6 +224,12 @@ class Setup:
         self.spp_dim = spp_output_dim(channels, DEFAULT_LEVELS)
         self.rcnn_dim = rcnn_feature_dim(channels)
         self.spp_head = FcHead(self.spp_dim, NUM_CLASSES, seed=args.seed).eval()
+        # --spp-fc int8: SPP-net scores with detect's fast fc layers (detect --fc int8) while
+        # R-CNN keeps the plain float ones; float: the same plain fc for both, the paper's
+        # comparison. (SVD needs trained weights to compress: random ones keep full rank.)
+        self.spp_fc_label = "float32"
+        if args.spp_fc != "float":
+            self.spp_head, self.spp_fc_label = fast_fc_head(self.spp_head, args.spp_fc)
         self.rcnn_head = FcHead(self.rcnn_dim, NUM_CLASSES, seed=args.seed + 1).eval()
         timed = len(boxes) if args.rcnn_timed_windows <= 0 else min(args.rcnn_timed_windows,
                                                                     len(boxes))
@@ -430,6 +437,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="keep: sppdet.backbones.cpu_tuning.keep_freed_memory() "
                              "(process-wide; default keep)")
     parser.add_argument("--seed", type=int, default=0, help="weights and random windows")
+    parser.add_argument("--spp-fc", choices=("float", "int8"), default="float",
+                        help="SPP-net's fc6/fc7: float32 as R-CNN's (the paper's comparison) "
+                             "or int8 dynamic quantization (detect --fc int8; default float)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 24 random windows, R-CNN on 8 in batches of 4, "
                              "1 round, no warm-up")
@@ -501,7 +511,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     print(f"R-CNN: warp {DEFAULT_WARP_SIZE}x{DEFAULT_WARP_SIZE} with {DEFAULT_CONTEXT_PAD} px "
           f"context, trunk and pool5 {scaled}; fc on all {len(boxes)} windows")
     print(f"SPP: scales {SINGLE_SCALE} and {PAPER_SCALES}, levels {DEFAULT_LEVELS} "
-          f"({setup.spp_dim}-d); R-CNN pool5 {setup.rcnn_dim}-d; fc6+fc7 {FC_HIDDEN} each")
+          f"({setup.spp_dim}-d); R-CNN pool5 {setup.rcnn_dim}-d; fc6+fc7 {FC_HIDDEN} each; "
+          f"SPP fc: {setup.spp_fc_label}, R-CNN fc: float32")
     print(f"rounds: {args.repeats} timed (median) after {args.warmup} warm-up; load average "
           f"before {load_before}, after {load_average()}")
     print(f"FLOPs (multiply-adds x 2) as in REFERENCE 12: SPP conv {REFERENCE_GFLOP['spp1']} G "
