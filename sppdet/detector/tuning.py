@@ -41,7 +41,6 @@ from sppdet.progress import get_logger
 from sppdet.evaluation.voc_ap import (ClassResult, ImageGroundTruth,
                                       class_detections_from_images, evaluate_class,
                                       evaluate_detections)
-from sppdet.evaluation.records import ClassDetections
 
 #: The file beside a model's fc.pt / svm.npz that holds its chosen test settings.
 TEST_SETTINGS_FILE = "test_settings.json"
@@ -213,8 +212,9 @@ def choose_test_settings(ground_truth: Sequence[ImageGroundTruth],
                           per_class=per_class)
         return [suppress(c, nms) for c in candidates]
 
-    default = evaluate_detections(ground_truth, run((DEFAULT_NMS,) * len(names)), names,
-                                  metric=metric).per_class
+    default_evaluation = evaluate_detections(ground_truth, run((DEFAULT_NMS,) * len(names)),
+                                             names, metric=metric)
+    default = default_evaluation.per_class
     choices = []
     for label, name in enumerate(names):
         aps = []
@@ -228,7 +228,7 @@ def choose_test_settings(ground_truth: Sequence[ImageGroundTruth],
                                       metric=metric).ap)
         choices.append(ClassChoice(name=name, nms=_pick(aps, grid), val_ap=aps,
                                    positives=default[label].npos))
-    default_map = _mean([r.ap for r in default])
+    default_map = default_evaluation.mean_ap
     chosen = NMSSettings(score_threshold=score_threshold, max_per_image=max_per_image,
                          per_class=tuple(c.nms for c in choices))
     final = [suppress(c, chosen) for c in candidates]
@@ -239,19 +239,6 @@ def choose_test_settings(ground_truth: Sequence[ImageGroundTruth],
     return TuningResult(grid=grid, classes=choices, default_map=default_map,
                         chosen_map=evaluation.mean_ap,
                         chosen_ap=[r.ap for r in evaluation.per_class])
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-    defined = [v for v in values if v is not None]
-    return float(np.mean(defined)) if defined else None
-
-
-def class_operating_point(ground_truth: Sequence[ImageGroundTruth], class_index: int,
-                          detections: ClassDetections,
-                          metric: str = "11point") -> OperatingPoint | None:
-    """:func:`operating_point` of one class's detections (evaluated here)."""
-    result = evaluate_class(ground_truth, class_index, detections, metric=metric)
-    return operating_point(result, detections.scores)
 
 
 # --- the stored file -------------------------------------------------------------------------
