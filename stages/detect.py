@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sppdet.features.fast_fc import (DEFAULT_SVD_ENERGY, FC_MODES,  # noqa: F401 (the CLI)
-                                     fast_fc_head)
+                                     fast_fc_head, resolve_fc_mode)
 from sppdet.data.voc import VOCDataset
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import (DetectionsReader, NMSSettings, detection_item,
@@ -58,8 +58,9 @@ from .training_inputs import backbone_name, check_made_on
 log = get_logger("detect")
 STAGE = "detect"
 STAGE_VERSION = 1
-#: fc layers detect scores windows with by default (see sppdet.features.fast_fc).
-DEFAULT_FC = "float"
+#: fc layers detect scores windows with by default: int8 on the CPU, float32 on a GPU
+#: (see sppdet.features.fast_fc.resolve_fc_mode).
+DEFAULT_FC = "auto"
 
 
 @dataclass
@@ -190,9 +191,9 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         force: rerun even if up to date.
         write_comp4: write ``comp4_det_<split>_<class>.txt`` beside the artifact (also when
             the artifact is up to date but they are missing or were made from another one).
-        fc: ``float`` (the trained fc layers), ``svd`` (truncated SVD of fc6/fc7 keeping
-            ``svd_energy`` of the squared singular values) or ``int8`` (CPU), see
-            :mod:`sppdet.features.fast_fc`.
+        fc: ``auto`` (``int8`` on the CPU, ``float`` on a GPU), ``float`` (the trained fc
+            layers), ``svd`` (truncated SVD of fc6/fc7 keeping ``svd_energy`` of the squared
+            singular values) or ``int8`` (CPU), see :mod:`sppdet.features.fast_fc`.
         svd_energy: for ``fc="svd"``.
         jobs: worker processes (each loads the model once).
         executor: where the images are processed (e.g. a Dask cluster); default: ``jobs``.
@@ -230,6 +231,7 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
                         f"classes {list(data.classes)}; give the classes in the model's order or "
                         "train a model on this dataset")
     torch_device = resolve_device(device)
+    fc = resolve_fc_mode(fc, torch_device)
     inputs = dict(model.inputs)
     inputs["proposals"] = input_ref(proposals, made_by="propose")
     # detections of another dataset's images with the same ids would be silently wrong
@@ -512,7 +514,8 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
     if not chosen:
         raise ConfigError("the model records no scales; give the scales to compute conv5 at")
     backbone = build_model_backbone(model, torch_device)
-    model.head, _ = fast_fc_head(model.head.to(torch_device).eval(), fc, energy=svd_energy)
+    model.head, _ = fast_fc_head(model.head.to(torch_device).eval(),
+                                 resolve_fc_mode(fc, torch_device), energy=svd_energy)
     loaded: dict[str, Any] = {}
     source = ComputedFeatures(backbone, chosen, torch_device, lambda key: loaded[key])
     params = params_from_dict(method, {"max_boxes": max_boxes})

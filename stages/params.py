@@ -70,9 +70,10 @@ DEFAULT_NMS_METHOD = "hard"
 DEFAULT_IOU_THRESHOLD = 0.3
 #: Detections drawn on pictures score above these.
 DEFAULT_DRAW_THRESHOLDS = {"svm": 0.0, "softmax": 0.5}
-#: fc layers detection scores with (sppdet.features.fast_fc: FC_MODES, DEFAULT_SVD_ENERGY).
-DETECT_FC_MODES = ("float", "svd", "int8")
-DEFAULT_DETECT_FC = "float"
+#: fc layers detection scores with (sppdet.features.fast_fc: FC_CHOICES, DEFAULT_SVD_ENERGY);
+#: ``auto`` is int8 on the CPU, float32 on a GPU (resolve_fc_mode).
+DETECT_FC_MODES = ("auto", "float", "svd", "int8")
+DEFAULT_DETECT_FC = "auto"
 DEFAULT_SVD_ENERGY = 0.99
 #: The paper's five scales (shorter image sides, pixels); 688 alone is its single scale.
 PAPER_SCALES = (480, 576, 688, 864, 1200)

@@ -91,10 +91,11 @@ COSTS = {
     # iteration at hidden 1,024 (pooling 11, fc 39; BCCD and the idle demo: 50 ms); train-svm
     # 0.145 s per image at 1,000 boxes (idle demo) and 0.39 s per 1,000 on BCCD (shared
     # machine): 0.25; train-bbox-reg 0.055 s (demo) to 0.22 s (BCCD): 0.1; detect pooling
-    # 0.15 s and fc + SVM 0.21 s per BCCD image at 2,000 boxes; eval 0.3 s for 72 images.
+    # 0.15 s and fc + SVM 0.21 s per BCCD image at 2,000 boxes with float32 fc layers, 0.57x
+    # that with the int8 ones detect uses on the CPU (0.12 s); eval 0.3 s for 72 images.
     "cpu": DeviceCosts(conv_zf5=0.200, finetune_pool_ms=11.0, finetune_fc_ms=39.0,
                        svm_per_1k=0.25, bbox_reg=0.1, detect_pool_per_1k=0.075,
-                       detect_fc_per_1k=0.105, eval=0.005, fc_reference=(5600, 1024),
+                       detect_fc_per_1k=0.06, eval=0.005, fc_reference=(5600, 1024),
                        source="measured on an idle 2-core CPU (BENCHMARKS.md)"),
     # Projected from the paper's GPU (ZF-5, fc 4,096 wide): conv 0.053 s per image at one
     # scale; fine-tuning 2 h / 90,000 iterations = 80 ms; SVMs under 1 h for 5,011 images at

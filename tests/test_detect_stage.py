@@ -251,6 +251,19 @@ def test_image_mode_with_a_file_name_that_is_not_utf8(image_model, tmp_path):
     assert Image.open(drawn).size == (64, 48)
 
 
+def test_detect_on_the_cpu_scores_with_int8_fc_layers_by_default(fake, tmp_path):
+    """``fc="auto"`` (the default) is int8 on the CPU: the same record as asking for int8, so
+    one artifact serves both, and another than float32's."""
+    inputs, _, model = fake
+    summary = _run(inputs, tmp_path / "auto.h5", model)
+    assert "int8" in summary.fc
+    assert read_record(tmp_path / "auto.h5").params["fc"] == {"mode": "int8"}
+    again = _run(inputs, tmp_path / "auto.h5", model, fc="int8")
+    assert again.up_to_date
+    floated = _run(inputs, tmp_path / "auto.h5", model, fc="float")
+    assert not floated.up_to_date and "float32" in floated.fc
+
+
 def _candidates(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     from sppdet.detector.detections_io import DetectionsReader
 
@@ -265,7 +278,7 @@ def test_detect_with_fast_fc_layers_scores_like_the_float_layers(fake, tmp_path,
     window within the quantization's error; the record and the summary name the mode, so a
     float artifact is not taken for a fast one."""
     inputs, _, model = fake
-    reference = _run(inputs, tmp_path / "float.h5", model)
+    reference = _run(inputs, tmp_path / "float.h5", model, fc="float")
     options = {"svd_energy": 1.0} if fc == "svd" else {}
     summary = _run(inputs, tmp_path / f"{fc}.h5", model, fc=fc, **options)
     assert fc in summary.fc.lower() and summary.fc in summary.to_text()

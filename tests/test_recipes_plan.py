@@ -207,10 +207,10 @@ def test_plan_numbers_on_a_fake_dataset(tmp_path, monkeypatch) -> None:
     assert by["cache-features test"].bytes == 4 * 558_656
     # fine-tuning: 11 ms pooling + 39 ms fc at 5,600 -> 1,024 (the measured reference)
     assert by["finetune"].seconds == pytest.approx(600 * 0.050)
-    # train-svm 0.25 s per image per 1,000 boxes; detect (0.075 + 0.105) per 1,000 boxes
+    # train-svm 0.25 s per image per 1,000 boxes; detect (0.075 + 0.06) per 1,000 boxes
     assert by["train-svm"].seconds == pytest.approx(10 * 0.25 * 2)
     assert by["train-bbox-reg"].seconds == pytest.approx(10 * 0.1)
-    assert by["detect"].seconds == pytest.approx(4 * 2 * 0.18)
+    assert by["detect"].seconds == pytest.approx(4 * 2 * 0.135)
     assert by["detect"].bytes == 4 * 50_000
     assert plan.seconds == pytest.approx(sum(s.seconds for s in plan.stages))
     # fc6, fc7 and fc8 (2 classes + background), float32, 3 copies (model, checkpoint, best)
@@ -228,7 +228,7 @@ def test_plan_numbers_on_a_fake_dataset(tmp_path, monkeypatch) -> None:
     stages = [s.stage for s in tuned.stages]
     assert stages.index("tune") == stages.index("detect") - 1
     tune = tuned.stages[stages.index("tune")]
-    assert tune.seconds == pytest.approx(6 * (0.25 * 2 + 0.1) + 4 * 2 * 0.18)
+    assert tune.seconds == pytest.approx(6 * (0.25 * 2 + 0.1) + 4 * 2 * 0.135)
     assert "NMS per class from the tune step" in tuned.to_text()
 
 

@@ -13,7 +13,10 @@ trade a little accuracy for time; both leave the trained head untouched and retu
   weights per output channel, activations quantized per batch on the fly, int32 accumulation.
   CPU only.
 
-``float`` is the trained head itself. :func:`fast_fc_head` picks one.
+``float`` is the trained head itself. :func:`fast_fc_head` picks one; ``auto``
+(:func:`resolve_fc_mode`) is ``int8`` on the CPU and ``float`` elsewhere: on the demo and BCCD
+models int8 scored within 0.3 mAP of float32 at 0.57-0.59x its fc time (BENCHMARKS.md), and
+quantized linear layers do not run on CUDA.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from sppdet.errors import ConfigError
 from sppdet.features.fc_head import FcHead
 
 FC_MODES = ("float", "svd", "int8")
+#: What a user may ask for: a mode, or ``auto`` (:func:`resolve_fc_mode`).
+FC_CHOICES = ("auto", *FC_MODES)
 #: Retained squared singular values (fraction of the squared Frobenius norm) by default.
 DEFAULT_SVD_ENERGY = 0.99
 
@@ -127,7 +132,24 @@ def int8_head(head: FcHead) -> FcHead:
         # torch >= 2.10 marks torch.ao.quantization deprecated in favour of the torchao package
         # (not a dependency); its eager dynamic quantization still works and is what we need.
         warnings.simplefilter("ignore", DeprecationWarning)
+        # ... and its quantized tensors warn the same as a UserWarning (raised from C++).
+        warnings.filterwarnings("ignore", message=r"(?s).*quantize.*deprecated",
+                                category=UserWarning)
         return torch.ao.quantization.quantize_dynamic(fast, {nn.Linear}, dtype=torch.qint8)
+
+
+def resolve_fc_mode(mode: str, device: torch.device | str) -> str:
+    """The fc mode to score windows with on ``device``: ``auto`` is ``int8`` on the CPU and
+    ``float`` elsewhere; any other mode is returned as given.
+
+    Raises:
+        ConfigError: ``mode`` is not one of :data:`FC_CHOICES`.
+    """
+    if mode not in FC_CHOICES:
+        raise ConfigError(f"fc mode must be one of {FC_CHOICES}, got {mode!r}")
+    if mode != "auto":
+        return mode
+    return "int8" if torch.device(device).type == "cpu" else "float"
 
 
 def fast_fc_head(head: FcHead, mode: str, *, energy: float = DEFAULT_SVD_ENERGY,

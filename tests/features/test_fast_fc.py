@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from sppdet.errors import ConfigError
-from sppdet.features.fast_fc import fast_fc_head, int8_head, svd_head, svd_linear, svd_rank
+from sppdet.features.fast_fc import (FC_MODES, fast_fc_head, int8_head, resolve_fc_mode, svd_head,
+                                     svd_linear, svd_rank)
 from sppdet.features.fc_head import FcHead
 
 
@@ -101,10 +102,34 @@ def test_fast_fc_head_modes():
         fast_fc_head(head, "fp16")
 
 
-def test_the_cli_declares_the_library_modes_and_default_energy():
-    from sppdet.features.fast_fc import DEFAULT_SVD_ENERGY, FC_MODES
-    from sppdet.stages import params
+def test_auto_is_int8_on_the_cpu_and_float_on_a_gpu():
+    assert resolve_fc_mode("auto", "cpu") == "int8"
+    assert resolve_fc_mode("auto", torch.device("cpu")) == "int8"
+    # torch.device("cuda") needs no GPU to construct, so the rule is checked everywhere
+    assert resolve_fc_mode("auto", torch.device("cuda", 0)) == "float"
+    assert resolve_fc_mode("auto", "cuda") == "float"
+    for mode in FC_MODES:  # an explicit mode is kept on any device
+        assert resolve_fc_mode(mode, "cpu") == mode
+        assert resolve_fc_mode(mode, "cuda") == mode
+    with pytest.raises(ConfigError, match="fc mode"):
+        resolve_fc_mode("fp16", "cpu")
 
-    assert params.DETECT_FC_MODES == FC_MODES
+
+def test_the_cli_declares_the_library_modes_and_default_energy():
+    from sppdet.features.fast_fc import DEFAULT_SVD_ENERGY, FC_CHOICES
+    from sppdet.stages import detect, params
+
+    assert params.DETECT_FC_MODES == FC_CHOICES
     assert params.DEFAULT_SVD_ENERGY == DEFAULT_SVD_ENERGY
-    assert params.DEFAULT_DETECT_FC in FC_MODES
+    assert params.DEFAULT_DETECT_FC == detect.DEFAULT_FC == "auto"
+
+
+def test_int8_head_is_quiet():
+    """int8 is the CPU default: torch's deprecation notices of its eager quantization would
+    print at every detect, so making the head must warn nothing."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quantized = int8_head(FcHead(10, 2, hidden=8))
+        quantized(torch.randn(3, 10))
