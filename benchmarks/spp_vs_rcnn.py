@@ -59,7 +59,8 @@ from sppdet.features.fast_fc import fast_fc_head  # noqa: E402
 from sppdet.features.fc_head import FcHead  # noqa: E402
 from sppdet.rcnn.features import rcnn_feature_dim, rcnn_pool5, rcnn_pool5_features  # noqa: E402
 from sppdet.ops.scales import PAPER_SCALES, SINGLE_SCALE, resize_image, resized_size  # noqa: E402
-from sppdet.ops.spp import DEFAULT_LEVELS, pool_windows, spp_output_dim  # noqa: E402
+from sppdet.ops.spp import (DEFAULT_LEVELS, expand_rows, pool_distinct_windows,  # noqa: E402
+                             pool_windows, spp_output_dim)
 from sppdet.rcnn.warp import DEFAULT_CONTEXT_PAD, DEFAULT_WARP_SIZE, warp_windows  # noqa: E402
 
 # A 500x375 VOC2007 photo from the shared check data (SOURCES.md there), next to the project
@@ -227,6 +228,7 @@ class Setup:
         # --spp-fc int8: SPP-net scores with detect's fast fc layers (detect --fc int8) while
         # R-CNN keeps the plain float ones; float: the same plain fc for both, the paper's
         # comparison. (SVD needs trained weights to compress: random ones keep full rank.)
+        self.distinct = not args.no_distinct
         self.spp_fc_label = "float32"
         if args.spp_fc != "float":
             self.spp_head, self.spp_fc_label = fast_fc_head(self.spp_head, args.spp_fc)
@@ -252,16 +254,26 @@ def measure_round(setup: Setup) -> dict[str, float]:
         maps[scale], seconds = timed_trunk(features, x)
         for kind, value in seconds.items():
             t[f"{kind}{scale}"] = value
-    # SPP pooling: 1 scale, and 5 scales with a scale chosen per window.
+    # SPP pooling and fc: 1 scale, and 5 scales with a scale chosen per window. As detect does,
+    # windows on the same cells are pooled and scored once (--no-distinct: every window).
     for label, scales in (("1", SINGLE_SCALE), ("5", PAPER_SCALES)):
+        chosen = {s: maps[s] for s in scales}
         start = time.perf_counter()
-        pooled = pool_windows({s: maps[s] for s in scales}, setup.image_size, setup.boxes, None,
-                              stride=backbone.stride, cell_centers_fn=backbone.cell_centers)
+        if setup.distinct:
+            pooled, inverse = pool_distinct_windows(
+                chosen, setup.image_size, setup.boxes, None, stride=backbone.stride,
+                cell_centers_fn=backbone.cell_centers)
+        else:
+            pooled = pool_windows(chosen, setup.image_size, setup.boxes, None,
+                                  stride=backbone.stride, cell_centers_fn=backbone.cell_centers)
+            inverse = np.arange(len(setup.boxes))
         t[f"spp_pool{label}"] = time.perf_counter() - start
-        setup.last[f"spp_pooled{label}"] = pooled
-    start = time.perf_counter()
-    setup.last["spp_fc7"] = setup.spp_head.features(pooled, "fc7")
-    t["spp_fc"] = time.perf_counter() - start
+        start = time.perf_counter()
+        fc7 = expand_rows(setup.spp_head.features(pooled, "fc7"), inverse)
+        t[f"spp_fc{label}"] = time.perf_counter() - start
+        setup.last[f"spp_pooled{label}"] = expand_rows(pooled, inverse)
+        setup.last[f"spp_distinct{label}"] = int(pooled.shape[0])
+        setup.last["spp_fc7"] = fc7
 
     # R-CNN: preprocess the image once, then warp + trunk + pool5 per batch of windows.
     scale_up = len(setup.boxes) / setup.rcnn_timed
@@ -305,7 +317,7 @@ def summarise(t: dict[str, float]) -> dict[str, float]:
             s[f"{label}_{kind}"] = sum(t[f"{kind}{x}"] for x in scales)
         s[f"{label}_trunk"] = s[f"{label}_conv"] + s[f"{label}_lrn"] + s[f"{label}_pool"]
         s[f"{label}_spp"] = t[f"spp_pool{label[-1]}"]
-        s[f"{label}_fc"] = t["spp_fc"]
+        s[f"{label}_fc"] = t[f"spp_fc{label[-1]}"]
     s["rcnn_prep"] = t["rcnn_warp"]
     for kind in ("conv", "lrn", "pool"):
         s[f"rcnn_{kind}"] = t[f"rcnn_{kind}"]
@@ -371,7 +383,7 @@ def build_table(m: dict[str, float], rounds: list[dict[str, float]],
         return cells + ["-"]
 
     conv_flop = [flops["spp1"], flops["spp5"], flops["rcnn_conv"]]
-    fc_flop = [flops["spp_fc"], flops["spp_fc"], flops["rcnn_fc"]]
+    fc_flop = [flops["spp_fc1"], flops["spp_fc5"], flops["rcnn_fc"]]
     trunks = [m["spp1_trunk"], m["spp5_trunk"], m["rcnn_trunk"]]
     without_fc = {method: sum(m[f"{method}_{p}"] for p in ("prep", "trunk", "spp"))
                   for method in ("spp1", "spp5", "rcnn")}
@@ -440,6 +452,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--spp-fc", choices=("float", "int8"), default="float",
                         help="SPP-net's fc6/fc7: float32 as R-CNN's (the paper's comparison) "
                              "or int8 dynamic quantization (detect --fc int8; default float)")
+    parser.add_argument("--no-distinct", action="store_true",
+                        help="SPP-net pools and scores every window, also those on the same "
+                             "cells as another (default: each footprint once, as detect does)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 24 random windows, R-CNN on 8 in batches of 4, "
                              "1 round, no warm-up")
@@ -478,7 +493,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
                     for s in PAPER_SCALES),
         "rcnn_conv": len(boxes) * conv_gflop(backbone.features, 1, DEFAULT_WARP_SIZE,
                                              DEFAULT_WARP_SIZE),
-        "spp_fc": fc_gflop(len(boxes), setup.spp_dim),
+        # SPP-net's fc FLOPs follow the rows it scores (set after the first round)
+        "spp_fc1": fc_gflop(len(boxes), setup.spp_dim),
+        "spp_fc5": fc_gflop(len(boxes), setup.spp_dim),
         "rcnn_fc": fc_gflop(len(boxes), setup.rcnn_dim),
     }
 
@@ -486,6 +503,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     with torch.inference_mode():
         for index in range(args.warmup + args.repeats):
             times = measure_round(setup)
+            for label in ("1", "5"):
+                flops[f"spp_fc{label}"] = fc_gflop(setup.last[f"spp_distinct{label}"],
+                                                   setup.spp_dim)
             if index >= args.warmup:
                 rounds.append(times)
         check_line = check_features(setup)
@@ -507,7 +527,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
           f"threads={args.threads}, memory format {args.memory_format}, allocator "
           f"{args.allocator} (applied: {allocator_applied}); device cpu")
     print(f"image: {image_label} ({setup.image_size[1]}x{setup.image_size[0]})")
-    print(f"windows: {windows_label}")
+    print(f"windows: {windows_label}; SPP-net pools and scores "
+          + (f"each distinct footprint once: {setup.last['spp_distinct1']} at 1 scale, "
+             f"{setup.last['spp_distinct5']} at 5 scales" if setup.distinct
+             else "every window (--no-distinct)"))
     print(f"R-CNN: warp {DEFAULT_WARP_SIZE}x{DEFAULT_WARP_SIZE} with {DEFAULT_CONTEXT_PAD} px "
           f"context, trunk and pool5 {scaled}; fc on all {len(boxes)} windows")
     print(f"SPP: scales {SINGLE_SCALE} and {PAPER_SCALES}, levels {DEFAULT_LEVELS} "

@@ -413,10 +413,11 @@ def _detect_task(job: _DetectJob, image_id: str, size: tuple[int, int]
             state.source.maps(image_id)
             times.conv += time.perf_counter() - t0
             t0 = time.perf_counter()
-        pooled = state.source.pool(image_id, boxes, scale="best")
+        pooled, inverse = state.source.pool_distinct(image_id, boxes, scale="best")
         times.pool += time.perf_counter() - t0
         final, candidates = detect_windows(state.model, image_id, pooled, boxes, size,
-                                           scorer=job.scorer, nms=job.nms, times=times)
+                                           scorer=job.scorer, nms=job.nms, times=times,
+                                           inverse=inverse)
     except DataError as exc:
         return image_id, None, str(exc), times
     arrays, attrs = detection_item(final, candidates, size[1], size[0])
@@ -534,14 +535,14 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
             loaded.clear()
             loaded[key] = image
             boxes = propose_image(image, method, params).boxes
-            pooled = source.pool(key, boxes, scale="best")
+            pooled, inverse = source.pool_distinct(key, boxes, scale="best")
         except DataError as exc:  # one bad file must not cost the others their detections
             reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             summary.failures[path] = reason
             log.warning("%s", reason)
             continue
         final, _ = detect_windows(model, key, pooled, boxes, image.shape[:2], scorer=scorer,
-                                  nms=nms, times=times)
+                                  nms=nms, times=times, inverse=inverse)
         if operating is not None:
             final = at_operating_points(final, operating, threshold)
         drawn = None

@@ -25,13 +25,16 @@ def bench():
     return module
 
 
-def test_quick_run_prints_every_row_and_a_parsable_last_line(bench, capsys):
+@pytest.mark.parametrize("extra, pooled", [([], "each distinct footprint once"),
+                                            (["--no-distinct"], "every window")])
+def test_quick_run_prints_every_row_and_a_parsable_last_line(bench, capsys, extra, pooled):
     threads = torch.get_num_threads()
     try:
-        result = bench.main(["--quick", "--threads", "1", "--allocator", "default"])
+        result = bench.main(["--quick", "--threads", "1", "--allocator", "default", *extra])
     finally:
         torch.set_num_threads(threads)
     lines = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("windows:") and pooled in line for line in lines)
     table = [line for line in lines if line.startswith("| ")]
     labels = [line[2:].split(" | ")[0].rstrip() for line in table[1:]]
     assert labels == list(bench.ROW_LABELS)

@@ -138,19 +138,22 @@ def build_model_backbone(model: DetectModel, device: torch.device) -> torch.nn.M
 @torch.inference_mode()
 def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxes: np.ndarray,
                    image_size: tuple[int, int], *, scorer: str, nms: NMSSettings,
-                   times: DetectTimes, batch_size: int = 1024
+                   times: DetectTimes, batch_size: int = 1024,
+                   inverse: np.ndarray | None = None
                    ) -> tuple[ImageDetections, ImageDetections]:
     """Score pooled windows of one image and return ``(final, candidates)`` detections.
 
     Args:
         model: the loaded model.
         image_id: the image (names the detections).
-        pooled: ``[N, C * 50]`` SPP vectors of the windows.
+        pooled: ``[N, C * 50]`` SPP vectors of the windows, or with ``inverse`` ``[U, C * 50]``,
+            one per distinct footprint (``FeatureCache.pool_distinct``): each is scored once.
         boxes: ``[N, 4]`` the windows (original pixels).
         image_size: ``(height, width)``.
         scorer: ``svm`` or ``softmax``.
         nms: NMS settings (score threshold, IoU threshold, per-image cap).
         times: accumulates the seconds of fc, box regression and NMS.
+        inverse: ``[N]`` row of ``pooled`` of each window; ``None``: row ``k`` is window ``k``.
     """
     if scorer == "svm" and model.svm is None:
         raise ConfigError("the svm scorer needs the model's SVMs; load the model with "
@@ -170,6 +173,9 @@ def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxe
     num_classes = len(model.classes)
     scores = (np.concatenate(scores_parts) if scores_parts
               else np.zeros((0, num_classes), np.float32)).astype(np.float32)
+    row_of = np.arange(boxes.shape[0]) if inverse is None else np.asarray(inverse, np.int64)
+    if inverse is not None:
+        scores = scores[row_of]  # [U, K] -> [N, K]
     if scorer == "svm":
         scores[:, ~model.svm.trained] = -np.inf  # an untrained class gives no detections
     times.fc += time.perf_counter() - start
@@ -186,7 +192,8 @@ def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxe
         if model.regressor is not None:
             if pooled_np is None:
                 pooled_np = pooled.cpu().numpy()
-            class_boxes = model.regressor.predict(class_name, pooled_np[keep], class_boxes,
+            class_boxes = model.regressor.predict(class_name, pooled_np[row_of[keep]],
+                                                  class_boxes,
                                                   image_size=(width, height))
         class_boxes = clip_boxes(np.asarray(class_boxes, np.float32), width, height)
         # a window regressed out of the image collapses when clipped: it is no detection

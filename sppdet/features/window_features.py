@@ -71,12 +71,14 @@ class FeatureTimes:
         pool_seconds: reading maps and SPP pooling.
         fc_seconds: the fc layers (0 for ``pool5``).
         windows: windows featurized.
+        distinct: their distinct footprints, each pooled and put through the fc layers once.
         images: calls made.
     """
 
     pool_seconds: float = 0.0
     fc_seconds: float = 0.0
     windows: int = 0
+    distinct: int = 0
     images: int = 0
 
 
@@ -139,21 +141,25 @@ class WindowFeaturizer:
         if boxes.shape[0] == 0:
             return out
         start = time.perf_counter()
-        pooled = self.cache.pool(image_id, boxes, scale="best")
+        # one row per distinct footprint: windows on the same cells have the same features
+        pooled, inverse = self.cache.pool_distinct(image_id, boxes, scale="best")
         _sync(pooled)
         pooled_at = time.perf_counter()
         self.times.pool_seconds += pooled_at - start
         if self.head is None:
-            out[:] = pooled.cpu().numpy()
+            distinct = pooled.cpu().numpy()
         else:
+            distinct = np.empty((pooled.shape[0], self.dim), dtype=np.float32)
             with torch.inference_mode():
-                for first in range(0, boxes.shape[0], self.batch_size):
+                for first in range(0, pooled.shape[0], self.batch_size):
                     batch = pooled[first:first + self.batch_size]
-                    out[first:first + batch.shape[0]] = (
+                    distinct[first:first + batch.shape[0]] = (
                         self.head.features(batch, self.layer).cpu().numpy()
                     )
             self.times.fc_seconds += time.perf_counter() - pooled_at
+        np.take(distinct, inverse, axis=0, out=out)
         self.times.windows += boxes.shape[0]
+        self.times.distinct += pooled.shape[0]
         finite = np.isfinite(out).all(axis=1)
         if not finite.all():
             bad = np.flatnonzero(~finite)

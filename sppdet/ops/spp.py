@@ -368,7 +368,48 @@ def pool_windows(
 ) -> Tensor:
     """SPP features of an image's windows from its conv maps at one or several scales.
 
-    Windows are grouped by scale and pooled with one :func:`spp_pool` call per scale.
+    :func:`pool_distinct_windows` expanded to one row per window (the same values: windows on
+    the same cells of the same map have the same features, so each is pooled once).
+    Arguments and errors as there.
+
+    Returns:
+        ``[N, C * sum(n * n)]`` (``[N, C * 50]`` by default) in the maps' dtype and device, row
+        ``k`` for window ``k``; ``[0, C * 50]`` when there are no windows.
+    """
+    return expand_rows(*pool_distinct_windows(
+        feature_maps, image_size, boxes_xyxy, scale_per_box, stride=stride,
+        cell_centers_fn=cell_centers_fn, levels=levels, scale_rule=scale_rule,
+        mapping_rule=mapping_rule, offset=offset))
+
+
+def expand_rows(rows: Tensor, inverse: np.ndarray) -> Tensor:
+    """``rows[inverse]``: one row per window from one per distinct footprint (``rows`` itself
+    when every footprint is distinct and in order)."""
+    if rows.shape[0] == inverse.shape[0] and np.array_equal(inverse, np.arange(inverse.size)):
+        return rows
+    return rows[torch.from_numpy(np.asarray(inverse, dtype=np.int64)).to(rows.device)]
+
+
+def pool_distinct_windows(
+    feature_maps: Mapping[int, Tensor],
+    image_size: tuple[int, int],
+    boxes_xyxy: np.ndarray | Tensor,
+    scale_per_box: np.ndarray | Tensor | Sequence[int] | None,
+    *,
+    stride: int,
+    cell_centers_fn: Callable[[int, int], tuple[float, float]],
+    levels: Sequence[int] = DEFAULT_LEVELS,
+    scale_rule: str = "paper",
+    mapping_rule: str = "paper",
+    offset: float = RELEASED_OFFSET,
+) -> tuple[Tensor, np.ndarray]:
+    """SPP features of an image's distinct window footprints, and which footprint each window has.
+
+    Windows that fall on the same cells of the map of the same scale have identical features;
+    on selective search's 2,000 boxes of a VOC photo about 15 % of the windows repeat another's
+    footprint (ZF-5, scale 688). Pooling and scoring each footprint once is exact (the released
+    SPP-net code and Fast R-CNN's test-time ``DEDUP_BOXES`` do the same). Windows are grouped
+    by scale and pooled with one :func:`spp_pool` call per scale.
 
     Args:
         feature_maps: scale (shorter side in pixels) -> conv map ``[C, h, w]`` (or
@@ -386,8 +427,10 @@ def pool_windows(
         offset: the released mapping rule's shrink in pixels.
 
     Returns:
-        ``[N, C * sum(n * n)]`` (``[N, C * 50]`` by default) in the maps' dtype and device, row
-        ``k`` for window ``k``; ``[0, C * 50]`` when there are no windows.
+        ``(pooled, inverse)``: ``pooled`` ``[U, C * sum(n * n)]`` in the maps' dtype and device,
+        one row per distinct (scale, cells) footprint in order of first appearance, and
+        ``inverse`` int64 ``[N]`` with ``pooled[inverse[k]]`` the features of window ``k``
+        (``U <= N``; ``[0, C * 50]`` and ``[0]`` when there are no windows).
 
     Raises:
         ConfigError: no feature maps, or a requested scale has no map.
@@ -423,9 +466,9 @@ def pool_windows(
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise DataError(f"boxes must have shape [N, 4] (x1, y1, x2, y2), got {boxes.shape}")
     num_windows = boxes.shape[0]
-    out = reference.new_zeros((num_windows, spp_output_dim(channels, levels)))
     if num_windows == 0:
-        return out
+        return (reference.new_zeros((0, spp_output_dim(channels, levels))),
+                np.zeros(0, dtype=np.int64))
 
     if scale_per_box is None:
         chosen = select_scales(boxes, image_size, sorted(maps), rule=scale_rule)
@@ -438,6 +481,8 @@ def pool_windows(
                 f"scale_per_box must have one scale per window ({num_windows}), "
                 f"got {chosen.shape[0]}"
             )
+    chosen = chosen.astype(np.int64)
+    cells = np.zeros((num_windows, 4), dtype=np.int64)
     for scale in np.unique(chosen):
         if int(scale) not in maps:
             raise ConfigError(
@@ -445,7 +490,7 @@ def pool_windows(
             )
         rows = np.nonzero(chosen == scale)[0]
         fmap = maps[int(scale)]
-        cells = cells_at_scale(
+        cells[rows] = cells_at_scale(
             boxes[rows],
             image_size,
             int(scale),
@@ -455,5 +500,17 @@ def pool_windows(
             rule=mapping_rule,
             offset=offset,
         )
-        out[torch.from_numpy(rows).to(out.device)] = spp_pool(fmap, cells, levels=levels)
-    return out
+    keys = np.concatenate([chosen[:, None], cells], axis=1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    # number the footprints in order of first appearance (np.unique sorts them)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    inverse = rank[inverse.reshape(-1)].astype(np.int64)
+    firsts = first[order]
+    out = reference.new_zeros((firsts.size, spp_output_dim(channels, levels)))
+    for scale in np.unique(chosen[firsts]):
+        rows = np.nonzero(chosen[firsts] == scale)[0]
+        out[torch.from_numpy(rows).to(out.device)] = spp_pool(
+            maps[int(scale)], cells[firsts[rows]], levels=levels)
+    return out, inverse

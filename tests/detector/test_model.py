@@ -107,6 +107,32 @@ def test_softmax_scores_are_fc8_probabilities_without_background():
         _detect(model, NMSSettings(), scorer="svm")
 
 
+def test_distinct_footprints_are_scored_once_and_give_the_same_detections():
+    """``inverse``: pooled rows per distinct footprint, windows mapped to them. Scoring and
+    regressing the rows once and expanding gives what the expanded rows give, window by window
+    (here windows 0 and 1 share row 0; the regressor reads each window's own row)."""
+    shared = torch.stack([POOLED[0], POOLED[2], POOLED[3]])
+    inverse = np.array([0, 0, 1, 2])
+    expanded = shared[torch.from_numpy(inverse)]
+    deltas = np.array([[0.1, 0.0, 0.0, 0.0], [0.0, 0.2, 0.0, 0.0]], np.float32)
+
+    class Regressor:
+        def predict(self, class_name, features, boxes, image_size):
+            # moves each box by its feature's first value, so a wrong row shows in the boxes
+            shift = np.asarray(features)[:, :1] * deltas[0 if class_name == "a" else 1, 0]
+            return np.asarray(boxes) + shift
+
+    model = _svm_model(regressor=Regressor())
+    nms = NMSSettings(0.3, 0.0, None)
+    want = detect_windows(model, "img", expanded, BOXES, (32, 32), scorer="svm", nms=nms,
+                          times=DetectTimes())
+    got = detect_windows(model, "img", shared, BOXES, (32, 32), scorer="svm", nms=nms,
+                         times=DetectTimes(), inverse=inverse)
+    for a, b in zip(want, got):
+        assert _rows(a) == _rows(b)
+    assert len(got[1]) > 0  # candidates exist, so the comparison is not of two empty sets
+
+
 def test_nms_settings_defaults_per_scorer():
     assert nms_settings("svm", 0.3, None, 100).score_threshold == DEFAULT_SCORE_THRESHOLDS["svm"]
     assert nms_settings("softmax", 0.3, None, None).score_threshold == 1e-3

@@ -9,7 +9,7 @@ from torch import nn
 
 from sppdet.errors import ConfigError, DataError
 from sppdet.ops.scales import resize_image, resized_size, select_scales
-from sppdet.ops.spp import cells_at_scale, pool_windows, spp_pool
+from sppdet.ops.spp import cells_at_scale, pool_distinct_windows, pool_windows, spp_pool
 
 
 class PatchNet(nn.Module):
@@ -87,6 +87,42 @@ def test_pool_windows_groups_by_scale_like_one_call_per_window():
                 map_size=fmap.shape[1:],
             )
             torch.testing.assert_close(got[k], spp_pool(fmap, cells)[0], rtol=0, atol=0)
+
+
+def test_distinct_footprints_are_pooled_once_and_expand_to_every_window():
+    """Windows on the same cells of the same scale share one row; ``pooled[inverse]`` is, row by
+    row, the one-window-at-a-time result; rows are in order of first appearance."""
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, size=(60, 80, 3), dtype=np.uint8)
+    scales = (48, 96)
+    maps = stand_in_features(image, scales)
+    corners = rng.uniform(-5, 85, size=(12, 2, 2))
+    boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+    # exact repeats, and a shift of 0.2 px (well inside one 16-px cell at these scales, so the
+    # paper's rounding maps it to the same cells unless an edge sits on a cell boundary)
+    boxes = np.concatenate([boxes, boxes[:4], boxes[4:8] + 0.2])
+    centers = PatchNet().cell_centers
+    for scale_per_box in (None, np.array([48, 96] * 10)):
+        pooled, inverse = pool_distinct_windows(maps, (60, 80), boxes, scale_per_box, stride=16,
+                                                cell_centers_fn=centers)
+        chosen = select_scales(boxes, (60, 80), scales) if scale_per_box is None else scale_per_box
+        keys = [(int(s), *cells_at_scale(b[None], (60, 80), int(s), stride=16,
+                                         cell_centers_fn=centers,
+                                         map_size=maps[int(s)].shape[1:])[0].tolist())
+                for b, s in zip(boxes, chosen)]
+        distinct = list(dict.fromkeys(keys))  # first appearance order
+        assert pooled.shape == (len(distinct), 4 * 50) and len(distinct) < len(boxes)
+        assert inverse.tolist() == [distinct.index(k) for k in keys]
+        expanded = pool_windows(maps, (60, 80), boxes, scale_per_box, stride=16,
+                                cell_centers_fn=centers)
+        torch.testing.assert_close(pooled[torch.from_numpy(inverse)], expanded, rtol=0, atol=0)
+        for k, (key, box) in enumerate(zip(keys, boxes)):
+            cells = np.array([key[1:]])
+            torch.testing.assert_close(expanded[k], spp_pool(maps[key[0]], cells)[0], rtol=0,
+                                       atol=0)
+    empty, none = pool_distinct_windows(maps, (60, 80), np.zeros((0, 4)), None, stride=16,
+                                        cell_centers_fn=centers)
+    assert empty.shape == (0, 200) and none.shape == (0,) and none.dtype == np.int64
 
 
 def test_released_rules_are_passed_through():

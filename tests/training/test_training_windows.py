@@ -87,6 +87,7 @@ def test_featurizer_matches_pool_and_fc(inputs, tmp_path):
     head, _ = FcHead.load(fc)
     with FeatureCache(inputs.features) as cache, ItemReader(inputs.proposals) as proposals:
         boxes = proposals.group("img000")["boxes"][()]
+        boxes = np.concatenate([boxes, boxes[:5]])  # repeated windows: one footprint each
         pooled = cache.pool("img000", boxes)
         for layer, expected in (("pool5", pooled), ("fc6", head.features(pooled, "fc6")),
                                 ("fc7", head.features(pooled, "fc7"))):
@@ -96,6 +97,10 @@ def test_featurizer_matches_pool_and_fc(inputs, tmp_path):
             np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-6)
             assert featurize("img000", np.zeros((0, 4))).shape == (0, featurize.dim)
         assert featurize.times.windows == boxes.shape[0] and featurize.times.images == 2
+        # each distinct footprint went through pooling and the fc layers once
+        cells, scale = window_cells(cache, "img000", boxes)
+        distinct = unique_window_indices(cells, scale).size
+        assert featurize.times.distinct == distinct < boxes.shape[0]
         with pytest.raises(ConfigError):
             WindowFeaturizer(cache, None, "fc7")
         narrow = FcHead(inputs.channels * 50 + 1, len(inputs.classes), hidden=8)
