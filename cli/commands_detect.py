@@ -63,7 +63,7 @@ _NMS_OVERRIDE = (" Giving any of --nms, --iou-threshold, --nms-sigma applies the
 @param_option(DetectOptions, "max_per_image", "--max-per-image", type=click.IntRange(min=0),
               help="At most this many detections per image (0: no limit).")
 @option("--method", type=method_choice(), default=None,
-        show_default=ProposeOptions.method,
+        show_default=f"the method the model was trained on, else {ProposeOptions.method}",
         help="Proposal method: whose artifact is read (dataset mode) or what runs on "
              "image files.")
 @option("--proposals", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -164,10 +164,14 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                                "a method that computes proposals")
     from sppdet.stages import detect
     from sppdet.stages.layout import detection_images_dir, model_dir
+    from sppdet.stages.training_inputs import trained_method
 
     out = out or detection_images_dir(settings.work_dir, name)
+    if method is None:  # the model's own method, unless it was trained on imported boxes
+        trained = trained_method(model_dir(settings.work_dir, name) / "fc.pt")
+        method = trained if trained not in (None, IMPORT_METHOD) else ProposeOptions.method
     summary = detect.run_images(list(inputs), model_dir=model_dir(settings.work_dir, name),
-                                out_dir=out, method=method or ProposeOptions.method,
+                                out_dir=out, method=method,
                                 scorer=scorer, use_bbox_reg=bbox_reg,
                                 iou_threshold=iou_threshold, score_threshold=score_threshold,
                                 max_per_image=cap, scales=scales, device=device,

@@ -184,7 +184,9 @@ def detect_inputs(work_dir: Path, dataset: str | Path, split: str, name: str, *,
     """
     _exclusive(proposals=proposals, method=method)
     _exclusive(features=features, variant=variant)
-    proposals = proposals or proposals_path(work_dir, dataset, split, method or DEFAULT_METHOD)
+    if proposals is None:
+        method = method or trained_method(model_dir(work_dir, name) / "fc.pt") or DEFAULT_METHOD
+        proposals = proposals_path(work_dir, dataset, split, method)
     if features is None:
         fc = model_dir(work_dir, name) / "fc.pt"
         backbone = str(backbone_name(fc_backbone(fc)))
@@ -193,6 +195,27 @@ def detect_inputs(work_dir: Path, dataset: str | Path, split: str, name: str, *,
         if variant is not None or cached:
             features = find_features(work_dir, dataset, split, backbone, variant)
     return Path(proposals), features
+
+
+def trained_method(fc: Path) -> str | None:
+    """The proposal method a model was fine-tuned on, from the records: detection reads the
+    same method's proposals unless told otherwise. ``None`` when the records do not say (a
+    missing checkpoint, or proposals that were moved and whose name does not tell)."""
+    try:
+        ref = read_record(fc, made_by=FINETUNE_STAGE).inputs.get("proposals_train")
+    except (ArtifactError, OSError):
+        return None
+    if ref is None or not ref.path:
+        return None
+    path = Path(ref.path)
+    try:
+        method = read_record(path, made_by=PROPOSALS_STAGE).params.get("method")
+    except (ArtifactError, OSError):
+        method = None
+    if method is None:  # proposals files are named <split>.<method>.h5 (stages.layout)
+        parts = path.name.split(".")
+        method = parts[-2] if len(parts) >= 3 and parts[-1] == "h5" else None
+    return None if method is None else str(method)
 
 
 def _exclusive(**given: object) -> None:

@@ -67,3 +67,42 @@ def test_inputs_that_decide_the_same_thing_are_exclusive(tmp_path) -> None:
         with pytest.raises(ConfigError, match="exclusive") as caught:
             finetune_inputs(work, data, default_backbone="zf5", **kwargs)
         assert "--" not in str(caught.value)
+
+
+def _artifact(path: Path, record) -> Path:
+    from sppdet.io.records import write_artifact
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with write_artifact(path, record) as tmp:
+        tmp.write_bytes(b"x")
+    return path
+
+
+def test_detect_reads_the_proposals_of_the_method_the_model_was_trained_on(tmp_path) -> None:
+    """A model fine-tuned on EdgeBoxes detects on EdgeBoxes proposals unless told otherwise;
+    the method comes from the proposals' record, or from their file name once moved."""
+    from sppdet.io.records import Record, input_ref
+    from sppdet.stages.training_inputs import detect_inputs, trained_method
+
+    work, dataset = tmp_path / "work", _dataset(tmp_path / "data", "trainval", "test")
+    train = _artifact(proposals_path(work, dataset, "trainval", "edgeboxes"),
+                      Record("propose", {"method": "edgeboxes"}))
+    fc = _artifact(work / "models" / "m" / "fc.pt", Record(
+        "finetune", {"backbone": {"name": "fakenet"}},
+        inputs={"proposals_train": input_ref(train, made_by="propose")}))
+    assert trained_method(fc) == "edgeboxes"
+    proposals, _ = detect_inputs(work, dataset, "test", "m")
+    assert proposals == proposals_path(work, dataset, "test", "edgeboxes")
+    # an explicit method or file wins
+    assert detect_inputs(work, dataset, "test", "m", method="ss-fast")[0] == proposals_path(
+        work, dataset, "test", "ss-fast")
+    # proposals moved away: the name <split>.<method>.h5 still tells
+    train.rename(train.with_name("elsewhere.h5"))
+    record_path(train).unlink()
+    assert trained_method(fc) == "edgeboxes"
+    # no checkpoint, or a checkpoint whose record names no proposals: the default method
+    assert trained_method(work / "models" / "none" / "fc.pt") is None
+    bare = _artifact(work / "models" / "b" / "fc.pt", Record("finetune", {}))
+    assert trained_method(bare) is None
+    assert detect_inputs(work, dataset, "test", "b", features=tmp_path / "f.h5")[0] == \
+        proposals_path(work, dataset, "test", "ss-fast")
