@@ -274,6 +274,14 @@ def measure_round(setup: Setup) -> dict[str, float]:
         setup.last[f"spp_pooled{label}"] = expand_rows(pooled, inverse)
         setup.last[f"spp_distinct{label}"] = int(pooled.shape[0])
         setup.last["spp_fc7"] = fc7
+        if setup.distinct:  # every window as well, in the same round: the effect side by side
+            start = time.perf_counter()
+            every = pool_windows(chosen, setup.image_size, setup.boxes, None,
+                                 stride=backbone.stride, cell_centers_fn=backbone.cell_centers)
+            t[f"spp_pool_every{label}"] = time.perf_counter() - start
+            start = time.perf_counter()
+            setup.spp_head.features(every, "fc7")
+            t[f"spp_fc_every{label}"] = time.perf_counter() - start
 
     # R-CNN: preprocess the image once, then warp + trunk + pool5 per batch of windows.
     scale_up = len(setup.boxes) / setup.rcnn_timed
@@ -328,6 +336,17 @@ def summarise(t: dict[str, float]) -> dict[str, float]:
         s[f"{method}_whole"] = sum(s[f"{method}_{part}"] for part in ("prep", "trunk", "spp",
                                                                         "fc"))
     return s
+
+
+def every_window_line(medians: dict[str, float], m: dict[str, float], label: str) -> str:
+    """SPP-net's whole feature step when every window is pooled and scored, from the same
+    rounds' medians, and its speed-up against R-CNN beside the distinct-footprint one."""
+    method = f"spp{label}"
+    every = (m[f"{method}_prep"] + m[f"{method}_trunk"] + medians[f"spp_pool_every{label}"]
+             + medians[f"spp_fc_every{label}"])
+    return (f"{label} scale{'s' if label != '1' else ''}: {every:.3f} s, "
+            f"{_ratio(m['rcnn_whole'], every):.1f}x (distinct footprints: "
+            f"{m[f'{method}_whole']:.3f} s, {_ratio(m['rcnn_whole'], m[f'{method}_whole']):.1f}x)")
 
 
 def check_features(setup: Setup) -> str:
@@ -547,6 +566,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     for line in build_table(m, per_round, flops):
         print(line)
     print()
+    if setup.distinct:
+        print("the same rounds with every window pooled and scored (as --no-distinct): " +
+              ", ".join(every_window_line(medians, m, label) for label in ("1", "5")))
+        print()
     result = {
         "speedup_1scale": _ratio(m["rcnn_whole"], m["spp1_whole"]),
         "speedup_5scale": _ratio(m["rcnn_whole"], m["spp5_whole"]),

@@ -35,6 +35,9 @@ def test_quick_run_prints_every_row_and_a_parsable_last_line(bench, capsys, extr
         torch.set_num_threads(threads)
     lines = capsys.readouterr().out.strip().splitlines()
     assert any(line.startswith("windows:") and pooled in line for line in lines)
+    # with distinct footprints, the same rounds also time every window, for a side-by-side ratio
+    side_by_side = [line for line in lines if line.startswith("the same rounds with every")]
+    assert len(side_by_side) == (0 if extra else 1)
     table = [line for line in lines if line.startswith("| ")]
     labels = [line[2:].split(" | ")[0].rstrip() for line in table[1:]]
     assert labels == list(bench.ROW_LABELS)
