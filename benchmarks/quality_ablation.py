@@ -54,7 +54,9 @@ def class_aps(report: Path) -> dict[str, float]:
     return {c["class"]: 100.0 * c["ap"] for c in data["classes"]}
 
 
-def run_row(work: Path, dataset: str, split: str, model: str, row: str, jobs: int) -> dict[str, float]:
+def run_row(work: Path, dataset: str, split: str, model: str, row: str,
+            jobs: int) -> dict[str, float]:
+    """Detect ``split`` with ``model`` and the row's options, evaluate; class -> AP (%)."""
     out = work / "ablation" / model / f"{row}.h5"
     out.parent.mkdir(parents=True, exist_ok=True)
     sppdet(work, "detect", dataset, "--name", model, "--split", split, "--out", str(out),
@@ -63,6 +65,21 @@ def run_row(work: Path, dataset: str, split: str, model: str, row: str, jobs: in
     sppdet(work, "eval", dataset, str(out), "--voc2007", "--out", str(report_dir),
            "--no-plots")
     return class_aps(report_dir / "report.json")
+
+
+def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Markdown table: row -> model -> class -> AP (%). Per-class cells are the mean over the
+    models (seeds); the mAP is the mean of each model's mAP, which are listed beside it."""
+    classes = list(next(iter(next(iter(results.values())).values())))
+    lines = ["| test-time setting | " + " | ".join(classes) + " | mAP (mean) | mAP per seed |",
+             "|---|" + "---:|" * (len(classes) + 2)]
+    for row, by_model in results.items():
+        per_class = [statistics.mean(aps[c] for aps in by_model.values()) for c in classes]
+        per_seed = [statistics.mean(aps.values()) for aps in by_model.values()]
+        lines.append(f"| {LABELS[row]} | " + " | ".join(f"{v:.1f}" for v in per_class) +
+                     f" | **{statistics.mean(per_seed):.1f}** | " +
+                     " / ".join(f"{v:.1f}" for v in per_seed) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -84,7 +101,8 @@ def main() -> None:
     results: dict[str, dict[str, dict[str, float]]] = {}
     for row in rows:
         for model in models:
-            if row == "tuned" and not (args.work / "models" / model / "test_settings.json").exists():
+            settings = args.work / "models" / model / "test_settings.json"
+            if row == "tuned" and not settings.exists():
                 print(f"{model}: no test_settings.json, row 'tuned' skipped", flush=True)
                 continue
             aps = run_row(args.work, args.dataset, args.split, model, row, args.jobs)
@@ -92,16 +110,7 @@ def main() -> None:
             print(f"{row:8s} {model:12s} mAP {statistics.mean(aps.values()):5.1f}  " +
                   "  ".join(f"{c} {v:5.1f}" for c, v in aps.items()), flush=True)
 
-    classes = next(iter(next(iter(results.values())).values())).keys()
-    lines = ["| test-time setting | " + " | ".join(classes) + " | mAP (mean) | mAP per seed |",
-             "|---|" + "---:|" * (len(classes) + 2)]
-    for row, by_model in results.items():
-        per_class = [statistics.mean(aps[c] for aps in by_model.values()) for c in classes]
-        per_seed = [statistics.mean(aps.values()) for aps in by_model.values()]
-        lines.append(f"| {LABELS[row]} | " + " | ".join(f"{v:.1f}" for v in per_class) +
-                     f" | **{statistics.mean(per_seed):.1f}** | " +
-                     " / ".join(f"{v:.1f}" for v in per_seed) + " |")
-    table = "\n".join(lines)
+    table = format_table(results)
     print(table)
     if args.out is not None:
         args.out.write_text(table + "\n")
