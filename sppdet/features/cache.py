@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,7 +35,7 @@ from sppdet.io.item_store import ItemReader
 from sppdet.backbones import Backbone
 from sppdet.errors import ConfigError, DataError, Remedy
 from sppdet.ops.scales import resize_image, resized_size
-from sppdet.ops.spp import DEFAULT_LEVELS, expand_rows, pool_distinct_windows
+from sppdet.ops.spp import DEFAULT_LEVELS, pool_distinct_windows, pool_windows
 from sppdet.io.closing import Closing
 
 FEATURES_STAGE = "cache-features"
@@ -226,9 +227,7 @@ class FeatureCache(Closing):
         Returns:
             float32 ``[N, C * sum(n * n)]`` on ``device``.
         """
-        pooled, inverse = self.pool_distinct(image_id, boxes_xyxy, scale=scale, flip=flip,
-                                             rng=rng, levels=levels)
-        return expand_rows(pooled, inverse)
+        return self._pool(image_id, boxes_xyxy, scale, flip, rng, levels, distinct=False)
 
     def pool_distinct(self, image_id: str, boxes_xyxy: np.ndarray, *,
                       scale: str | int = "best", flip: bool = False,
@@ -237,6 +236,12 @@ class FeatureCache(Closing):
         """:meth:`pool` once per distinct footprint: ``(pooled [U, D], inverse [N])`` with
         ``pooled[inverse]`` equal to :meth:`pool`'s result
         (:func:`sppdet.ops.spp.pool_distinct_windows`)."""
+        return self._pool(image_id, boxes_xyxy, scale, flip, rng, levels, distinct=True)
+
+    def _pool(self, image_id: str, boxes_xyxy: np.ndarray, scale: str | int, flip: bool,
+              rng: np.random.Generator | None, levels: Sequence[int], *,
+              distinct: bool) -> Any:
+        """:meth:`pool` (``pool_windows``) or :meth:`pool_distinct` (``pool_distinct_windows``)."""
         boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
         height, width = self.image_size(image_id)
         if flip:
@@ -263,9 +268,9 @@ class FeatureCache(Closing):
                 raise DataError(f"{self.path}: no cell centres stored for a {w_in}x{h_in} input "
                                 f"of image {image_id}") from None
 
-        return pool_distinct_windows(maps, (height, width), boxes, scale_per_box,
-                                     stride=self.stride, cell_centers_fn=centers_fn,
-                                     levels=levels)
+        pool = pool_distinct_windows if distinct else pool_windows
+        return pool(maps, (height, width), boxes, scale_per_box, stride=self.stride,
+                    cell_centers_fn=centers_fn, levels=levels)
 
 
 @torch.no_grad()
@@ -339,13 +344,16 @@ class ComputedFeatures:
     def pool(self, image_id: str, boxes_xyxy: np.ndarray, *, scale: str | int = "best",
              levels: Sequence[int] = DEFAULT_LEVELS) -> torch.Tensor:
         """SPP features ``[N, C * 50]`` of windows in original pixels (see FeatureCache.pool)."""
-        return expand_rows(*self.pool_distinct(image_id, boxes_xyxy, scale=scale,
-                                               levels=levels))
+        return self._pool(image_id, boxes_xyxy, scale, levels, distinct=False)
 
     def pool_distinct(self, image_id: str, boxes_xyxy: np.ndarray, *,
                       scale: str | int = "best", levels: Sequence[int] = DEFAULT_LEVELS
                       ) -> tuple[torch.Tensor, np.ndarray]:
         """``(pooled [U, D], inverse [N])``, see :meth:`FeatureCache.pool_distinct`."""
+        return self._pool(image_id, boxes_xyxy, scale, levels, distinct=True)
+
+    def _pool(self, image_id: str, boxes_xyxy: np.ndarray, scale: str | int,
+              levels: Sequence[int], *, distinct: bool) -> Any:
         maps, (height, width) = self.maps(image_id)
         boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
         if scale == "best":
@@ -354,6 +362,6 @@ class ComputedFeatures:
             if int(scale) not in self.scales:
                 raise ConfigError(f"scale {scale} is not among {list(self.scales)}")
             scale_per_box = np.full(len(boxes), int(scale))
-        return pool_distinct_windows(maps, (height, width), boxes, scale_per_box,
-                                     stride=self.stride,
-                                     cell_centers_fn=self.backbone.cell_centers, levels=levels)
+        pool = pool_distinct_windows if distinct else pool_windows
+        return pool(maps, (height, width), boxes, scale_per_box, stride=self.stride,
+                    cell_centers_fn=self.backbone.cell_centers, levels=levels)
