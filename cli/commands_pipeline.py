@@ -71,6 +71,11 @@ def _config_default(value: object) -> str:
         help="Fine-tuning mini-batches (replaces the recipe's epochs).")
 @option("--scorer", type=click.Choice(SCORERS), default=None,
         show_default=_config_default(_DEFAULTS.detect.scorer), help="Detection scores.")
+@option("--tune/--no-tune", default=None,
+        show_default=_config_default(_DEFAULTS.tune.enabled),
+        help="Choose each class's NMS and operating point on the validation split before "
+             "detecting (the tune step; about a quarter of a BCCD run, and on the test split "
+             "it has not beaten the paper's NMS so far: BENCHMARKS.md).")
 @option("--metric", type=click.Choice(METRICS), default=None,
         show_default=_config_default(_DEFAULTS.metric), help="AP metric.")
 @option("--jobs", "-j", type=click.IntRange(min=1), default=None,
@@ -90,9 +95,10 @@ def _config_default(value: object) -> str:
 def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
                      name: str | None, train_split: str | None, test_split: str | None,
                      backbone: str | None, scales: tuple[int, ...] | None, method: str | None,
-                     iterations: int | None, scorer: str | None, metric: str | None,
-                     jobs: int | None, seed: int | None, dask: str | None, device: str | None,
-                     recipe: str | None, plan_only: bool, force: bool) -> None:
+                     iterations: int | None, scorer: str | None, tune: bool | None,
+                     metric: str | None, jobs: int | None, seed: int | None, dask: str | None,
+                     device: str | None, recipe: str | None, plan_only: bool,
+                     force: bool) -> None:
     """Run every stage on DATASET: propose, cache-features, finetune, train-svm,
     train-bbox-reg, detect, eval; first pretrain when the config has a pretrain section
     (its weights then compute the features).
@@ -110,8 +116,8 @@ def pipeline_command(settings: Settings, dataset: str, config_file: str | None,
     layers = [(str(config_file), read_config_values(config_file))] if config_file else []
     layers += _option_layers(name=name, train_split=train_split, test_split=test_split,
                              backbone=backbone, scales=scales, method=method,
-                             iterations=iterations, scorer=scorer, metric=metric, jobs=jobs,
-                             seed=seed, device=device, dask=dask, recipe=recipe)
+                             iterations=iterations, scorer=scorer, tune=tune, metric=metric,
+                             jobs=jobs, seed=seed, device=device, dask=dask, recipe=recipe)
     resolved = resolve_config(layers, _device_type)
     if plan_only:
         check_config(resolved.config)
@@ -135,6 +141,8 @@ def _device_type(name: str) -> str:
 #: Options that set a field of a config section (the others are top-level keys).
 _SECTION_OF = {"backbone": "cache_features", "scales": "cache_features", "method": "propose",
                "iterations": "finetune", "scorer": "detect"}
+#: Options whose config key has another name: option -> (section, key).
+_KEY_OF = {"tune": ("tune", "enabled")}
 
 
 def _option_layers(**options: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -144,6 +152,12 @@ def _option_layers(**options: Any) -> list[tuple[str, dict[str, Any]]]:
         if value is None:
             continue
         label = "--" + key.replace("_", "-")
+        if key in _KEY_OF:
+            section, field = _KEY_OF[key]
+            if value is False:
+                label = f"--no-{key}"
+            layers.append((label, {section: {field: value}}))
+            continue
         section = _SECTION_OF.get(key)
         layers.append((label, {section: {key: value}} if section else {key: value}))
     return layers

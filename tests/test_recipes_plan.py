@@ -324,6 +324,27 @@ def test_plan_only_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch) -> 
     assert "90,000 iterations" in paper.output
 
 
+def test_no_tune_leaves_the_tune_step_out_of_the_plan(tmp_path, monkeypatch) -> None:
+    data = _voc(tmp_path)
+    objects = [{"name": "cell", "box": (5, 5, 30, 30)}]
+    make_voc_dataset(data, {"a": objects}, split="train")  # fine-tuning holds out val: tune
+    make_voc_dataset(data, {"b": objects}, split="val")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 0, 10**12))
+    runs = {}
+    for flags in ([], ["--no-tune"], ["--tune"]):
+        result = CliRunner().invoke(cli, ["-w", str(tmp_path / "work"), "pipeline", str(data),
+                                          "--device", "cpu", "--plan-only", *flags])
+        assert result.exit_code == 0, result.output
+        runs[" ".join(flags)] = result.output
+
+    def has_tune(text: str) -> bool:
+        return any(line.split()[:1] == ["tune"] for line in text.splitlines())
+
+    assert has_tune(runs[""]) and has_tune(runs["--tune"])  # on by default (a val split exists)
+    assert not has_tune(runs["--no-tune"])
+    assert "NMS per class from the tune step" not in runs["--no-tune"]
+
+
 def test_help_shows_the_recipes_and_the_default() -> None:
     result = CliRunner().invoke(cli, ["pipeline", "--help"])
     assert result.exit_code == 0
