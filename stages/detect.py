@@ -74,6 +74,8 @@ class DetectSummary:
     detections: int = 0
     seconds: float = 0.0
     times_per_image: dict[str, float] = field(default_factory=dict)
+    windows: int = 0
+    distinct: int = 0
     features: str = ""
     fc: str = ""
     resumed: int = 0
@@ -108,6 +110,9 @@ class DetectSummary:
                               if v > 0)
             lines.append(f"  time: {format_seconds(self.seconds)}; per image: {parts} "
                          f"(features: {self.features})")
+        if self.windows:
+            lines.append(f"  windows: {self.windows:,} scored, {self.distinct:,} distinct on the "
+                         "feature maps (each pooled and scored once)")
         if self.fc:
             lines.append(f"  scored with {self.fc}")
         if self.nms:
@@ -323,6 +328,7 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
             summary.seconds = time.perf_counter() - start
             summary.resumed = len(mine) - len(pending)
             summary.times_per_image = times.per_image(len(pending))
+            summary.windows, summary.distinct = times.windows, times.distinct
             record.summary["seconds_per_image"] = summary.times_per_image
             merge = merge_gate() if merge_gate is not None else True
             final_path = store.finalize(ids, allow_failures=on_error == "skip") if merge \

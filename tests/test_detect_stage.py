@@ -14,6 +14,7 @@ from PIL import Image
 
 from sppdet.cli import cli
 from sppdet.errors import ArtifactMissingError, DataError
+from sppdet.io.item_store import ItemReader
 from sppdet.io.records import Record, read_record, write_artifact
 from sppdet.stages import detect
 from sppdet.stages.layout import dataset_tag, detections_path, model_dir
@@ -257,6 +258,11 @@ def test_detect_on_the_cpu_scores_with_int8_fc_layers_by_default(fake, tmp_path)
     inputs, _, model = fake
     summary = _run(inputs, tmp_path / "auto.h5", model)
     assert "int8" in summary.fc
+    # every proposal is counted once; repeats of a footprint are scored once
+    with ItemReader(inputs.proposals["test"]) as proposals:
+        total = sum(proposals.group(i)["boxes"].shape[0] for i in proposals.ids())
+    assert summary.windows == total and 0 < summary.distinct <= total
+    assert f"windows: {total:,} scored, {summary.distinct:,} distinct" in summary.to_text()
     assert read_record(tmp_path / "auto.h5").params["fc"] == {"mode": "int8"}
     again = _run(inputs, tmp_path / "auto.h5", model, fc="int8")
     assert again.up_to_date

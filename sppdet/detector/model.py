@@ -37,21 +37,26 @@ DEFAULT_SCORE_THRESHOLDS = {"svm": -1.5, "softmax": 1e-3}
 
 @dataclass
 class DetectTimes:
-    """Seconds spent in each part of detection, summed over images."""
+    """Seconds spent in each part of detection, summed over images; and the windows scored
+    (``windows``) and their distinct footprints (``distinct``, each pooled and scored once)."""
 
     conv: float = 0.0
     pool: float = 0.0
     fc: float = 0.0
     bbox: float = 0.0
     nms: float = 0.0
+    windows: int = 0
+    distinct: int = 0
 
     def add(self, other: "DetectTimes") -> None:
-        """Add ``other``'s seconds to these (one image's times, summed over images)."""
+        """Add ``other``'s seconds and counts to these (one image's, summed over images)."""
         for name, value in vars(other).items():
             setattr(self, name, getattr(self, name) + value)
 
     def per_image(self, images: int) -> dict[str, float]:
-        return {k: v / max(images, 1) for k, v in vars(self).items()}
+        """Seconds per image of each part (the counts are left out)."""
+        return {k: v / max(images, 1) for k, v in vars(self).items()
+                if k not in ("windows", "distinct")}
 
 
 @dataclass
@@ -173,6 +178,8 @@ def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxe
     num_classes = len(model.classes)
     scores = (np.concatenate(scores_parts) if scores_parts
               else np.zeros((0, num_classes), np.float32)).astype(np.float32)
+    times.windows += int(boxes.shape[0])
+    times.distinct += int(pooled.shape[0])
     row_of = np.arange(boxes.shape[0]) if inverse is None else np.asarray(inverse, np.int64)
     if inverse is not None:
         scores = scores[row_of]  # [U, K] -> [N, K]

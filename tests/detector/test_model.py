@@ -124,12 +124,15 @@ def test_distinct_footprints_are_scored_once_and_give_the_same_detections():
 
     model = _svm_model(regressor=Regressor())
     nms = NMSSettings(0.3, 0.0, None)
+    every, once = DetectTimes(), DetectTimes()
     want = detect_windows(model, "img", expanded, BOXES, (32, 32), scorer="svm", nms=nms,
-                          times=DetectTimes())
+                          times=every)
     got = detect_windows(model, "img", shared, BOXES, (32, 32), scorer="svm", nms=nms,
-                         times=DetectTimes(), inverse=inverse)
+                         times=once, inverse=inverse)
     for a, b in zip(want, got):
         assert _rows(a) == _rows(b)
+    assert (every.windows, every.distinct, once.windows, once.distinct) == (4, 4, 4, 3)
+    assert "windows" not in once.per_image(1) and "fc" in once.per_image(1)  # seconds only
     assert len(got[1]) > 0  # candidates exist, so the comparison is not of two empty sets
 
 
