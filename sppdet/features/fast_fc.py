@@ -138,9 +138,25 @@ def int8_head(head: FcHead) -> FcHead:
         return torch.ao.quantization.quantize_dynamic(fast, {nn.Linear}, dtype=torch.qint8)
 
 
+def int8_available() -> bool:
+    """Whether this torch build can run int8 linear layers on the CPU: eager dynamic
+    quantization present (torch marks it deprecated) and a quantized engine built in."""
+    try:
+        from torch.ao.quantization import quantize_dynamic  # noqa: F401
+    except ImportError:
+        return False
+    return any(engine != "none" for engine in _quantized_engines())
+
+
+def _quantized_engines() -> list[str]:
+    """The quantized engines this torch build has (``none`` when it has none)."""
+    return list(torch.backends.quantized.supported_engines)
+
+
 def resolve_fc_mode(mode: str, device: torch.device | str) -> str:
-    """The fc mode to score windows with on ``device``: ``auto`` is ``int8`` on the CPU and
-    ``float`` elsewhere; any other mode is returned as given.
+    """The fc mode to score windows with on ``device``: ``auto`` is ``int8`` on the CPU when
+    this torch build can (:func:`int8_available`) and ``float`` otherwise; any other mode is
+    returned as given.
 
     Raises:
         ConfigError: ``mode`` is not one of :data:`FC_CHOICES`.
@@ -149,7 +165,7 @@ def resolve_fc_mode(mode: str, device: torch.device | str) -> str:
         raise ConfigError(f"fc mode must be one of {FC_CHOICES}, got {mode!r}")
     if mode != "auto":
         return mode
-    return "int8" if torch.device(device).type == "cpu" else "float"
+    return "int8" if torch.device(device).type == "cpu" and int8_available() else "float"
 
 
 def fast_fc_head(head: FcHead, mode: str, *, energy: float = DEFAULT_SVD_ENERGY,

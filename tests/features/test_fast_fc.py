@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from sppdet.errors import ConfigError
-from sppdet.features.fast_fc import (FC_MODES, fast_fc_head, int8_head, resolve_fc_mode, svd_head,
-                                     svd_linear, svd_rank)
+from sppdet.features.fast_fc import (FC_MODES, fast_fc_head, int8_available, int8_head,
+                                     resolve_fc_mode, svd_head, svd_linear, svd_rank)
 from sppdet.features.fc_head import FcHead
 
 
@@ -113,6 +113,16 @@ def test_auto_is_int8_on_the_cpu_and_float_on_a_gpu():
         assert resolve_fc_mode(mode, "cuda") == mode
     with pytest.raises(ConfigError, match="fc mode"):
         resolve_fc_mode("fp16", "cpu")
+
+
+def test_auto_falls_back_to_float_where_torch_cannot_run_int8(monkeypatch):
+    assert int8_available()  # the pinned torch can: the default above is int8
+    import sppdet.features.fast_fc as fast_fc
+
+    monkeypatch.setattr(fast_fc, "_quantized_engines", lambda: ["none"])
+    assert not int8_available()
+    assert resolve_fc_mode("auto", "cpu") == "float"
+    assert resolve_fc_mode("int8", "cpu") == "int8"  # asked for: kept (int8_head then fails)
 
 
 def test_the_cli_declares_the_library_modes_and_default_energy():
