@@ -59,7 +59,7 @@ from sppdet.features.fast_fc import fast_fc_head  # noqa: E402
 from sppdet.features.fc_head import FcHead  # noqa: E402
 from sppdet.rcnn.features import rcnn_feature_dim, rcnn_pool5, rcnn_pool5_features  # noqa: E402
 from sppdet.ops.scales import PAPER_SCALES, SINGLE_SCALE, resize_image, resized_size  # noqa: E402
-from sppdet.ops.spp import (DEFAULT_LEVELS, expand_rows, pool_distinct_windows,  # noqa: E402
+from sppdet.ops.spp import (DEFAULT_LEVELS, pool_distinct_windows,  # noqa: E402
                              pool_windows, spp_output_dim)
 from sppdet.rcnn.warp import DEFAULT_CONTEXT_PAD, DEFAULT_WARP_SIZE, warp_windows  # noqa: E402
 
@@ -266,12 +266,15 @@ def measure_round(setup: Setup) -> dict[str, float]:
         else:
             pooled = pool_windows(chosen, setup.image_size, setup.boxes, None,
                                   stride=backbone.stride, cell_centers_fn=backbone.cell_centers)
-            inverse = np.arange(len(setup.boxes))
+            inverse = None
         t[f"spp_pool{label}"] = time.perf_counter() - start
         start = time.perf_counter()
-        fc7 = expand_rows(setup.spp_head.features(pooled, "fc7"), inverse)
+        fc7 = setup.spp_head.features(pooled, "fc7")
+        if inverse is not None:  # one row per window again, as detect's scores
+            fc7 = fc7[torch.from_numpy(inverse)]
         t[f"spp_fc{label}"] = time.perf_counter() - start
-        setup.last[f"spp_pooled{label}"] = expand_rows(pooled, inverse)
+        setup.last[f"spp_pooled{label}"] = (pooled if inverse is None
+                                            else pooled[torch.from_numpy(inverse)])
         setup.last[f"spp_distinct{label}"] = int(pooled.shape[0])
         setup.last["spp_fc7"] = fc7
         if setup.distinct:  # every window as well, in the same round: the effect side by side

@@ -138,11 +138,12 @@ def _device_type(name: str) -> str:
     return resolve_device(name).type
 
 
-#: Options that set a field of a config section (the others are top-level keys).
-_SECTION_OF = {"backbone": "cache_features", "scales": "cache_features", "method": "propose",
-               "iterations": "finetune", "scorer": "detect"}
-#: Options whose config key has another name: option -> (section, key).
-_KEY_OF = {"tune": ("tune", "enabled")}
+#: Options that set a key of a config section: option -> (section, key); the others are
+#: top-level keys of their own name.
+_CONFIG_KEY = {"backbone": ("cache_features", "backbone"),
+               "scales": ("cache_features", "scales"), "method": ("propose", "method"),
+               "iterations": ("finetune", "iterations"), "scorer": ("detect", "scorer"),
+               "tune": ("tune", "enabled")}
 
 
 def _option_layers(**options: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -151,15 +152,13 @@ def _option_layers(**options: Any) -> list[tuple[str, dict[str, Any]]]:
     for key, value in options.items():
         if value is None:
             continue
-        label = "--" + key.replace("_", "-")
-        if key in _KEY_OF:
-            section, field = _KEY_OF[key]
-            if value is False:
-                label = f"--no-{key}"
+        # a boolean flag given as --no-X is labelled so in the plan's "why"
+        label = ("--no-" if value is False else "--") + key.replace("_", "-")
+        if key in _CONFIG_KEY:
+            section, field = _CONFIG_KEY[key]
             layers.append((label, {section: {field: value}}))
-            continue
-        section = _SECTION_OF.get(key)
-        layers.append((label, {section: {key: value}} if section else {key: value}))
+        else:
+            layers.append((label, {key: value}))
     return layers
 
 

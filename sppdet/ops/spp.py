@@ -385,14 +385,6 @@ def pool_windows(
     return pooled
 
 
-def expand_rows(rows: Tensor, inverse: np.ndarray) -> Tensor:
-    """``rows[inverse]``: one row per window from one per distinct footprint (``rows`` itself
-    when every footprint is distinct and in order)."""
-    if rows.shape[0] == inverse.shape[0] and np.array_equal(inverse, np.arange(inverse.size)):
-        return rows
-    return rows[torch.from_numpy(np.asarray(inverse, dtype=np.int64)).to(rows.device)]
-
-
 def pool_distinct_windows(
     feature_maps: Mapping[int, Tensor],
     image_size: tuple[int, int],
