@@ -12,7 +12,7 @@ from sppdet.stages.params import (DEFAULT_DETECT_FC, DEFAULT_IOU_THRESHOLD,
                                   DEFAULT_NMS_METHOD, DEFAULT_SOFT_NMS_SIGMA, DEFAULT_SVD_ENERGY,
                                   DETECT_FC_MODES, DEFAULT_DRAW_THRESHOLDS,
                                   DEFAULT_SCORE_THRESHOLDS, IMPORT_METHOD, METRICS, TEST_SPLIT,
-                                  DetectOptions, ProposeOptions)
+                                  DetectOptions, ProposeOptions, TuneOptions)
 
 from .context import Settings, pass_settings
 from .options import (IntListType, classes_option, dask_option, device_option, exclusive,
@@ -209,6 +209,12 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
               help="The per-image cap detect will use (0: no limit).")
 @option("--metric", type=click.Choice(METRICS), default=METRICS[0], show_default=True,
         help="The AP that chooses: 11point (VOC2007) or area (VOC2010 and later).")
+@param_option(TuneOptions, "confidence", "--confidence",
+              help="Leave the paper's hard NMS at 0.3 for a class only when a setting beats it "
+                   "in at least this share of bootstrap resamples of the validation images "
+                   "(0: always take the best validation AP).")
+@param_option(TuneOptions, "resamples", "--resamples",
+              help="Bootstrap resamples of the validation images (drawn with a fixed seed).")
 @device_option
 @jobs_option
 @dask_option
@@ -216,18 +222,20 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
 @pass_settings
 def tune_detect_command(settings: Settings, dataset: Path, name: str, scorer: str,
                         bbox_reg: bool, score_threshold: float | None, max_per_image: int,
-                        metric: str, device: str, jobs: int, dask: str | None,
-                        force: bool) -> None:
+                        metric: str, confidence: float, resamples: int, device: str, jobs: int,
+                        dask: str | None, force: bool) -> None:
     """Choose the model's test settings on the validation split and store them with it.
 
     The fc layers were fine-tuned with the validation split held out, but the SVMs and box
     regressors were trained on trainval. So a selection model (SVMs and box regressors
     trained the same way on the fine-tuning split, in <work-dir>/models/<name>/selection/)
-    detects the validation split, and per class the NMS of best validation AP (hard NMS at
-    IoU 0.3-0.6, linear or Gaussian Soft-NMS; ties go to hard at 0.3) and the score of best
-    F1 (the operating point for drawings and image files) are written to
-    <work-dir>/models/<name>/test_settings.json. `sppdet detect` uses them from then on.
-    The test split is never looked at.
+    detects the validation split, and per class an NMS (hard NMS at IoU 0.3-0.6, linear or
+    Gaussian Soft-NMS) and the score of best F1 (the operating point for drawings and image
+    files) are written to <work-dir>/models/<name>/test_settings.json. `sppdet detect` uses
+    them from then on. A class keeps hard NMS at 0.3 unless a setting beats its validation AP
+    in at least --confidence of bootstrap resamples of the validation images (then the one
+    of best validation AP among those): with a few dozen objects per class, the best
+    validation AP alone is mostly noise. The test split is never looked at.
     """
     from sppdet.parallel.dask_cluster import open_executor
     from sppdet.stages import tune_detect
@@ -237,7 +245,8 @@ def tune_detect_command(settings: Settings, dataset: Path, name: str, scorer: st
         summary = tune_detect.run(dataset, model_dir(settings.work_dir, name), scorer=scorer,
                                   use_bbox_reg=bbox_reg, score_threshold=score_threshold,
                                   max_per_image=max_per_image or None, metric=metric,
-                                  jobs=jobs, device=device, force=force, executor=executor)
+                                  jobs=jobs, device=device, force=force, executor=executor,
+                                  confidence=confidence, resamples=resamples)
     click.echo(summary.to_text())
 
 

@@ -202,7 +202,8 @@ def _run(dataset: str | Path, work_dir: Path, resolved: ResolvedConfig, *, force
             dataset, models, scorer=d.scorer, use_bbox_reg=b.enabled,
             score_threshold=d.score_threshold, max_per_image=d.max_per_image,
             metric=config.metric, jobs=config.jobs, device=config.device, force=force,
-            executor=executor))
+            executor=executor, confidence=config.tune.confidence,
+            resamples=config.tune.resamples))
     detections = detections_path(work_dir, config.name, dataset, config.test_split)
     step("detect", lambda: detect.run(
         dataset, config.test_split, detections, model_dir=models,

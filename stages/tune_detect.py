@@ -6,7 +6,9 @@ model*: SVMs and box regressors trained like the model's (the settings in their 
 the split the fc layers were fine-tuned on, with the same fc layers, into
 ``models/<name>/selection/``. It detects the validation split (keeping every candidate window
 above the score threshold), and :func:`sppdet.detector.tuning.choose_test_settings` picks per
-class the NMS of best validation AP and the F1-best operating point. The result is
+class the NMS and the F1-best operating point: a class keeps the paper's hard NMS at 0.3
+unless a setting beats it in at least a share ``confidence`` of bootstrap resamples of the
+validation images (then the best such setting by validation AP). The result is
 ``models/<name>/test_settings.json``; its record names the model's parts, so retraining one
 of them makes the settings stale (``detect`` then says so and uses the defaults) and reruns
 this stage.
@@ -27,7 +29,8 @@ from typing import Any
 
 from sppdet.data.voc import VOCDataset
 from sppdet.detector.detections_io import ClassNMS, DetectionsReader
-from sppdet.detector.tuning import (DEFAULT_NMS, NMS_GRID, TEST_SETTINGS_FILE,
+from sppdet.detector.tuning import (AP_TOLERANCE, DEFAULT_CONFIDENCE, DEFAULT_NMS,
+                                    DEFAULT_RESAMPLES, NMS_GRID, TEST_SETTINGS_FILE,
                                     choose_test_settings, settings_file_content,
                                     write_test_settings_file)
 from sppdet.errors import ArtifactError, DataError, Remedy
@@ -98,6 +101,47 @@ def settings_table(content: Mapping[str, Any]) -> list[str]:
     val_map = content["val_map"]
     lines.append(f"  {'mean':<{width}}  {_ap(val_map['default']):>{len(first)}}  {'':<18}  "
                  f"{_ap(val_map['chosen']):>10}")
+    return lines + choice_lines(content)
+
+
+def _share(value: float | None) -> str:
+    return "" if value is None else f", better in {100 * value:.1f}% of resamples"
+
+
+def choice_lines(content: Mapping[str, Any]) -> list[str]:
+    """Why each class has its NMS: the chosen setting's validation AP against the default's
+    and the share of bootstrap resamples it won; where the default was kept, the same for the
+    best other setting (from ``test_settings.json``'s content; none for a file without
+    bootstrap)."""
+    boot = content.get("bootstrap")
+    if boot is None:
+        return []
+    default = ClassNMS.from_params(content["default"]).describe()
+    confidence = float(boot.get("confidence") or 0.0)
+    lines = ([f"  NMS per class: another setting replaces {default} only when it beats it in "
+              f"at least {100 * confidence:g}%",
+              f"  of {boot.get('resamples')} bootstrap resamples of the validation images"]
+             if confidence > 0 else ["  NMS per class: the best validation AP (confidence 0)"])
+    for name, c in content["classes"].items():
+        aps, wins = c["val_ap"], c.get("val_win_fraction") or {}
+        chosen = ClassNMS.from_params(c["nms"]).describe()
+        base = aps.get(default)
+        if base is None:
+            lines.append(f"    {name}: {chosen} (no validation object)")
+        elif chosen != default:
+            lines.append(f"    {name}: {chosen} (val AP {_ap(aps[chosen]).strip()} vs "
+                         f"{_ap(base).strip()} {default}{_share(wins.get(chosen))})")
+        else:
+            # the best other setting: highest AP, the earlier one on a tie
+            others = [(ap, -i, s) for i, (s, ap) in enumerate(aps.items())
+                      if s != default and ap is not None]
+            best = max(others, default=None)
+            if best is None or best[0] <= base + AP_TOLERANCE:
+                lines.append(f"    {name}: {default} (no setting has a higher val AP)")
+            else:
+                lines.append(f"    {name}: {default} kept (best other: {best[2]}, val AP "
+                             f"{_ap(best[0]).strip()} vs {_ap(base).strip()}"
+                             f"{_share(wins.get(best[2]))})")
     return lines
 
 
@@ -124,7 +168,8 @@ def run(dataset: str | Path, model_dir: Path, *, scorer: str = "svm",
         use_bbox_reg: bool = True, score_threshold: float | None = None,
         max_per_image: int | None = 100, metric: str = "11point", jobs: int = 1,
         device: str = "auto", force: bool = False, executor: Executor | None = None,
-        grid: tuple[ClassNMS, ...] = NMS_GRID) -> TuneSummary:
+        grid: tuple[ClassNMS, ...] = NMS_GRID, confidence: float = DEFAULT_CONFIDENCE,
+        resamples: int = DEFAULT_RESAMPLES) -> TuneSummary:
     """Choose and store the test settings of the model in ``model_dir``.
 
     Args:
@@ -137,6 +182,9 @@ def run(dataset: str | Path, model_dir: Path, *, scorer: str = "svm",
         jobs, device, executor: as the training stages and ``detect``.
         force: retrain the selection model and choose again.
         grid: the NMS settings tried per class.
+        confidence: a class leaves the paper's hard NMS at 0.3 only for a setting that beats
+            it in at least this share of the bootstrap resamples (0: the best validation AP).
+        resamples: bootstrap resamples of the validation images.
 
     Returns:
         The summary; ``skipped`` says why nothing was chosen (no validation split).
@@ -224,7 +272,8 @@ def run(dataset: str | Path, model_dir: Path, *, scorer: str = "svm",
     params = {"scorer": scorer, "bbox_reg": use_bbox_reg, "val_split": val_split,
               "finetune_split": finetune_split, "metric": metric,
               "score_threshold": threshold, "max_per_image": cap,
-              "grid": [g.to_params() for g in grid]}
+              "grid": [g.to_params() for g in grid], "confidence": confidence,
+              "resamples": resamples}
     output = StageOutput(out, Record(STAGE, params, inputs=inputs,
                                      stage_version=STAGE_VERSION), force=force)
     if output.is_current():
@@ -240,7 +289,8 @@ def run(dataset: str | Path, model_dir: Path, *, scorer: str = "svm",
             candidates = [reader.candidates(i) for i in data.image_ids]
         result = choose_test_settings(ground_truth(data), candidates, data.classes,
                                       score_threshold=threshold, max_per_image=cap, grid=grid,
-                                      metric=metric)
+                                      metric=metric, confidence=confidence,
+                                      resamples=resamples)
         content = settings_file_content(
             result, scorer=scorer, bbox_reg=use_bbox_reg, val_split=val_split,
             score_threshold=threshold, max_per_image=cap, metric=metric,

@@ -77,7 +77,10 @@ def test_the_plan_forecasts_which_stages_run(tiny_run):
     assert [s["stage"] for s in recorded["stages"]] == [s.stage for s in stages]
     detect = dataclasses.replace(TINY.detect, iou_threshold=0.4)
     svm = dataclasses.replace(TINY.train_svm, C=2e-3)
+    # the tune step's rule is in its record: the forecast sees a change of confidence
+    tune = dataclasses.replace(TINY.tune, confidence=0.0)
     cases = [(TINY, []), (dataclasses.replace(TINY, detect=detect), ["detect", "eval"]),
+             (dataclasses.replace(TINY, tune=tune), ["tune", "detect", "eval"]),
              (dataclasses.replace(TINY, detect=detect, train_svm=svm),
               ["train-svm", "tune", "detect", "eval"])]
     for config, expected in cases:

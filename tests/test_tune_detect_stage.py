@@ -73,9 +73,12 @@ def test_the_choice_is_made_on_val_with_a_model_that_never_saw_it(tuned):
     assert (content["val_split"], content["scorer"], content["bbox_reg"]) == ("val", "svm", True)
     for name, c in content["classes"].items():
         assert len(c["val_ap"]) == len(content["grid"])
+        assert list(c["val_win_fraction"]) == list(c["val_ap"])
+    assert content["bootstrap"] == {"confidence": 0.95, "resamples": 1000, "seed": 0}
     assert content["inputs"]["svm"] == record.inputs["svm"].digest
     text = summary.to_text()
     assert "chosen on split 'val'" in text and "mean" in text
+    assert "only when it beats it in at least 95%\n  of 1000 bootstrap resamples" in text
     for name in fake.classes:
         assert name in text
     # nothing was made for the test split
@@ -178,6 +181,29 @@ def test_the_command_prints_the_choice(tuned):
     assert result.exit_code == 0, result.output
     assert "Test settings are up to date" in result.output
     assert "operating point" in result.output
+
+
+def test_a_change_of_confidence_chooses_again(tuned):
+    fake, models, _ = tuned
+    work = models.parent.parent
+    try:
+        result = CliRunner().invoke(cli, [
+            "-w", str(work), "tune-detect", str(fake.dataset), "--name", "m", "--device",
+            "cpu", "--confidence", "0", "--resamples", "50"])
+        assert result.exit_code == 0, result.output
+        assert "Test settings of model m ->" in result.output  # not up to date: chosen again
+        assert "the best validation AP (confidence 0)" in result.output
+        record = read_record(models / TEST_SETTINGS_FILE)
+        assert (record.params["confidence"], record.params["resamples"]) == (0, 50)
+        content = json.loads((models / TEST_SETTINGS_FILE).read_text())
+        assert content["bootstrap"] == {"confidence": 0.0, "resamples": 50, "seed": 0}
+        refused = CliRunner().invoke(cli, [
+            "-w", str(work), "tune-detect", str(fake.dataset), "--name", "m",
+            "--confidence", "1.5"])
+        assert refused.exit_code == 2 and "--confidence" in refused.output
+    finally:  # the module's other tests read the default choice
+        back = tune_detect.run(fake.dataset, models, device="cpu")
+    assert not back.up_to_date and back.content["bootstrap"]["confidence"] == 0.95
 
 
 def test_inputs_of_a_superset_split_serve_and_others_do_not(tuned, tmp_path):

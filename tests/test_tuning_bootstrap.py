@@ -316,3 +316,38 @@ def test_the_full_grid_on_a_class_without_objects():
                                   max_per_image=100)
     assert result.classes[1].win_fraction == [None] * len(NMS_GRID)
     assert [c.nms for c in result.classes] == [DEFAULT_NMS, DEFAULT_NMS]
+
+
+def _content(result):
+    return settings_file_content(result, scorer="svm", bbox_reg=True, val_split="val",
+                                 score_threshold=-1.5, max_per_image=100, metric="11point",
+                                 inputs={})
+
+
+def test_the_summary_says_why_each_class_has_its_nms():
+    from sppdet.stages.tune_detect import choice_lines, settings_table
+
+    one = _choose(*_pairs_case(30, touching={7}))
+    kept = choice_lines(_content(one))
+    share = 100 * one.classes[0].win_fraction[1]
+    assert kept[:2] == [
+        "  NMS per class: another setting replaces hard IoU 0.3 only when it beats it in at "
+        "least 95%", "  of 1000 bootstrap resamples of the validation images"]
+    assert kept[2] == ("    obj: hard IoU 0.3 kept (best other: hard IoU 0.5, val AP 100.0 vs "
+                       f"90.9, better in {share:.1f}% of resamples)")
+    many = _choose(*_pairs_case(30, touching=set(range(0, 30, 3))))
+    assert choice_lines(_content(many))[2] == (
+        "    obj: hard IoU 0.5 (val AP 100.0 vs 72.7 hard IoU 0.3, better in 100.0% of "
+        "resamples)")  # recall 30/40 at precision 1: 8/11
+    loose = choice_lines(_content(_choose(*_pairs_case(30, touching={7}), confidence=0)))
+    assert loose[0] == "  NMS per class: the best validation AP (confidence 0)"
+    assert loose[1].startswith("    obj: hard IoU 0.5 (val AP 100.0 vs 90.9 hard IoU 0.3, "
+                               "better in ")
+    tie = _choose(*_pairs_case(5, touching=set()))
+    assert choice_lines(_content(tie))[2] == \
+        "    obj: hard IoU 0.3 (no setting has a higher val AP)"
+    # the table ends with these lines; a file without bootstrap has none
+    content = _content(one)
+    assert settings_table(content)[-3:] == kept
+    del content["bootstrap"]
+    assert choice_lines(content) == []

@@ -17,12 +17,13 @@ from sppdet.classification.image_svm import train_and_test
 from sppdet.cli import cli
 from sppdet.data.synthetic.config import DemoDataConfig
 from sppdet.detector import model as detector_model
+from sppdet.detector import tuning
 from sppdet.evaluation.voc_ap import METRICS as LIBRARY_METRICS
 from sppdet.features.fc_head import LAYERS
 from sppdet.ops import nms
 from sppdet.proposals import METHODS, default_params
 from sppdet.stages import (cache_features, classify, detect, evaluate, pretrain, propose,
-                           train_bbox_reg, train_svm)
+                           train_bbox_reg, train_svm, tune_detect)
 from sppdet.stages import params as P
 from sppdet.stages.pipeline_config import DEMO_PIPELINE, PipelineConfig
 from sppdet.stages.training_inputs import finetune_splits
@@ -41,6 +42,8 @@ def test_choice_lists_are_the_librarys() -> None:
     assert P.NMS_METHODS == nms.NMS_METHODS
     assert P.DEFAULT_SOFT_NMS_SIGMA == nms.DEFAULT_SOFT_NMS_SIGMA
     assert P.DEFAULT_IOU_THRESHOLD == nms.DEFAULT_IOU_THRESHOLD
+    assert P.TuneOptions().confidence == tuning.DEFAULT_CONFIDENCE
+    assert P.TuneOptions().resamples == tuning.DEFAULT_RESAMPLES
     for name in P.COMPRESSIONS:
         if name != "zstd":  # needs the optional hdf5plugin
             cache_features.compression_options(name)
@@ -81,6 +84,8 @@ def _signature_defaults(function) -> dict[str, object]:
     (pretrain.run, {"split": P.TRAIN_SPLIT, "backbone": P.PretrainOptions.backbone,
                     "config": PretrainConfig()}),
     (evaluate.run, {"metric": P.METRICS[0]}),
+    (tune_detect.run, {"confidence": P.TuneOptions.confidence,
+                       "resamples": P.TuneOptions.resamples}),
     (train_and_test, {"C": P.ImageSvmOptions.C, "normalize": P.ImageSvmOptions.normalize}),
 ], ids=lambda x: getattr(x, "__module__", "") + "." + getattr(x, "__name__", ""))
 def test_stage_signatures_take_the_declared_defaults(function, declared) -> None:
@@ -118,6 +123,7 @@ def _fields(instance: object, *, skip: tuple[str, ...] = ()) -> dict[str, object
                 "bbox_reg": P.BBoxRegOptions.enabled, "split": P.TEST_SPLIT}),
     ("tune-detect", {**_fields(P.DetectOptions(), skip=("score_threshold", "iou_threshold",
                                                         "nms_method", "nms_sigma")),
+                     **_fields(P.TuneOptions(), skip=("enabled",)),
                      "bbox_reg": P.BBoxRegOptions.enabled, "metric": P.METRICS[0]}),
     ("finetune", _fields(FinetuneConfig(), skip=(
         "lr_gamma", "momentum", "weight_decay", "bias_lr_mult", "val_images", "levels",
