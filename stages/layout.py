@@ -93,16 +93,18 @@ def _is_finished(path: Path) -> bool:
 
 
 def find_features(work_dir: Path, dataset: str | Path, split: str, backbone: str,
-                  variant: str | None = None) -> Path:
+                  variant: str | None = None, *, preferred: Sequence[str] = ()) -> Path:
     """The finished feature cache of ``split`` made with ``backbone`` (and ``variant``).
 
     Without ``variant`` the cache is found among the variant folders: the one holding a
-    finished ``<split>.h5`` (file and record).
+    finished ``<split>.h5`` (file and record), or, where several do, the first of
+    ``preferred`` (the variants of the cache a model was fine-tuned on) among them.
 
     Raises:
         ArtifactMissingError: no finished cache (of that variant); the message says which
             command makes it and lists the variants cached for the split.
-        ConfigError: several variants hold one and none was chosen; the message lists them.
+        ConfigError: several variants hold one, none was chosen and none of ``preferred`` is
+            among them; the message lists them.
     """
     folder = features_dir(work_dir, dataset, backbone)
     name = f"{split}{FEATURES_FILE_SUFFIX}"
@@ -131,6 +133,9 @@ def find_features(work_dir: Path, dataset: str | Path, split: str, backbone: str
         raise ArtifactMissingError(
             f"no {backbone} feature cache of split '{split}' in {folder}{note}",
             remedy=make(" first"))
+    for choice in preferred if len(finished) > 1 else ():
+        if choice in finished:
+            return folder / choice / name
     if len(finished) > 1:
         raise ConfigError(
             f"{len(finished)} {backbone} feature caches of split '{split}' in {folder}: "

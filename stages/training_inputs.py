@@ -174,12 +174,14 @@ def detect_inputs(work_dir: Path, dataset: str | Path, split: str, name: str, *,
     """``(proposals, features)`` of detecting ``split`` with model ``name``.
 
     The features default to the split's cache made with the fc checkpoint's backbone (in
-    ``variant`` when given); ``None`` when the split has no cache of that backbone at all,
+    ``variant`` when given; where the split has several, the one the model was fine-tuned
+    on); ``None`` when the split has no cache of that backbone at all,
     finished or not, which detection takes as "compute conv5 on the fly". An unfinished cache
     is an error (finish it), never silently replaced by conv5 on the fly.
 
     Raises:
-        ConfigError: exclusive inputs given together, or several caches to choose from.
+        ConfigError: exclusive inputs given together, or several caches to choose from and
+            none of them the model's.
         ArtifactMissingError: no fc checkpoint, or no cache in ``variant``.
     """
     _exclusive(proposals=proposals, method=method)
@@ -193,8 +195,25 @@ def detect_inputs(work_dir: Path, dataset: str | Path, split: str, name: str, *,
         folder = features_dir(work_dir, dataset, backbone)
         cached = [*folder.glob(f"*/{split}.h5"), *folder.glob(f"*/{split}.h5.parts")]
         if variant is not None or cached:
-            features = find_features(work_dir, dataset, split, backbone, variant)
+            features = find_features(work_dir, dataset, split, backbone, variant,
+                                     preferred=trained_variants(fc))
     return Path(proposals), features
+
+
+def trained_variants(fc: Path) -> tuple[str, ...]:
+    """The feature-cache variants of the settings a model was fine-tuned on, from its record:
+    the training cache's (``s480-flip``), then the same without the mirrored images
+    (``s480``, how other splits are cached). Where a split has caches of several variants,
+    the model's stages read these unless told otherwise. Empty when the record does not say."""
+    try:
+        ref = read_record(fc, made_by=FINETUNE_STAGE).inputs.get("features_train")
+    except (ArtifactError, OSError):
+        return ()
+    if ref is None or not ref.path:
+        return ()
+    variant = Path(ref.path).parent.name  # <features>/<dataset>/<backbone>/<variant>/<split>.h5
+    unflipped = "-".join(part for part in variant.split("-") if part != "flip")
+    return tuple(dict.fromkeys((variant, unflipped)))
 
 
 def trained_method(fc: Path) -> str | None:
@@ -257,7 +276,8 @@ def resolve_paths(work_dir: Path, dataset: str | Path, split: str, name: str, *,
         features: the features artifact, instead of the default for ``backbone``.
         backbone: backbone of the default features; default: the fc checkpoint's.
         variant: variant folder of the default features (:func:`layout.find_features`);
-            default: the only one holding the split's cache.
+            default: the only one holding the split's cache, or where several do, the one
+            the fc checkpoint was fine-tuned on.
         fc: the fc checkpoint; default ``<work>/models/<name>/fc.pt``.
         needs_fc: whether the fc checkpoint is an input (fc6/fc7 SVMs).
 
@@ -282,7 +302,8 @@ def resolve_paths(work_dir: Path, dataset: str | Path, split: str, name: str, *,
             if backbone is None:
                 raise ConfigError(f"{fc_path}: its record names no backbone",
                                   remedy=_GIVE_FEATURES)
-        features = find_features(work_dir, dataset, split, backbone, variant)
+        features = find_features(work_dir, dataset, split, backbone, variant,
+                                 preferred=trained_variants(fc_path))
     return InputPaths(proposals=Path(proposals), features=Path(features),
                       fc=fc_path if needs_fc else None)
 

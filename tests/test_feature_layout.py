@@ -91,6 +91,11 @@ def test_find_features_several_variants(tmp_path):
             in str(several.value))
     assert find_features(work, data, "test", "zf5", "s688") == features_path(
         work, data, "test", "zf5", "s688")
+    # a model's stages prefer the variants of its training cache: the first one cached
+    assert find_features(work, data, "test", "zf5", preferred=("s688-flip", "s688")) == (
+        features_path(work, data, "test", "zf5", "s688"))
+    with pytest.raises(ConfigError, match="3 zf5 feature caches"):
+        find_features(work, data, "test", "zf5", preferred=("s480-flip", "s480"))
     with pytest.raises(ArtifactMissingError) as wrong:
         find_features(work, data, "test", "zf5", "s688-flip")
     assert ("in variant 's688-flip'" in str(wrong.value) and "variants cached for this "

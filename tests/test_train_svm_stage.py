@@ -264,7 +264,8 @@ def test_default_paths_follow_the_layout_and_the_fc_backbone(tmp_path, inputs):
     assert result.exit_code == 0, result.output
     record = json.loads((work / "models" / "m" / "svm.npz.record.json").read_text())
     assert record["inputs"]["features"]["path"].endswith("fakenet/s240-480/trainval.h5")
-    # a second variant of the backbone's cache: the command must be told which one
+    # a second variant of the backbone's cache: the command must be told which one (the fc
+    # record names no cache of the layout, so there is no variant of the model's to prefer)
     other = features_path(work, inputs.dataset, "trainval", "fakenet", "s240-480-flip")
     other.parent.mkdir(parents=True)
     shutil.copy(inputs.features, other)
