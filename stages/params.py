@@ -257,11 +257,15 @@ class TuneOptions:
             it is); ``sppdet.detector.tuning.DEFAULT_CONFIDENCE`` (a test keeps them equal).
         resamples: bootstrap resamples of the validation images
             (``sppdet.detector.tuning.DEFAULT_RESAMPLES``).
+        choose_scorer: with the SVM scorer, per class, score with the fc8 softmax (as
+            log-odds) instead of the SVMs where it beats them in at least ``confidence`` of
+            the same resamples; detect then scores each class with its own scorer.
     """
 
     enabled: bool = True
     confidence: float = param(0.95, min=0.0, max=1.0)
     resamples: int = param(1000, min=1)
+    choose_scorer: bool = True
 
 
 @dataclass

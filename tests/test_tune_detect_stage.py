@@ -60,7 +60,9 @@ def test_the_choice_is_made_on_val_with_a_model_that_never_saw_it(tuned):
     out = models / TEST_SETTINGS_FILE
     record = read_record(out)
     assert set(record.inputs) == {"fc", "svm", "bbox_reg", "selection_svm",
-                                  "selection_bbox_reg", "val_detections"}
+                                  "selection_bbox_reg", "val_detections",
+                                  "val_detections_softmax"}
+    assert record.params["choose_scorer"] is True
     selection = models / tune_detect.SELECTION_DIR
     # the selection SVMs: the model's settings, on the fine-tuning split only
     svm, chosen_svm = read_record(models / "svm.npz"), read_record(selection / "svm.npz")

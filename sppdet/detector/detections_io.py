@@ -14,7 +14,11 @@ The record's params (built by :func:`detections_params`) hold ``model`` (name), 
 split, classes, image count, fingerprint) and ``nms`` (``iou_threshold``, ``score_threshold``,
 ``max_per_image``; ``method`` and ``sigma`` for Soft-NMS; ``per_class``, a list in label order
 of ``{method, iou_threshold, sigma}``, when the classes were suppressed with settings of their
-own). Its stage is ``"detect"``, or ``"combine"`` for combined models. Records written before
+own; ``per_class_score_threshold``, a list in label order, when the classes had thresholds of
+their own: mixed scoring, see :mod:`sppdet.detector.model`). A ``detect`` record also holds
+``scorer`` and, with mixed scoring only, ``class_scorers`` (per class in label order, ``svm``
+or ``softmax``: log-odds of the probability); without it every class has ``scorer``'s
+scores. Its stage is ``"detect"``, or ``"combine"`` for combined models. Records written before
 Soft-NMS or per-class settings existed hold only the first three keys and still load.
 """
 
@@ -89,6 +93,9 @@ class NMSSettings:
         sigma: the Gaussian Soft-NMS width.
         per_class: one :class:`ClassNMS` per class in label order, replacing ``method``,
             ``iou_threshold`` and ``sigma``; ``None``: those three for every class.
+        class_score_thresholds: per class in label order, replacing ``score_threshold``
+            (mixed scoring: each class's threshold in its own units); ``None``:
+            ``score_threshold`` for every class.
     """
 
     iou_threshold: float = DEFAULT_IOU_THRESHOLD
@@ -97,6 +104,13 @@ class NMSSettings:
     method: str = "hard"
     sigma: float = DEFAULT_SOFT_NMS_SIGMA
     per_class: tuple[ClassNMS, ...] | None = None
+    class_score_thresholds: tuple[float | None, ...] | None = None
+
+    def score_threshold_for(self, label: int) -> float | None:
+        """The score threshold of class ``label``."""
+        if self.class_score_thresholds is None:
+            return self.score_threshold
+        return self.class_score_thresholds[label]
 
     def for_class(self, label: int) -> ClassNMS:
         """The suppression of class ``label``."""
@@ -114,11 +128,13 @@ class NMSSettings:
 
     def to_params(self) -> dict[str, Any]:
         params = asdict(self)
-        del params["per_class"]
+        del params["per_class"], params["class_score_thresholds"]
         if self.method == "hard":  # records of hard NMS stay as they were: still up to date
             del params["method"], params["sigma"]
         if self.per_class is not None:
             params["per_class"] = [c.to_params() for c in self.per_class]
+        if self.class_score_thresholds is not None:  # absent otherwise: old records stay current
+            params["per_class_score_threshold"] = list(self.class_score_thresholds)
         return params
 
     @classmethod
@@ -134,7 +150,10 @@ class NMSSettings:
                        method=str(nms.get("method", "hard")),
                        sigma=float(nms.get("sigma", DEFAULT_SOFT_NMS_SIGMA)),
                        per_class=None if nms.get("per_class") is None else tuple(
-                           ClassNMS.from_params(c) for c in nms["per_class"]))
+                           ClassNMS.from_params(c) for c in nms["per_class"]),
+                       class_score_thresholds=None if nms.get("per_class_score_threshold")
+                       is None else tuple(None if t is None else float(t)
+                                          for t in nms["per_class_score_threshold"]))
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise ArtifactError(f"{source}: the record has no usable NMS settings ({exc})",
                                 remedy=Remedy.rerun("detect", force=True)) from exc
