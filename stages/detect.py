@@ -75,7 +75,8 @@ DEFAULT_FC = "auto"
 
 @dataclass
 class DetectSummary:
-    """What a detect run did."""
+    """What a detect run did (``scorer``: the scores in words, ``svm scores`` or, mixed,
+    ``svm scores; RBC: softmax scores (log-odds)``)."""
 
     path: Path
     model: str
@@ -110,7 +111,7 @@ class DetectSummary:
                 lines.append(f"  VOC result files were missing or stale; written: "
                              f"{self.comp4_dir}")
             return "\n".join(lines + left_out_lines(self.left_out, self.split))
-        lines = [f"Detections of model {self.model} ({self.scorer} scores) for {self.images} "
+        lines = [f"Detections of model {self.model} ({self.scorer}) for {self.images} "
                  f"images -> {self.path}"]
         if self.finished:
             lines.append(f"  detections: {self.detections} "
@@ -341,8 +342,8 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
     record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
     out = Path(out)
     summary = DetectSummary(path=out, model=model.name,
-                            scorer=describe_scorers(model.classes, class_scorers, base)
-                            .removesuffix(" scores"), images=len(data),
+                            scorer=describe_scorers(model.classes, class_scorers, base),
+                            images=len(data),
                             features=feature_desc, left_out=data.left_out, split=split,
                             nms=nms_text)
     try:

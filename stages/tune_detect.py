@@ -100,8 +100,11 @@ def settings_table(content: Mapping[str, Any]) -> list[str]:
              "(precision / recall)"]
     for name, c in classes.items():
         point = c["operating_point"]
+        # a softmax class of an SVM detector scores as log-odds (mixed scoring)
+        unit = ("log-odds" if c.get("scorer", content["scorer"]) != content["scorer"]
+                else "score")
         at = "none (no true positive)" if point is None else (
-            f"score >= {point['score']:.3g} ({point['precision']:.2f} / "
+            f"{unit} >= {point['score']:.3g} ({point['precision']:.2f} / "
             f"{point['recall']:.2f})")
         lines.append(f"  {name:<{width}}  {_ap(c['val_ap_default']):>{len(first)}}  "
                      f"{ClassNMS.from_params(c['nms']).describe():<18}  "

@@ -175,7 +175,8 @@ class TuningResult:
     Attributes:
         grid: the settings tried, in order.
         classes: one choice per class, in label order.
-        default_map: validation mean AP with :data:`DEFAULT_NMS` for every class.
+        default_map: validation mean AP with :data:`DEFAULT_NMS` for every class (each
+            class scored by its chosen scorer, as every AP here but ``scorer_val_ap``).
         chosen_map: validation mean AP with the chosen settings together.
         chosen_ap: per class, the AP of the chosen settings together.
         confidence: the share of resamples a setting had to win to replace the default
