@@ -18,7 +18,6 @@ given explicitly scores every class so.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,21 +28,20 @@ from sppdet.features.fast_fc import (DEFAULT_SVD_ENERGY, FC_MODES,  # noqa: F401
                                      fast_fc_head, resolve_fc_mode)
 from sppdet.data.voc import VOCDataset
 from sppdet.detector.detections import ImageDetections
-from sppdet.detector.detections_io import (DetectionsReader, NMSSettings, detection_item,
-                                           detections_params)
+from sppdet.detector.detections_io import (SOFTMAX_CANDIDATES_GROUP, DetectionsReader,
+                                           NMSSettings, detection_item, detections_params)
 from sppdet.detector.model import SCORERS  # noqa: F401  (re-exported: the CLI's choices)
-from sppdet.detector.tuning import (TestSettings, nms_given, at_operating_points,
-                                    describe_scorers, planned_class_scorers, resolve_nms)
-from sppdet.ops.nms import DEFAULT_IOU_THRESHOLD, DEFAULT_SOFT_NMS_SIGMA
+from sppdet.detector.tuning import (TestSettings, at_operating_points, describe_scorers,
+                                    planned_class_scorers, resolve_nms)
 from sppdet.detector.model import (
     DetectModel,
     DetectTimes,
     build_model_backbone,
-    detect_windows,
     class_score_thresholds,
+    detect_windows,
+    detect_windows_with_softmax,
     load_model,
     needs_svm,
-    nms_settings,
 )
 from sppdet.devices import resolve_device
 from sppdet.errors import ArtifactError, ArtifactMissingError, ConfigError, DataError
@@ -174,33 +172,12 @@ def _load_detector(model_dir: Path, *, scorer: str | None, use_bbox_reg: bool,
                    fc_path: Path | None, score_threshold: float | None,
                    max_per_image: int | None, iou_threshold: float | None,
                    nms_method: str | None, nms_sigma: float | None,
-                   use_test_settings: bool = True,
-                   class_scorers: tuple[str, ...] | None = None) -> tuple[DetectModel, NMSSettings, TestSettings | None, str,
+                   use_test_settings: bool = True
+                   ) -> tuple[DetectModel, NMSSettings, TestSettings | None, str,
                               tuple[str, ...] | None]:
     """The model (its SVMs loaded only when a class needs them) and what
     :func:`~sppdet.detector.tuning.resolve_nms` gives: ``(model, nms, settings, nms_text,
-    class_scorers)``; ``class_scorers`` given: that mixed scoring, with the NMS given, and no
-    stored settings."""
-    if class_scorers is not None:
-        if scorer is not None or not nms_given(iou_threshold, nms_method, nms_sigma):
-            raise ConfigError("per-class scorers are given with the default scorer and an "
-                              "NMS setting")
-        class_scorers = tuple(class_scorers)
-        model = load_model(model_dir, scorer="svm" if needs_svm("svm", class_scorers)
-                           else "softmax", use_bbox_reg=use_bbox_reg, fc_path=fc_path)
-        if len(class_scorers) != len(model.classes):
-            raise ConfigError(f"{len(class_scorers)} per-class scorers for the "
-                              f"{len(model.classes)} classes of model {model.name}")
-        nms = nms_settings("svm", DEFAULT_IOU_THRESHOLD if iou_threshold is None
-                           else iou_threshold, score_threshold, max_per_image,
-                           nms_method or "hard", DEFAULT_SOFT_NMS_SIGMA if nms_sigma is None
-                           else nms_sigma)
-        thresholds = class_score_thresholds(class_scorers, score_threshold)
-        nms = dataclasses.replace(nms, score_threshold=thresholds[0],
-                                  class_score_thresholds=thresholds)
-        return model, nms, None, (f"{nms.describe()} for every class (given); "
-                                  f"{describe_scorers(model.classes, class_scorers)}"), \
-            class_scorers
+    class_scorers)``."""
     options = dict(iou_threshold=iou_threshold, nms_method=nms_method, nms_sigma=nms_sigma,
                    use_test_settings=use_test_settings)
     planned = planned_class_scorers(model_dir, scorer=scorer, **options)
@@ -228,8 +205,7 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         executor: Executor | None = None,
         merge_gate: Callable[[], bool] | None = None, nms_method: str | None = None,
         nms_sigma: float | None = None, use_test_settings: bool = True,
-        fc_path: Path | None = None,
-        class_scorers: tuple[str, ...] | None = None) -> DetectSummary:
+        fc_path: Path | None = None, softmax_candidates: bool = False) -> DetectSummary:
     """Detect objects in every image of ``split`` and write the detections artifact ``out``.
 
     Args:
@@ -271,9 +247,10 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         use_test_settings: use the model's ``test_settings.json`` when no NMS setting is
             given.
         fc_path: the fc layers, when not ``model_dir / "fc.pt"`` (a selection model's).
-        class_scorers: mixed scoring given explicitly (``scorer`` ``None``, NMS given): per
-            class in label order ``svm`` or ``softmax`` (log-odds); ``tune-detect`` detects
-            the validation split with softmax for every class so.
+        softmax_candidates: SVM scores for every class (no mixed scoring) only: also store
+            every class's candidates scored by the softmax as log-odds, from the same pass of
+            the fc layers (above the softmax default's log-odds, or ``score_threshold``),
+            what ``tune-detect`` chooses each class's scorer with.
 
     Raises:
         ArtifactMissingError: the features file does not exist or is unfinished, or another
@@ -293,8 +270,15 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg, fc_path=fc_path,
         score_threshold=score_threshold, max_per_image=max_per_image,
         iou_threshold=iou_threshold, nms_method=nms_method, nms_sigma=nms_sigma,
-        use_test_settings=use_test_settings, class_scorers=class_scorers)
+        use_test_settings=use_test_settings)
     base = scorer or "svm"
+    softmax_thresholds = None
+    if softmax_candidates:
+        if base != "svm" or class_scorers is not None:
+            raise ConfigError("softmax candidates are stored beside SVM scores of every class, "
+                              f"not with {describe_scorers(model.classes, class_scorers, base)}")
+        softmax_thresholds = class_score_thresholds(("softmax",) * len(model.classes),
+                                                    score_threshold)
     if list(data.classes) != model.classes:
         raise DataError(f"model {model.name} detects {model.classes} but {data.root} has "
                         f"classes {list(data.classes)}; give the classes in the model's order or "
@@ -332,8 +316,11 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         feature_desc = f"computed on the fly at scales {list(chosen)}"
     params = detections_params(model=model.name, data=dataset_params(data),
                                classes=model.classes, nms=nms)
-    if class_scorers is not None:  # absent otherwise: records of one scorer stay current
+    # absent otherwise: records of one scorer stay current
+    if class_scorers is not None:
         params["class_scorers"] = list(class_scorers)
+    if softmax_thresholds is not None:
+        params[SOFTMAX_CANDIDATES_GROUP] = {"score_threshold": list(softmax_thresholds)}
     params.update({"scorer": base, "bbox_reg": use_bbox_reg,
                    "features": "cache" if use_cache else {"on_the_fly_scales": list(
                        source.scales)}})
@@ -367,7 +354,7 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
                          scales=tuple(source.scales), device=str(torch_device), nms=nms,
                          fc=fc, svd_energy=svd_energy,
                          fc_path=None if fc_path is None else str(fc_path),
-                         class_scorers=class_scorers)
+                         class_scorers=class_scorers, softmax_thresholds=softmax_thresholds)
         given, executor = executor is not None, executor or local_executor(jobs)
         with output.logging(), output.item_store(shard=shard) as store, \
                 ItemReader(proposals, made_by="propose") as proposal_reader:
@@ -435,6 +422,7 @@ class _DetectJob:
     svd_energy: float = DEFAULT_SVD_ENERGY
     fc_path: str | None = None
     class_scorers: tuple[str, ...] | None = None
+    softmax_thresholds: tuple[float | None, ...] | None = None
 
     @property
     def cache_key(self) -> tuple:
@@ -492,12 +480,20 @@ def _detect_task(job: _DetectJob, image_id: str, size: tuple[int, int]
             t0 = time.perf_counter()
         pooled, inverse = state.source.pool_distinct(image_id, boxes, scale="best")
         times.pool += time.perf_counter() - t0
-        final, candidates = detect_windows(state.model, image_id, pooled, boxes, size,
-                                           scorer=job.scorer, nms=job.nms, times=times,
-                                           inverse=inverse, class_scorers=job.class_scorers)
+        softmax = None
+        if job.softmax_thresholds is not None:
+            final, candidates, softmax = detect_windows_with_softmax(
+                state.model, image_id, pooled, boxes, size, nms=job.nms,
+                softmax_nms=NMSSettings(class_score_thresholds=job.softmax_thresholds),
+                times=times, inverse=inverse)
+        else:
+            final, candidates = detect_windows(state.model, image_id, pooled, boxes, size,
+                                               scorer=job.scorer, nms=job.nms, times=times,
+                                               inverse=inverse,
+                                               class_scorers=job.class_scorers)
     except DataError as exc:
         return image_id, None, str(exc), times
-    arrays, attrs = detection_item(final, candidates, size[1], size[0])
+    arrays, attrs = detection_item(final, candidates, size[1], size[0], softmax)
     return image_id, arrays, attrs, times
 
 

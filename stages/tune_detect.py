@@ -7,11 +7,11 @@ the split the fc layers were fine-tuned on, with the same fc layers, into
 ``models/<name>/selection/``. It detects the validation split (keeping every candidate window
 above the score threshold), and :func:`sppdet.detector.tuning.choose_test_settings` picks per
 class the scorer, the NMS and the F1-best operating point. With the SVM scorer and
-``choose_scorer``, the selection model detects the validation split a second time with the
-fc8 softmax (as log-odds) for every class (two passes over the windows: the detections
-artifact holds one scorer's candidates), and a class is scored by the softmax only where it
-beats the SVMs in at least a share ``confidence`` of bootstrap resamples of the validation
-images. A class keeps the paper's hard NMS at 0.3
+``choose_scorer``, the same detection pass also keeps every class's candidates scored by the
+fc8 softmax as log-odds (fc8 reads the SVMs' fc7 activations: the windows are pooled and run
+through fc6/fc7 once), and a class is scored by the softmax only where it beats the SVMs in
+at least a share ``confidence`` of bootstrap resamples of the validation images. A class
+keeps the paper's hard NMS at 0.3
 unless a setting beats it in at least a share ``confidence`` of bootstrap resamples of the
 validation images (then the best such setting by validation AP). The result is
 ``models/<name>/test_settings.json``; its record names the model's parts, so retraining one
@@ -53,9 +53,6 @@ STAGE = "tune-detect"
 STAGE_VERSION = 1
 #: The selection model's folder inside the model's.
 SELECTION_DIR = "selection"
-#: The suffix of the selection model's softmax-scored validation detections
-#: (``<split>.softmax.h5``, beside the SVM-scored ``<split>.h5``).
-SOFTMAX_SUFFIX = ".softmax"
 
 
 @dataclass
@@ -287,6 +284,7 @@ def run(dataset: str | Path, model_dir: Path, *, scorer: str = "svm",
             "up to date" if trained.up_to_date else f"trained on split '{finetune_split}'"))
     # the paper's NMS, given explicitly: a selection model has no test settings of its own,
     # and the candidates (what the choice reads) do not depend on it
+    choose_scorer = bool(choose_scorer) and scorer == "svm"
     val_out = selection / f"{val_split}.h5"
     detected = detect.run(
         dataset, val_split, val_out, model_dir=selection, fc_path=fc_path,
@@ -294,45 +292,23 @@ def run(dataset: str | Path, model_dir: Path, *, scorer: str = "svm",
         use_bbox_reg=use_bbox_reg, score_threshold=score_threshold,
         max_per_image=max_per_image, nms_method=DEFAULT_NMS.method,
         iou_threshold=DEFAULT_NMS.iou_threshold, use_test_settings=False, device=device,
-        jobs=jobs, executor=executor, force=force, write_comp4=False)
+        jobs=jobs, executor=executor, force=force, write_comp4=False,
+        softmax_candidates=choose_scorer)
     if not detected.finished:
         raise ArtifactError(f"the detections of split '{val_split}' ({val_out}) are unfinished")
     summary.steps.append(f"selection detections of split '{val_split}': " + (
         "up to date" if detected.up_to_date else f"{detected.images} images"))
-    softmax_out = None
-    choose_scorer = bool(choose_scorer) and scorer == "svm"
-    if choose_scorer:
-        # every class softmax-scored as log-odds, as mixed scoring scores a softmax class
-        softmax_out = selection / f"{val_split}{SOFTMAX_SUFFIX}.h5"
-        detected = detect.run(
-            dataset, val_split, softmax_out, model_dir=selection, fc_path=fc_path,
-            proposals=val_proposals, features=val_features, use_bbox_reg=use_bbox_reg,
-            score_threshold=score_threshold, max_per_image=max_per_image,
-            nms_method=DEFAULT_NMS.method, iou_threshold=DEFAULT_NMS.iou_threshold,
-            use_test_settings=False, device=device, jobs=jobs, executor=executor,
-            force=force, write_comp4=False,
-            class_scorers=("softmax",) * len(VOCDataset(dataset, val_split,
-                                                        require_images=False).classes))
-        if not detected.finished:
-            raise ArtifactError(f"the detections of split '{val_split}' ({softmax_out}) are "
-                                "unfinished")
-        summary.steps.append(f"selection softmax detections (log-odds) of split "
-                             f"'{val_split}': " + ("up to date" if detected.up_to_date else
-                                                   f"{detected.images} images"))
-
     inputs = dict(model_parts)
     if scorer == "svm":
         inputs["selection_svm"] = input_ref(selection / "svm.npz")
     if use_bbox_reg:
         inputs["selection_bbox_reg"] = input_ref(selection / "bbox_reg.npz")
     inputs["val_detections"] = input_ref(val_out, made_by="detect")
-    softmax_threshold = None
-    if softmax_out is not None:
-        inputs["val_detections_softmax"] = input_ref(softmax_out, made_by="detect")
-        with DetectionsReader(softmax_out) as reader:
-            softmax_threshold = reader.nms.score_threshold_for(0)
     with DetectionsReader(val_out) as reader:
         threshold, cap = reader.nms.score_threshold, reader.nms.max_per_image
+        softmax_thresholds = reader.softmax_score_thresholds
+    # the same for every class (the softmax default's log-odds, or the threshold given)
+    softmax_threshold = None if not softmax_thresholds else softmax_thresholds[0]
     params = {"scorer": scorer, "bbox_reg": use_bbox_reg, "val_split": val_split,
               "finetune_split": finetune_split, "metric": metric,
               "score_threshold": threshold, "max_per_image": cap,
@@ -351,10 +327,8 @@ def run(dataset: str | Path, model_dir: Path, *, scorer: str = "svm",
                 raise DataError(f"{val_out} holds classes {list(reader.classes)}, split "
                                 f"'{val_split}' of {dataset} has {list(data.classes)}")
             candidates = [reader.candidates(i) for i in data.image_ids]
-        softmax_candidates = None
-        if softmax_out is not None:
-            with DetectionsReader(softmax_out) as reader:
-                softmax_candidates = [reader.candidates(i) for i in data.image_ids]
+            softmax_candidates = ([reader.softmax_candidates(i) for i in data.image_ids]
+                                  if choose_scorer else None)
         result = choose_test_settings(ground_truth(data), candidates, data.classes,
                                       score_threshold=threshold, max_per_image=cap, grid=grid,
                                       metric=metric, confidence=confidence,

@@ -60,8 +60,7 @@ def test_the_choice_is_made_on_val_with_a_model_that_never_saw_it(tuned):
     out = models / TEST_SETTINGS_FILE
     record = read_record(out)
     assert set(record.inputs) == {"fc", "svm", "bbox_reg", "selection_svm",
-                                  "selection_bbox_reg", "val_detections",
-                                  "val_detections_softmax"}
+                                  "selection_bbox_reg", "val_detections"}
     assert record.params["choose_scorer"] is True
     selection = models / tune_detect.SELECTION_DIR
     # the selection SVMs: the model's settings, on the fine-tuning split only
@@ -242,11 +241,13 @@ def test_the_scorer_choice_is_stored_and_no_choose_scorer_keeps_the_svms(tuned):
         assert set(c["val_ap_scorer"]) == {"svm", "softmax"}
         assert "softmax_win_fraction" in c
     assert "scorer per class: the fc8 softmax (log-odds) replaces the SVMs" in summary.to_text()
-    # the softmax candidates: log-odds above the softmax default's (about -6.9)
-    with DetectionsReader(models / "selection" / "val.softmax.h5") as reader:
-        assert reader.nms.class_score_thresholds == pytest.approx(
+    # the softmax candidates, from the same pass as the SVMs': log-odds above the softmax
+    # default's (about -6.9)
+    with DetectionsReader(models / "selection" / "val.h5") as reader:
+        assert reader.softmax_score_thresholds == pytest.approx(
             (np.log(1e-3) - np.log1p(-1e-3),) * len(fake.classes))
-        scores = np.concatenate([reader.candidates(i).scores for i in reader.image_ids()])
+        scores = np.concatenate([reader.softmax_candidates(i).scores
+                                 for i in reader.image_ids()])
         # all above the threshold; some negative: log-odds, not probabilities
         assert scores.min() > np.log(1e-3) - np.log1p(-1e-3) - 1e-5 and scores.min() < 0
     try:
@@ -254,7 +255,8 @@ def test_the_scorer_choice_is_stored_and_no_choose_scorer_keeps_the_svms(tuned):
         assert not off.up_to_date
         record = read_record(models / TEST_SETTINGS_FILE)
         assert record.params["choose_scorer"] is False
-        assert "val_detections_softmax" not in record.inputs
+        with DetectionsReader(models / "selection" / "val.h5") as reader:
+            assert reader.softmax_score_thresholds is None
         stored = read_test_settings(models / TEST_SETTINGS_FILE)
         assert set(stored.class_scorers) == {"svm"} and stored.mixed_scorers() is None
         assert "scorer per class" not in off.to_text()

@@ -7,6 +7,10 @@ A per-image HDF5 written through :class:`sppdet.io.item_store.ItemStore`, one it
 - ``candidates/boxes``, ``candidates/scores``, ``candidates/labels`` (same dtypes, ``[N]``):
   every scored window above the score threshold, after box regression and before NMS; model
   combination (paper section 4.4) pools these;
+- ``softmax_candidates/boxes``, ``.../scores``, ``.../labels``: only in an artifact made
+  with ``softmax_candidates`` (``tune-detect``'s selection model, whose record params then
+  hold ``softmax_candidates: {score_threshold: [per class]}``): every class's candidates
+  scored by the fc8 softmax as log-odds, from the same detection pass;
 - attributes ``width`` and ``height`` of the image in pixels.
 
 The record's params (built by :func:`detections_params`) hold ``model`` (name), ``classes``
@@ -42,6 +46,7 @@ from sppdet.io.closing import Closing
 
 DETECTIONS_STAGES = ("detect", "combine")
 CANDIDATES_GROUP = "candidates"
+SOFTMAX_CANDIDATES_GROUP = "softmax_candidates"
 
 
 @dataclass(frozen=True)
@@ -167,17 +172,23 @@ def detections_params(*, model: str, data: Mapping[str, Any], classes: Sequence[
 
 
 def detection_item(final: ImageDetections, candidates: ImageDetections, width: int,
-                   height: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """``(arrays, attrs)`` of one image for :meth:`ItemStore.write`, in the artifact's layout."""
-    if candidates.image_id != final.image_id:
-        raise DataError(f"candidates of image {candidates.image_id} given with the detections "
-                        f"of image {final.image_id}")
+                   height: int, softmax_candidates: ImageDetections | None = None
+                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``(arrays, attrs)`` of one image for :meth:`ItemStore.write`, in the artifact's layout
+    (``softmax_candidates``: the optional group of that name)."""
+    for other in (candidates, softmax_candidates):
+        if other is not None and other.image_id != final.image_id:
+            raise DataError(f"candidates of image {other.image_id} given with the detections "
+                            f"of image {final.image_id}")
     arrays = {
         "boxes": final.boxes, "scores": final.scores, "labels": final.labels,
         f"{CANDIDATES_GROUP}/boxes": candidates.boxes,
         f"{CANDIDATES_GROUP}/scores": candidates.scores,
         f"{CANDIDATES_GROUP}/labels": candidates.labels,
     }
+    if softmax_candidates is not None:
+        arrays.update({f"{SOFTMAX_CANDIDATES_GROUP}/{key}": getattr(softmax_candidates, key)
+                       for key in ("boxes", "scores", "labels")})
     return arrays, {"width": int(width), "height": int(height)}
 
 
@@ -273,7 +284,7 @@ class DetectionsReader(Closing):
             boxes, scores, labels = (group[f"{prefix}{key}"][()]
                                      for key in ("boxes", "scores", "labels"))
         except KeyError:
-            what = "candidates" if prefix else "detections"
+            what = prefix.rstrip("/").replace("_", " ") if prefix else "detections"
             raise ArtifactError(f"{self.path}: image {image_id!r} has no {what} "
                                 f"({prefix}boxes/scores/labels)") from None
         try:
@@ -293,6 +304,25 @@ class DetectionsReader(Closing):
     def candidates(self, image_id: str) -> ImageDetections:
         """Every scored window of one image above the score threshold, before NMS."""
         return self._read(image_id, f"{CANDIDATES_GROUP}/")
+
+    def softmax_candidates(self, image_id: str) -> ImageDetections:
+        """Every class's windows of one image scored by the softmax as log-odds, above
+        :attr:`softmax_score_thresholds` (an artifact made with ``softmax_candidates``)."""
+        return self._read(image_id, f"{SOFTMAX_CANDIDATES_GROUP}/")
+
+    @property
+    def softmax_score_thresholds(self) -> tuple[float | None, ...] | None:
+        """Per class, the softmax candidates' threshold (log-odds); ``None``: the artifact
+        holds no softmax candidates."""
+        extra = self.record.params.get(SOFTMAX_CANDIDATES_GROUP)
+        if extra is None:
+            return None
+        try:
+            return tuple(None if t is None else float(t) for t in extra["score_threshold"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{self.path}: the record's softmax candidates have no usable "
+                                f"score thresholds ({exc})",
+                                remedy=Remedy.rerun("detect", force=True)) from exc
 
     def count(self, image_id: str, *, candidates: bool = False) -> int:
         """How many detections (or candidates) an image has, without reading them."""

@@ -187,6 +187,104 @@ def build_model_backbone(model: DetectModel, device: torch.device) -> torch.nn.M
 
 
 @torch.inference_mode()
+def score_windows(model: DetectModel, pooled: torch.Tensor, *, svm: bool, softmax: bool,
+                  batch_size: int = 1024) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """One pass of the fc layers over pooled windows: ``(svm_scores, probabilities)``.
+
+    Args:
+        pooled: ``[U, C * 50]`` SPP vectors.
+        svm: compute the SVM scores (float32 ``[U, K]``, ``-inf`` for untrained classes).
+        softmax: compute the fc8 softmax probabilities (float32 ``[U, K]``, background
+            dropped). With both and the SVMs on fc7, fc8 reads the SVMs' fc7 activations
+            (the eval-mode forward is ``fc8(fc7 features)``): fc6/fc7 run once.
+
+    Returns:
+        What was asked, ``None`` for the other.
+    """
+    if svm and model.svm is None:
+        raise ConfigError("the svm scorer needs the model's SVMs; load the model with "
+                          "scorer='svm'")
+    head = model.head
+    svm_parts, prob_parts = [], []
+    for first in range(0, pooled.shape[0], batch_size):
+        batch = pooled[first:first + batch_size]
+        features = None
+        if svm:
+            features = head.features(batch, model.svm.layer)
+            svm_parts.append(model.svm.scores(features.cpu().numpy()))
+        if softmax:
+            logits = (head.fc8(features) if features is not None and model.svm.layer == "fc7"
+                      else head.eval()(batch))
+            prob_parts.append(torch.softmax(logits, dim=1)[:, 1:].cpu().numpy())
+    num_classes = len(model.classes)
+
+    def stacked(parts: list[np.ndarray]) -> np.ndarray:
+        return (np.concatenate(parts) if parts
+                else np.zeros((0, num_classes), np.float32)).astype(np.float32)
+
+    return (stacked(svm_parts) if svm else None), (stacked(prob_parts) if softmax else None)
+
+
+def _check_class_scorers(model: DetectModel,
+                         class_scorers: Sequence[str] | None) -> tuple[str, ...] | None:
+    if class_scorers is None:
+        return None
+    class_scorers = tuple(class_scorers)
+    if len(class_scorers) != len(model.classes):
+        raise ConfigError(f"{len(class_scorers)} per-class scorers for "
+                          f"{len(model.classes)} classes")
+    for name in class_scorers:
+        if name not in SCORERS:
+            raise ConfigError(f"scorer must be one of {SCORERS}, got {name!r}")
+    return class_scorers
+
+
+def _window_candidates(model: DetectModel, image_id: str, scores: np.ndarray,
+                       pooled: torch.Tensor, row_of: np.ndarray, boxes: np.ndarray,
+                       image_size: tuple[int, int], nms: NMSSettings) -> ImageDetections:
+    """The windows above each class's threshold (``scores`` float32 ``[N, K]``, one row per
+    window; ``row_of`` ``[N]``: each window's row of ``pooled``), box-regressed, clipped to
+    the image and without those collapsed by clipping."""
+    height, width = image_size
+    cand_boxes, cand_scores, cand_labels = [], [], []
+    pooled_np: np.ndarray | None = None
+    for label, class_name in enumerate(model.classes):
+        threshold = nms.score_threshold_for(label)
+        keep = np.flatnonzero(scores[:, label] > threshold) if threshold is not None \
+            else np.flatnonzero(np.isfinite(scores[:, label]))
+        if keep.size == 0:
+            continue
+        class_boxes = boxes[keep]
+        if model.regressor is not None:
+            if pooled_np is None:
+                pooled_np = pooled.cpu().numpy()
+            class_boxes = model.regressor.predict(class_name, pooled_np[row_of[keep]],
+                                                  class_boxes,
+                                                  image_size=(width, height))
+        class_boxes = clip_boxes(np.asarray(class_boxes, np.float32), width, height)
+        # a window regressed out of the image collapses when clipped: it is no detection
+        inside = ~is_degenerate(class_boxes)
+        cand_boxes.append(class_boxes[inside])
+        cand_scores.append(scores[keep[inside], label])
+        cand_labels.append(np.full(int(inside.sum()), label, np.int64))
+    if not cand_boxes:
+        return ImageDetections.empty(image_id)
+    return ImageDetections(image_id, np.concatenate(cand_boxes), np.concatenate(cand_scores),
+                           np.concatenate(cand_labels))
+
+
+def _mixed_scores(model: DetectModel, svm_scores: np.ndarray | None,
+                  probs: np.ndarray | None, class_scorers: Sequence[str]) -> np.ndarray:
+    """float32 ``[U, K]``: per class its SVM scores, or the log-odds of its probability."""
+    scores = np.empty((len(svm_scores if svm_scores is not None else probs),
+                       len(model.classes)), np.float32)
+    for label, name in enumerate(class_scorers):
+        scores[:, label] = (svm_scores[:, label] if name == "svm"
+                            else softmax_log_odds(probs[:, label]))
+    return scores
+
+
+@torch.inference_mode()
 def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxes: np.ndarray,
                    image_size: tuple[int, int], *, scorer: str, nms: NMSSettings,
                    times: DetectTimes, batch_size: int = 1024,
@@ -209,97 +307,70 @@ def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxe
         inverse: ``[N]`` row of ``pooled`` of each window; ``None``: row ``k`` is window ``k``.
         class_scorers: mixed scoring, replacing ``scorer``: per class in label order ``svm``
             (SVM scores) or ``softmax`` (the log-odds of the softmax probability,
-            :func:`softmax_log_odds`). With the SVMs on fc7 both come from one pass of the
-            fc layers (fc8 reads the same fc7 activations).
+            :func:`softmax_log_odds`), both from one pass (:func:`score_windows`).
     """
-    if class_scorers is not None:
-        class_scorers = tuple(class_scorers)
-        if len(class_scorers) != len(model.classes):
-            raise ConfigError(f"{len(class_scorers)} per-class scorers for "
-                              f"{len(model.classes)} classes")
-        for name in class_scorers:
-            if name not in SCORERS:
-                raise ConfigError(f"scorer must be one of {SCORERS}, got {name!r}")
+    class_scorers = _check_class_scorers(model, class_scorers)
     use_svm = needs_svm(scorer, class_scorers)
     use_softmax = (scorer == "softmax" if class_scorers is None
                    else "softmax" in class_scorers)
-    if use_svm and model.svm is None:
-        raise ConfigError("the svm scorer needs the model's SVMs; load the model with "
-                          "scorer='svm'")
-    height, width = image_size
     start = time.perf_counter()
-    head = model.head
-    svm_parts, prob_parts = [], []
-    for first in range(0, pooled.shape[0], batch_size):
-        batch = pooled[first:first + batch_size]
-        features = None
-        if use_svm:
-            features = head.features(batch, model.svm.layer)
-            svm_parts.append(model.svm.scores(features.cpu().numpy()))
-        if use_softmax:
-            # eval-mode forward is fc8(fc7 features): reuse the SVMs' fc7 when they have it
-            logits = (head.fc8(features) if features is not None and model.svm.layer == "fc7"
-                      else head.eval()(batch))
-            prob_parts.append(torch.softmax(logits, dim=1)[:, 1:].cpu().numpy())
-    num_classes = len(model.classes)
-
-    def stacked(parts: list[np.ndarray]) -> np.ndarray:
-        return (np.concatenate(parts) if parts
-                else np.zeros((0, num_classes), np.float32)).astype(np.float32)
-
+    svm_scores, probs = score_windows(model, pooled, svm=use_svm, softmax=use_softmax,
+                                      batch_size=batch_size)
     if class_scorers is None:
-        scores = stacked(svm_parts if scorer == "svm" else prob_parts)
+        scores = svm_scores if scorer == "svm" else probs
     else:
-        svm_scores = stacked(svm_parts) if use_svm else None
-        probs = stacked(prob_parts) if use_softmax else None
-        scores = np.empty((pooled.shape[0], num_classes), np.float32)
-        for label, name in enumerate(class_scorers):
-            scores[:, label] = (svm_scores[:, label] if name == "svm"
-                                else softmax_log_odds(probs[:, label]))
+        scores = _mixed_scores(model, svm_scores, probs, class_scorers)
     times.windows += int(boxes.shape[0])
     times.distinct += int(pooled.shape[0])
     row_of = np.arange(boxes.shape[0]) if inverse is None else np.asarray(inverse, np.int64)
     if inverse is not None:
         scores = scores[row_of]  # [U, K] -> [N, K]
-    if use_svm:
-        # an untrained class gives no detections (its SVM scores; softmax classes score)
-        untrained = ~model.svm.trained
-        if class_scorers is not None:
-            untrained &= np.array([s == "svm" for s in class_scorers])
-        scores[:, untrained] = -np.inf
     times.fc += time.perf_counter() - start
     start = time.perf_counter()
-    cand_boxes, cand_scores, cand_labels = [], [], []
-    pooled_np: np.ndarray | None = None
-    for label, class_name in enumerate(model.classes):
-        threshold = nms.score_threshold_for(label)
-        keep = np.flatnonzero(scores[:, label] > threshold) if threshold is not None \
-            else np.flatnonzero(np.isfinite(scores[:, label]))
-        if keep.size == 0:
-            continue
-        class_boxes = boxes[keep]
-        if model.regressor is not None:
-            if pooled_np is None:
-                pooled_np = pooled.cpu().numpy()
-            class_boxes = model.regressor.predict(class_name, pooled_np[row_of[keep]],
-                                                  class_boxes,
-                                                  image_size=(width, height))
-        class_boxes = clip_boxes(np.asarray(class_boxes, np.float32), width, height)
-        # a window regressed out of the image collapses when clipped: it is no detection
-        inside = ~is_degenerate(class_boxes)
-        cand_boxes.append(class_boxes[inside])
-        cand_scores.append(scores[keep[inside], label])
-        cand_labels.append(np.full(int(inside.sum()), label, np.int64))
+    candidates = _window_candidates(model, image_id, scores, pooled, row_of, boxes, image_size,
+                                    nms)
     times.bbox += time.perf_counter() - start
     start = time.perf_counter()
-    if cand_boxes:
-        candidates = ImageDetections(image_id, np.concatenate(cand_boxes),
-                                     np.concatenate(cand_scores), np.concatenate(cand_labels))
-    else:
-        candidates = ImageDetections.empty(image_id)
     final = suppress(candidates, nms)
     times.nms += time.perf_counter() - start
     return final, candidates
+
+
+@torch.inference_mode()
+def detect_windows_with_softmax(model: DetectModel, image_id: str, pooled: torch.Tensor,
+                                boxes: np.ndarray, image_size: tuple[int, int], *,
+                                nms: NMSSettings, softmax_nms: NMSSettings,
+                                times: DetectTimes, batch_size: int = 1024,
+                                inverse: np.ndarray | None = None
+                                ) -> tuple[ImageDetections, ImageDetections, ImageDetections]:
+    """:func:`detect_windows` with the SVM scorer, and from the same pass of the fc layers
+    every class's candidates scored by the softmax as log-odds (what mixed scoring gives a
+    softmax class): ``(final, candidates, softmax_candidates)``.
+
+    ``softmax_nms``: only its score thresholds are read (the softmax candidates' own, in
+    log-odds, e.g. :func:`class_score_thresholds` of all ``softmax``). ``tune-detect`` chooses
+    each class's scorer from the two candidate sets of one detection run.
+    """
+    start = time.perf_counter()
+    svm_scores, probs = score_windows(model, pooled, svm=True, softmax=True,
+                                      batch_size=batch_size)
+    odds = _mixed_scores(model, None, probs, ("softmax",) * len(model.classes))
+    times.windows += int(boxes.shape[0])
+    times.distinct += int(pooled.shape[0])
+    row_of = np.arange(boxes.shape[0]) if inverse is None else np.asarray(inverse, np.int64)
+    if inverse is not None:
+        svm_scores, odds = svm_scores[row_of], odds[row_of]  # [U, K] -> [N, K]
+    times.fc += time.perf_counter() - start
+    start = time.perf_counter()
+    candidates = _window_candidates(model, image_id, svm_scores, pooled, row_of, boxes,
+                                    image_size, nms)
+    softmax_candidates = _window_candidates(model, image_id, odds, pooled, row_of, boxes,
+                                            image_size, softmax_nms)
+    times.bbox += time.perf_counter() - start
+    start = time.perf_counter()
+    final = suppress(candidates, nms)
+    times.nms += time.perf_counter() - start
+    return final, candidates, softmax_candidates
 
 
 def suppress(candidates: ImageDetections, nms: NMSSettings) -> ImageDetections:

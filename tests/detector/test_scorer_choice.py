@@ -14,8 +14,8 @@ import torch
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import ClassNMS, NMSSettings
 from sppdet.detector.model import (DEFAULT_SCORE_THRESHOLDS, DetectModel, DetectTimes,
-                                   class_score_thresholds, detect_windows, softmax_log_odds,
-                                   suppress)
+                                   class_score_thresholds, detect_windows,
+                                   detect_windows_with_softmax, softmax_log_odds, suppress)
 from sppdet.detector.tuning import (DEFAULT_NMS, choose_test_settings, read_test_settings,
                                     settings_file_content, settings_mismatch,
                                     write_test_settings_file)
@@ -149,6 +149,31 @@ def test_mixed_scoring_without_svm_classes_needs_no_svms():
     for (label, row), score in _scores(candidates).items():
         p = np.clip(probs[row, label], 1e-7, 1 - 1e-7)
         assert score == pytest.approx(np.log(p) - np.log1p(-p), rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.parametrize("layer", ["fc7", "pool5"])
+def test_one_pass_gives_the_svm_and_the_softmax_candidates_of_two(layer):
+    """``detect_windows_with_softmax`` (tune-detect's pass): the SVM detector's detections
+    and every class's softmax log-odds candidates, as two separate runs give them (here
+    with windows 0 and 1 sharing a pooled row)."""
+    model, pooled = _mixed_model(layer)
+    shared, inverse = pooled[[0, 2, 3]], np.array([0, 0, 1, 2])
+    nms = NMSSettings(iou_threshold=0.3, score_threshold=-1.5, max_per_image=None)
+    softmax_nms = NMSSettings(class_score_thresholds=class_score_thresholds(
+        ("softmax",) * 3, None))
+    final, candidates, softmax = detect_windows_with_softmax(
+        model, "img", shared, BOXES, (40, 40), nms=nms, softmax_nms=softmax_nms,
+        times=DetectTimes(), inverse=inverse)
+    want_final, want = detect_windows(model, "img", shared, BOXES, (40, 40), scorer="svm",
+                                      nms=nms, times=DetectTimes(), inverse=inverse)
+    _, want_softmax = detect_windows(model, "img", shared, BOXES, (40, 40), scorer="svm",
+                                     nms=softmax_nms, times=DetectTimes(), inverse=inverse,
+                                     class_scorers=("softmax",) * 3)
+    for got, expected in ((final, want_final), (candidates, want), (softmax, want_softmax)):
+        np.testing.assert_array_equal(got.boxes, expected.boxes)
+        np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(got.labels, expected.labels)
+    assert len(softmax) > 0 and len(candidates) > 0
 
 
 def test_per_class_score_thresholds():
