@@ -292,6 +292,11 @@ def test_detect_scores_each_class_with_its_chosen_scorer_unless_one_is_given(tun
                "svm scores every class with svm scores" in svm.nms
         params = read_record(tmp_path / "svm.h5").params
         assert "class_scorers" not in params and "per_class" not in params["nms"]
+        with DetectionsReader(tmp_path / "mixed.h5") as mixed_reader, \
+                DetectionsReader(tmp_path / "svm.h5") as svm_reader:
+            assert mixed_reader.class_scorers == ("softmax",) + ("svm",) * (
+                len(fake.classes) - 1)
+            assert svm_reader.class_scorers == ("svm",) * len(fake.classes)
         _detect(fake, models, tmp_path / "softmax.h5", scorer="softmax", nms_method="hard")
         for label in range(1, len(fake.classes)):
             got, want = (_class_candidates(tmp_path / "mixed.h5", label),

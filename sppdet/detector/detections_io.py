@@ -311,6 +311,19 @@ class DetectionsReader(Closing):
         return self._read(image_id, f"{SOFTMAX_CANDIDATES_GROUP}/")
 
     @property
+    def class_scorers(self) -> tuple[str, ...] | None:
+        """Per class, in label order, what scored its detections: ``svm``, ``softmax``
+        (probabilities) or, with mixed scoring, ``softmax`` for log-odds beside ``svm``
+        classes (record ``class_scorers``); records before mixed scoring: ``scorer`` for
+        every class. ``None``: the record names no scorer (e.g. ``combine``'s)."""
+        params = self.record.params
+        if params.get("class_scorers") is not None:
+            return tuple(str(s) for s in params["class_scorers"])
+        if params.get("scorer") is None:
+            return None
+        return (str(params["scorer"]),) * len(self.classes)
+
+    @property
     def softmax_score_thresholds(self) -> tuple[float | None, ...] | None:
         """Per class, the softmax candidates' threshold (log-odds); ``None``: the artifact
         holds no softmax candidates."""
