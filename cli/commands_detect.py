@@ -40,8 +40,11 @@ _NMS_OVERRIDE = (" Giving any of --nms, --iou-threshold, --nms-sigma applies the
 @option("--name", "-n", required=True, help="Model name (<work-dir>/models/<name>/).")
 @option("--split", "-s", default=TEST_SPLIT, show_default=True,
         help="Split of DATASET to detect (dataset mode).")
-@param_option(DetectOptions, "scorer", "--scorer",
-              help="Per-class SVMs on fc7 (the paper) or the fine-tuned fc8 softmax.")
+@param_option(DetectOptions, "scorer", "--scorer", default=None,
+              show_default="the SVMs, with the fc8 softmax (as log-odds) for the classes "
+                           "whose test settings chose it",
+              help="Per-class SVMs on fc7 (the paper) or the fine-tuned fc8 softmax, for every "
+                   "class (test settings that chose per-class scorers are then not used).")
 @option("--bbox-reg/--no-bbox-reg", default=True, show_default=True,
         help="Apply the box regressors (bbox_reg.npz).")
 @param_option(DetectOptions, "iou_threshold", "--iou-threshold",
@@ -58,8 +61,11 @@ _NMS_OVERRIDE = (" Giving any of --nms, --iou-threshold, --nms-sigma applies the
                    "multiplied by exp(-IoU^2 / sigma).")
 @param_option(DetectOptions, "score_threshold", "--score-threshold", type=float,
               show_default=_per_scorer(DEFAULT_SCORE_THRESHOLDS),
-              help="Keep windows scoring above this. Image files: given, it replaces the "
-                   "per-class operating points of the model's test settings.")
+              help="Keep windows scoring above this. With per-class scorers from the test "
+                   "settings it applies to every class in that class's units (SVM score, or "
+                   "log-odds of the softmax; default there -1.5 and -6.9). Image files: "
+                   "given, it replaces the per-class operating points of the model's test "
+                   "settings.")
 @param_option(DetectOptions, "max_per_image", "--max-per-image", type=click.IntRange(min=0),
               help="At most this many detections per image (0: no limit).")
 @option("--method", type=method_choice(), default=None,
@@ -104,7 +110,7 @@ _NMS_OVERRIDE = (" Giving any of --nms, --iou-threshold, --nms-sigma applies the
 @force_option
 @pass_settings
 def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, split: str,
-                   scorer: str, bbox_reg: bool, iou_threshold: float | None,
+                   scorer: str | None, bbox_reg: bool, iou_threshold: float | None,
                    nms_method: str | None, nms_sigma: float | None,
                    score_threshold: float | None, max_per_image: int,
                    method: str | None,
@@ -121,8 +127,9 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
     and conv5 are computed on the fly and the detections are drawn on the images).
 
     When the model has test settings (`sppdet tune-detect`, run by the pipeline), its
-    per-class NMS is used unless an NMS option is given, and on image files only the
-    detections at each class's operating point are drawn and listed.
+    per-class NMS (and per-class scorer: SVM, or the fc8 softmax as log-odds) is used unless
+    an NMS option or --scorer is given, and on image files only the detections at each
+    class's operating point are drawn and listed.
     """
     cap = max_per_image or None
     if len(inputs) == 1 and inputs[0].is_dir():
@@ -215,6 +222,10 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
                    "(0: always take the best validation AP).")
 @param_option(TuneOptions, "resamples", "--resamples",
               help="Bootstrap resamples of the validation images (drawn with a fixed seed).")
+@param_option(TuneOptions, "choose_scorer", "--choose-scorer/--no-choose-scorer",
+              help="Per class, use the fc8 softmax scores instead of the SVMs' where they beat "
+                   "them in at least --confidence of the bootstrap resamples of the "
+                   "validation images.")
 @device_option
 @jobs_option
 @dask_option
@@ -222,8 +233,8 @@ def detect_command(settings: Settings, inputs: tuple[Path, ...], name: str, spli
 @pass_settings
 def tune_detect_command(settings: Settings, dataset: Path, name: str, scorer: str,
                         bbox_reg: bool, score_threshold: float | None, max_per_image: int,
-                        metric: str, confidence: float, resamples: int, device: str, jobs: int,
-                        dask: str | None, force: bool) -> None:
+                        metric: str, confidence: float, resamples: int, choose_scorer: bool,
+                        device: str, jobs: int, dask: str | None, force: bool) -> None:
     """Choose the model's test settings on the validation split and store them with it.
 
     The fc layers were fine-tuned with the validation split held out, but the SVMs and box
@@ -235,7 +246,10 @@ def tune_detect_command(settings: Settings, dataset: Path, name: str, scorer: st
     them from then on. A class keeps hard NMS at 0.3 unless a setting beats its validation AP
     in at least --confidence of bootstrap resamples of the validation images (then the one
     of best validation AP among those): with a few dozen objects per class, the best
-    validation AP alone is mostly noise. The test split is never looked at.
+    validation AP alone is mostly noise. With the SVM scorer, each class is first given the
+    fc8 softmax scores (as log-odds) instead of the SVMs' where they win in at least
+    --confidence of the same resamples (--no-choose-scorer: SVMs for every class). The test
+    split is never looked at.
     """
     from sppdet.parallel.dask_cluster import open_executor
     from sppdet.stages import tune_detect
@@ -246,7 +260,8 @@ def tune_detect_command(settings: Settings, dataset: Path, name: str, scorer: st
                                   use_bbox_reg=bbox_reg, score_threshold=score_threshold,
                                   max_per_image=max_per_image or None, metric=metric,
                                   jobs=jobs, device=device, force=force, executor=executor,
-                                  confidence=confidence, resamples=resamples)
+                                  confidence=confidence, resamples=resamples,
+                                  choose_scorer=choose_scorer)
     click.echo(summary.to_text())
 
 

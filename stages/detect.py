@@ -10,6 +10,10 @@ NMS: the settings given; else the model's ``test_settings.json`` (per-class NMS 
 validation split by ``tune-detect``, :mod:`sppdet.detector.tuning`) when it belongs to the
 model as loaded; else the paper's hard NMS at IoU 0.3
 (:func:`sppdet.detector.tuning.resolve_nms`).
+
+Scores: the SVMs', unless the test settings in use chose the fc8 softmax for some classes
+(mixed scoring: those classes score as log-odds, :mod:`sppdet.detector.model`); ``scorer``
+given explicitly scores every class so.
 """
 
 from __future__ import annotations
@@ -24,16 +28,20 @@ from sppdet.features.fast_fc import (DEFAULT_SVD_ENERGY, FC_MODES,  # noqa: F401
                                      fast_fc_head, resolve_fc_mode)
 from sppdet.data.voc import VOCDataset
 from sppdet.detector.detections import ImageDetections
-from sppdet.detector.detections_io import (DetectionsReader, NMSSettings, detection_item,
-                                           detections_params)
+from sppdet.detector.detections_io import (SOFTMAX_CANDIDATES_GROUP, DetectionsReader,
+                                           NMSSettings, detection_item, detections_params)
 from sppdet.detector.model import SCORERS  # noqa: F401  (re-exported: the CLI's choices)
-from sppdet.detector.tuning import at_operating_points, resolve_nms
+from sppdet.detector.tuning import (TestSettings, at_operating_points, describe_scorers,
+                                    planned_class_scorers, resolve_nms)
 from sppdet.detector.model import (
     DetectModel,
     DetectTimes,
     build_model_backbone,
+    class_score_thresholds,
     detect_windows,
+    detect_windows_with_softmax,
     load_model,
+    needs_svm,
 )
 from sppdet.devices import resolve_device
 from sppdet.errors import ArtifactError, ArtifactMissingError, ConfigError, DataError
@@ -65,7 +73,8 @@ DEFAULT_FC = "auto"
 
 @dataclass
 class DetectSummary:
-    """What a detect run did."""
+    """What a detect run did (``scorer``: the scores in words, ``svm scores`` or, mixed,
+    ``svm scores; RBC: softmax scores (log-odds)``)."""
 
     path: Path
     model: str
@@ -100,7 +109,7 @@ class DetectSummary:
                 lines.append(f"  VOC result files were missing or stale; written: "
                              f"{self.comp4_dir}")
             return "\n".join(lines + left_out_lines(self.left_out, self.split))
-        lines = [f"Detections of model {self.model} ({self.scorer} scores) for {self.images} "
+        lines = [f"Detections of model {self.model} ({self.scorer}) for {self.images} "
                  f"images -> {self.path}"]
         if self.finished:
             lines.append(f"  detections: {self.detections} "
@@ -159,8 +168,34 @@ def write_outputs(out: Path, split: str, classes: list[str]) -> Path:
     return comp4_dir
 
 
+def _load_detector(model_dir: Path, *, scorer: str | None, use_bbox_reg: bool,
+                   fc_path: Path | None, score_threshold: float | None,
+                   max_per_image: int | None, iou_threshold: float | None,
+                   nms_method: str | None, nms_sigma: float | None,
+                   use_test_settings: bool = True
+                   ) -> tuple[DetectModel, NMSSettings, TestSettings | None, str,
+                              tuple[str, ...] | None]:
+    """The model (its SVMs loaded only when a class needs them) and what
+    :func:`~sppdet.detector.tuning.resolve_nms` gives: ``(model, nms, settings, nms_text,
+    class_scorers)``."""
+    options = dict(iou_threshold=iou_threshold, nms_method=nms_method, nms_sigma=nms_sigma,
+                   use_test_settings=use_test_settings)
+    planned = planned_class_scorers(model_dir, scorer=scorer, **options)
+    base = scorer or "svm"
+    model = load_model(model_dir, scorer="svm" if needs_svm(base, planned) else "softmax",
+                       use_bbox_reg=use_bbox_reg, fc_path=fc_path)
+    nms, settings, nms_text, class_scorers = resolve_nms(
+        model_dir, model, scorer=scorer, use_bbox_reg=use_bbox_reg,
+        score_threshold=score_threshold, max_per_image=max_per_image, **options)
+    if needs_svm(base, class_scorers) and model.svm is None:
+        # the settings chose softmax for every class but are not used (stale): SVMs after all
+        model = load_model(model_dir, scorer="svm", use_bbox_reg=use_bbox_reg,
+                           fc_path=fc_path)
+    return model, nms, settings, nms_text, class_scorers
+
+
 def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposals: Path,
-        features: Path | None = None, scorer: str = "svm", use_bbox_reg: bool = True,
+        features: Path | None = None, scorer: str | None = None, use_bbox_reg: bool = True,
         iou_threshold: float | None = None, score_threshold: float | None = None,
         max_per_image: int | None = 100, scales: tuple[int, ...] | None = None,
         device: str = "auto", classes: tuple[str, ...] | None = None,
@@ -170,7 +205,7 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         executor: Executor | None = None,
         merge_gate: Callable[[], bool] | None = None, nms_method: str | None = None,
         nms_sigma: float | None = None, use_test_settings: bool = True,
-        fc_path: Path | None = None) -> DetectSummary:
+        fc_path: Path | None = None, softmax_candidates: bool = False) -> DetectSummary:
     """Detect objects in every image of ``split`` and write the detections artifact ``out``.
 
     Args:
@@ -181,13 +216,16 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         proposals: the split's proposals artifact.
         features: the split's feature cache; ``None`` computes conv5 on the fly with the
             backbone the fc layers were trained on.
-        scorer: ``svm`` (default) or ``softmax``.
+        scorer: ``None`` (default): the SVMs, with the fc8 softmax (as log-odds) for the
+            classes whose test settings in use chose it; ``svm`` or ``softmax``: that scorer
+            for every class (test settings with per-class scorers are then not used).
         use_bbox_reg: apply the box regressors.
         iou_threshold: per-class NMS threshold (suppress when IoU > it). This, ``nms_method``
             and ``nms_sigma`` left ``None``: the model's test settings, else the defaults
             (:func:`sppdet.detector.tuning.resolve_nms`).
         score_threshold: drop windows scoring at most this (default -1.5 for SVM scores,
-            1e-3 for softmax probabilities).
+            1e-3 for softmax probabilities, its log-odds -6.9 for softmax classes of mixed
+            scoring); given, it applies to every class in that class's own units.
         max_per_image: cap on detections per image (None: no cap).
         scales: scales for on-the-fly conv5 (default: the fine-tuning's scales).
         device: ``auto``, ``cpu``, ``cuda[:N]``.
@@ -209,6 +247,10 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         use_test_settings: use the model's ``test_settings.json`` when no NMS setting is
             given.
         fc_path: the fc layers, when not ``model_dir / "fc.pt"`` (a selection model's).
+        softmax_candidates: SVM scores for every class (no mixed scoring) only: also store
+            every class's candidates scored by the softmax as log-odds, from the same pass of
+            the fc layers (above the softmax default's log-odds, or ``score_threshold``),
+            what ``tune-detect`` chooses each class's scorer with.
 
     Raises:
         ArtifactMissingError: the features file does not exist or is unfinished, or another
@@ -224,13 +266,19 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         raise ArtifactMissingError(f"the feature cache {features} does not exist; run `sppdet "
                                    f"cache-features` on split '{split}' of {dataset} to make it")
     data = VOCDataset(dataset, split, classes)
-    model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg,
-                       fc_path=fc_path)
-    nms, _, nms_text = resolve_nms(Path(model_dir), model, scorer=scorer,
-                                   use_bbox_reg=use_bbox_reg, score_threshold=score_threshold,
-                                   max_per_image=max_per_image, iou_threshold=iou_threshold,
-                                   nms_method=nms_method, nms_sigma=nms_sigma,
-                                   use_test_settings=use_test_settings)
+    model, nms, _, nms_text, class_scorers = _load_detector(
+        Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg, fc_path=fc_path,
+        score_threshold=score_threshold, max_per_image=max_per_image,
+        iou_threshold=iou_threshold, nms_method=nms_method, nms_sigma=nms_sigma,
+        use_test_settings=use_test_settings)
+    base = scorer or "svm"
+    softmax_thresholds = None
+    if softmax_candidates:
+        if base != "svm" or class_scorers is not None:
+            raise ConfigError("softmax candidates are stored beside SVM scores of every class, "
+                              f"not with {describe_scorers(model.classes, class_scorers, base)}")
+        softmax_thresholds = class_score_thresholds(("softmax",) * len(model.classes),
+                                                    score_threshold)
     if list(data.classes) != model.classes:
         raise DataError(f"model {model.name} detects {model.classes} but {data.root} has "
                         f"classes {list(data.classes)}; give the classes in the model's order or "
@@ -268,14 +316,21 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         feature_desc = f"computed on the fly at scales {list(chosen)}"
     params = detections_params(model=model.name, data=dataset_params(data),
                                classes=model.classes, nms=nms)
-    params.update({"scorer": scorer, "bbox_reg": use_bbox_reg,
+    # absent otherwise: records of one scorer stay current
+    if class_scorers is not None:
+        params["class_scorers"] = list(class_scorers)
+    if softmax_thresholds is not None:
+        params[SOFTMAX_CANDIDATES_GROUP] = {"score_threshold": list(softmax_thresholds)}
+    params.update({"scorer": base, "bbox_reg": use_bbox_reg,
                    "features": "cache" if use_cache else {"on_the_fly_scales": list(
                        source.scales)}})
     if fc != "float":  # recorded only when approximate, so float artifacts stay up to date
         params["fc"] = {"mode": fc, **({"svd_energy": svd_energy} if fc == "svd" else {})}
     record = Record(STAGE, params, inputs=inputs, stage_version=STAGE_VERSION)
     out = Path(out)
-    summary = DetectSummary(path=out, model=model.name, scorer=scorer, images=len(data),
+    summary = DetectSummary(path=out, model=model.name,
+                            scorer=describe_scorers(model.classes, class_scorers, base),
+                            images=len(data),
                             features=feature_desc, left_out=data.left_out, split=split,
                             nms=nms_text)
     try:
@@ -294,11 +349,12 @@ def run(dataset: str | Path, split: str, out: Path, *, model_dir: Path, proposal
         times = DetectTimes()
         job = _DetectJob(key=(record.digest, str(torch_device)), dataset=str(dataset),
                          split=split, classes=classes, model_dir=str(model_dir),
-                         scorer=scorer, use_bbox_reg=use_bbox_reg, proposals=str(proposals),
+                         scorer=base, use_bbox_reg=use_bbox_reg, proposals=str(proposals),
                          features=str(features) if use_cache else None,
                          scales=tuple(source.scales), device=str(torch_device), nms=nms,
                          fc=fc, svd_energy=svd_energy,
-                         fc_path=None if fc_path is None else str(fc_path))
+                         fc_path=None if fc_path is None else str(fc_path),
+                         class_scorers=class_scorers, softmax_thresholds=softmax_thresholds)
         given, executor = executor is not None, executor or local_executor(jobs)
         with output.logging(), output.item_store(shard=shard) as store, \
                 ItemReader(proposals, made_by="propose") as proposal_reader:
@@ -365,6 +421,8 @@ class _DetectJob:
     fc: str = DEFAULT_FC
     svd_energy: float = DEFAULT_SVD_ENERGY
     fc_path: str | None = None
+    class_scorers: tuple[str, ...] | None = None
+    softmax_thresholds: tuple[float | None, ...] | None = None
 
     @property
     def cache_key(self) -> tuple:
@@ -384,7 +442,8 @@ class _DetectState:
         import torch
 
         device = torch.device(job.device)
-        model = load_model(Path(job.model_dir), scorer=job.scorer,
+        scorer = "svm" if needs_svm(job.scorer, job.class_scorers) else "softmax"
+        model = load_model(Path(job.model_dir), scorer=scorer,
                            use_bbox_reg=job.use_bbox_reg,
                            fc_path=None if job.fc_path is None else Path(job.fc_path))
         model.head, _ = fast_fc_head(model.head.to(device).eval(), job.fc,
@@ -421,12 +480,20 @@ def _detect_task(job: _DetectJob, image_id: str, size: tuple[int, int]
             t0 = time.perf_counter()
         pooled, inverse = state.source.pool_distinct(image_id, boxes, scale="best")
         times.pool += time.perf_counter() - t0
-        final, candidates = detect_windows(state.model, image_id, pooled, boxes, size,
-                                           scorer=job.scorer, nms=job.nms, times=times,
-                                           inverse=inverse)
+        softmax = None
+        if job.softmax_thresholds is not None:
+            final, candidates, softmax = detect_windows_with_softmax(
+                state.model, image_id, pooled, boxes, size, nms=job.nms,
+                softmax_nms=NMSSettings(class_score_thresholds=job.softmax_thresholds),
+                times=times, inverse=inverse)
+        else:
+            final, candidates = detect_windows(state.model, image_id, pooled, boxes, size,
+                                               scorer=job.scorer, nms=job.nms, times=times,
+                                               inverse=inverse,
+                                               class_scorers=job.class_scorers)
     except DataError as exc:
         return image_id, None, str(exc), times
-    arrays, attrs = detection_item(final, candidates, size[1], size[0])
+    arrays, attrs = detection_item(final, candidates, size[1], size[0], softmax)
     return image_id, arrays, attrs, times
 
 
@@ -475,7 +542,7 @@ def drawing_names(images: list[Path]) -> list[str]:
 
 
 def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
-               method: str = "ss-fast", max_boxes: int = 2000, scorer: str = "svm",
+               method: str = "ss-fast", max_boxes: int = 2000, scorer: str | None = None,
                use_bbox_reg: bool = True, iou_threshold: float = 0.3,
                score_threshold: float | None = None, max_per_image: int | None = 100,
                scales: tuple[int, ...] | None = None, device: str = "auto",
@@ -496,7 +563,8 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
         method: proposal method for the images.
         max_boxes: proposals per image.
         draw_threshold: draw detections scoring above this (default: 0 for SVM scores, 0.5
-            for softmax).
+            for softmax; with mixed scoring 0, which is p = 0.5 for the log-odds of a
+            softmax class).
         Others: as :func:`run`.
 
     With the model's test settings in use (:func:`resolve_nms`) and neither
@@ -507,13 +575,11 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
     from sppdet.proposals import params_from_dict, propose_image
     from sppdet.detector.drawing import draw_detections, save_image
 
-    model = load_model(Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg)
-    nms, settings, nms_text = resolve_nms(Path(model_dir), model, scorer=scorer,
-                                          use_bbox_reg=use_bbox_reg,
-                                          score_threshold=score_threshold,
-                                          max_per_image=max_per_image,
-                                          iou_threshold=iou_threshold, nms_method=nms_method,
-                                          nms_sigma=nms_sigma)
+    model, nms, settings, nms_text, class_scorers = _load_detector(
+        Path(model_dir), scorer=scorer, use_bbox_reg=use_bbox_reg, fc_path=None,
+        score_threshold=score_threshold, max_per_image=max_per_image,
+        iou_threshold=iou_threshold, nms_method=nms_method, nms_sigma=nms_sigma)
+    scorer = scorer or "svm"
     operating = settings.operating_scores if settings is not None and \
         draw_threshold is None and score_threshold is None else None
     torch_device = resolve_device(device)
@@ -548,7 +614,8 @@ def run_images(images: list[Path], *, model_dir: Path, out_dir: Path | None,
             log.warning("%s", reason)
             continue
         final, _ = detect_windows(model, key, pooled, boxes, image.shape[:2], scorer=scorer,
-                                  nms=nms, times=times, inverse=inverse)
+                                  nms=nms, times=times, inverse=inverse,
+                                  class_scorers=class_scorers)
         if operating is not None:
             final = at_operating_points(final, operating, threshold)
         drawn = None

@@ -218,10 +218,13 @@ class DetectOptions:
     applies it (the others at those defaults) to every class instead.
 
     Attributes:
-        scorer: SVM scores or the fc8 softmax.
+        scorer: SVM scores or the fc8 softmax. In the pipeline ``svm`` is the SVMs with the
+            fc8 softmax (as log-odds) for the classes the tune step chose it for
+            (``tune.choose_scorer``); ``sppdet detect --scorer`` given scores every class so.
         iou_threshold: per-class NMS suppresses a window overlapping a better one by more.
         score_threshold: windows scoring at most this are dropped (``None``: the scorer's
-            :data:`DEFAULT_SCORE_THRESHOLDS`).
+            :data:`DEFAULT_SCORE_THRESHOLDS`; a softmax class of mixed scoring: the log-odds
+            of the softmax's). Given, it applies to every class in that class's units.
         max_per_image: at most this many detections per image (``None``: no limit).
         nms_method: ``hard`` NMS, or Soft-NMS (Bodla et al. 2017) that lowers the scores of
             overlapping windows instead of removing them: ``linear`` (``1 - IoU`` above
@@ -257,11 +260,15 @@ class TuneOptions:
             it is); ``sppdet.detector.tuning.DEFAULT_CONFIDENCE`` (a test keeps them equal).
         resamples: bootstrap resamples of the validation images
             (``sppdet.detector.tuning.DEFAULT_RESAMPLES``).
+        choose_scorer: with the SVM scorer, per class, score with the fc8 softmax (as
+            log-odds) instead of the SVMs where it beats them in at least ``confidence`` of
+            the same resamples; detect then scores each class with its own scorer.
     """
 
     enabled: bool = True
     confidence: float = param(0.95, min=0.0, max=1.0)
     resamples: int = param(1000, min=1)
+    choose_scorer: bool = True
 
 
 @dataclass

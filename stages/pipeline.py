@@ -203,14 +203,16 @@ def _run(dataset: str | Path, work_dir: Path, resolved: ResolvedConfig, *, force
             score_threshold=d.score_threshold, max_per_image=d.max_per_image,
             metric=config.metric, jobs=config.jobs, device=config.device, force=force,
             executor=executor, confidence=config.tune.confidence,
-            resamples=config.tune.resamples))
+            resamples=config.tune.resamples, choose_scorer=config.tune.choose_scorer))
     detections = detections_path(work_dir, config.name, dataset, config.test_split)
     step("detect", lambda: detect.run(
         dataset, config.test_split, detections, model_dir=models,
         proposals=props[config.test_split], features=feats[config.test_split],
-        scorer=d.scorer, use_bbox_reg=b.enabled, iou_threshold=d.iou_threshold,
-        score_threshold=d.score_threshold, max_per_image=d.max_per_image,
-        nms_method=d.nms_method, nms_sigma=d.nms_sigma,
+        # svm: the model's detector, with the tune step's per-class scorers; softmax: every
+        # class (the tune step chose for that)
+        scorer=None if d.scorer == "svm" else d.scorer, use_bbox_reg=b.enabled,
+        iou_threshold=d.iou_threshold, score_threshold=d.score_threshold,
+        max_per_image=d.max_per_image, nms_method=d.nms_method, nms_sigma=d.nms_sigma,
         use_test_settings=config.tune.enabled,
         device=config.device, force=force, jobs=config.jobs, executor=executor))
     summary.detections = detections

@@ -440,9 +440,12 @@ def build_plan(dataset: str | Path, work_dir: Path, config: Any, *, device_type:
         trained, validated = tune_images
         svm_and_reg = costs.svm_per_1k * boxes_k * ratio + (
             costs.bbox_reg if config.train_bbox_reg.enabled else 0.0)
+        # choosing the scorer keeps softmax candidates from the same pass: the same time
+        what = "scorer, NMS" if config.tune.choose_scorer and d.scorer == "svm" else "NMS"
         plan.stages.append(PlannedStage(
-            "tune", f"NMS and operating point per class on {validated} validation images",
-            ("tune.enabled",), trained * svm_and_reg + validated * detect_per_image,
+            "tune", f"{what} and operating point per class on {validated} validation images",
+            ("tune.enabled", "tune.choose_scorer"),
+            trained * svm_and_reg + validated * detect_per_image,
             validated * DETECTION_BYTES_PER_IMAGE))
     plan.stages.append(per_image_stage(
         "detect", f"{d.scorer} scores, {describe_nms(d, tuned=tune_images is not None)}",

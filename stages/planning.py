@@ -163,7 +163,8 @@ def make_plan(dataset: str | Path, work_dir: Path, config: PipelineConfig | Reso
                                                                                  val_split)))
         expected["tune"] = Expected(models / TEST_SETTINGS_FILE, {
             "scorer": d.scorer, "bbox_reg": b.enabled, "metric": cfg.metric,
-            "confidence": cfg.tune.confidence, "resamples": cfg.tune.resamples}, {
+            "confidence": cfg.tune.confidence, "resamples": cfg.tune.resamples,
+            "choose_scorer": cfg.tune.choose_scorer and d.scorer == "svm"}, {
             "fc": models / "fc.pt", "svm": models / "svm.npz",
             **({"bbox_reg": models / "bbox_reg.npz"} if b.enabled else {})})
     detections = detections_path(work_dir, cfg.name, dataset, test)

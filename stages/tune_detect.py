@@ -6,7 +6,12 @@ model*: SVMs and box regressors trained like the model's (the settings in their 
 the split the fc layers were fine-tuned on, with the same fc layers, into
 ``models/<name>/selection/``. It detects the validation split (keeping every candidate window
 above the score threshold), and :func:`sppdet.detector.tuning.choose_test_settings` picks per
-class the NMS and the F1-best operating point: a class keeps the paper's hard NMS at 0.3
+class the scorer, the NMS and the F1-best operating point. With the SVM scorer and
+``choose_scorer``, the same detection pass also keeps every class's candidates scored by the
+fc8 softmax as log-odds (fc8 reads the SVMs' fc7 activations: the windows are pooled and run
+through fc6/fc7 once), and a class is scored by the softmax only where it beats the SVMs in
+at least a share ``confidence`` of bootstrap resamples of the validation images. A class
+keeps the paper's hard NMS at 0.3
 unless a setting beats it in at least a share ``confidence`` of bootstrap resamples of the
 validation images (then the best such setting by validation AP). The result is
 ``models/<name>/test_settings.json``; its record names the model's parts, so retraining one
@@ -92,8 +97,11 @@ def settings_table(content: Mapping[str, Any]) -> list[str]:
              "(precision / recall)"]
     for name, c in classes.items():
         point = c["operating_point"]
+        # a softmax class of an SVM detector scores as log-odds (mixed scoring)
+        unit = ("log-odds" if c.get("scorer", content["scorer"]) != content["scorer"]
+                else "score")
         at = "none (no true positive)" if point is None else (
-            f"score >= {point['score']:.3g} ({point['precision']:.2f} / "
+            f"{unit} >= {point['score']:.3g} ({point['precision']:.2f} / "
             f"{point['recall']:.2f})")
         lines.append(f"  {name:<{width}}  {_ap(c['val_ap_default']):>{len(first)}}  "
                      f"{ClassNMS.from_params(c['nms']).describe():<18}  "
@@ -101,7 +109,32 @@ def settings_table(content: Mapping[str, Any]) -> list[str]:
     val_map = content["val_map"]
     lines.append(f"  {'mean':<{width}}  {_ap(val_map['default']):>{len(first)}}  {'':<18}  "
                  f"{_ap(val_map['chosen']):>10}")
-    return lines + choice_lines(content)
+    return lines + scorer_lines(content) + choice_lines(content)
+
+
+def scorer_lines(content: Mapping[str, Any]) -> list[str]:
+    """Which scores each class has and why: per class, the validation AP of the SVMs and of
+    the softmax under the default NMS and the share of resamples softmax won (from
+    ``test_settings.json``'s content; none for a file without a scorer choice). The APs
+    above are under each class's chosen scorer."""
+    classes = content["classes"]
+    if not any("val_ap_scorer" in c for c in classes.values()):
+        return []
+    boot = content.get("bootstrap") or {}
+    confidence = float(boot.get("confidence") or 0.0)
+    lines = [f"  scorer per class: the fc8 softmax (log-odds) replaces the SVMs only when it "
+             f"beats them in at least {100 * confidence:g}%" if confidence > 0 else
+             "  scorer per class: the best validation AP (confidence 0)"]
+    for name, c in classes.items():
+        aps = c.get("val_ap_scorer") or {}
+        svm, soft = aps.get("svm"), aps.get("softmax")
+        if svm is None:
+            lines.append(f"    {name}: {c.get('scorer', 'svm')} (no validation object)")
+            continue
+        lines.append(f"    {name}: {c.get('scorer', 'svm')} (val AP softmax "
+                     f"{_ap(soft).strip()} vs svm {_ap(svm).strip()}"
+                     f"{_share(c.get('softmax_win_fraction'))})")
+    return lines
 
 
 def _share(value: float | None) -> str:
@@ -169,7 +202,7 @@ def run(dataset: str | Path, model_dir: Path, *, scorer: str = "svm",
         max_per_image: int | None = 100, metric: str = "11point", jobs: int = 1,
         device: str = "auto", force: bool = False, executor: Executor | None = None,
         grid: tuple[ClassNMS, ...] = NMS_GRID, confidence: float = DEFAULT_CONFIDENCE,
-        resamples: int = DEFAULT_RESAMPLES) -> TuneSummary:
+        resamples: int = DEFAULT_RESAMPLES, choose_scorer: bool = True) -> TuneSummary:
     """Choose and store the test settings of the model in ``model_dir``.
 
     Args:
@@ -185,6 +218,9 @@ def run(dataset: str | Path, model_dir: Path, *, scorer: str = "svm",
         confidence: a class leaves the paper's hard NMS at 0.3 only for a setting that beats
             it in at least this share of the bootstrap resamples (0: the best validation AP).
         resamples: bootstrap resamples of the validation images.
+        choose_scorer: with the SVM scorer, per class, use the fc8 softmax scores (as
+            log-odds) instead of the SVMs' where they beat them in at least ``confidence``
+            of the resamples (detect then scores each class with its own scorer).
 
     Returns:
         The summary; ``skipped`` says why nothing was chosen (no validation split).
@@ -248,6 +284,7 @@ def run(dataset: str | Path, model_dir: Path, *, scorer: str = "svm",
             "up to date" if trained.up_to_date else f"trained on split '{finetune_split}'"))
     # the paper's NMS, given explicitly: a selection model has no test settings of its own,
     # and the candidates (what the choice reads) do not depend on it
+    choose_scorer = bool(choose_scorer) and scorer == "svm"
     val_out = selection / f"{val_split}.h5"
     detected = detect.run(
         dataset, val_split, val_out, model_dir=selection, fc_path=fc_path,
@@ -255,12 +292,12 @@ def run(dataset: str | Path, model_dir: Path, *, scorer: str = "svm",
         use_bbox_reg=use_bbox_reg, score_threshold=score_threshold,
         max_per_image=max_per_image, nms_method=DEFAULT_NMS.method,
         iou_threshold=DEFAULT_NMS.iou_threshold, use_test_settings=False, device=device,
-        jobs=jobs, executor=executor, force=force, write_comp4=False)
+        jobs=jobs, executor=executor, force=force, write_comp4=False,
+        softmax_candidates=choose_scorer)
     if not detected.finished:
         raise ArtifactError(f"the detections of split '{val_split}' ({val_out}) are unfinished")
     summary.steps.append(f"selection detections of split '{val_split}': " + (
         "up to date" if detected.up_to_date else f"{detected.images} images"))
-
     inputs = dict(model_parts)
     if scorer == "svm":
         inputs["selection_svm"] = input_ref(selection / "svm.npz")
@@ -269,11 +306,14 @@ def run(dataset: str | Path, model_dir: Path, *, scorer: str = "svm",
     inputs["val_detections"] = input_ref(val_out, made_by="detect")
     with DetectionsReader(val_out) as reader:
         threshold, cap = reader.nms.score_threshold, reader.nms.max_per_image
+        softmax_thresholds = reader.softmax_score_thresholds
+    # the same for every class (the softmax default's log-odds, or the threshold given)
+    softmax_threshold = None if not softmax_thresholds else softmax_thresholds[0]
     params = {"scorer": scorer, "bbox_reg": use_bbox_reg, "val_split": val_split,
               "finetune_split": finetune_split, "metric": metric,
               "score_threshold": threshold, "max_per_image": cap,
               "grid": [g.to_params() for g in grid], "confidence": confidence,
-              "resamples": resamples}
+              "resamples": resamples, "choose_scorer": choose_scorer}
     output = StageOutput(out, Record(STAGE, params, inputs=inputs,
                                      stage_version=STAGE_VERSION), force=force)
     if output.is_current():
@@ -287,10 +327,14 @@ def run(dataset: str | Path, model_dir: Path, *, scorer: str = "svm",
                 raise DataError(f"{val_out} holds classes {list(reader.classes)}, split "
                                 f"'{val_split}' of {dataset} has {list(data.classes)}")
             candidates = [reader.candidates(i) for i in data.image_ids]
+            softmax_candidates = ([reader.softmax_candidates(i) for i in data.image_ids]
+                                  if choose_scorer else None)
         result = choose_test_settings(ground_truth(data), candidates, data.classes,
                                       score_threshold=threshold, max_per_image=cap, grid=grid,
                                       metric=metric, confidence=confidence,
-                                      resamples=resamples)
+                                      resamples=resamples, scorer=scorer,
+                                      softmax_candidates=softmax_candidates,
+                                      softmax_score_threshold=softmax_threshold)
         content = settings_file_content(
             result, scorer=scorer, bbox_reg=use_bbox_reg, val_split=val_split,
             score_threshold=threshold, max_per_image=cap, metric=metric,

@@ -221,7 +221,7 @@ def test_plan_numbers_on_a_fake_dataset(tmp_path, monkeypatch) -> None:
     text = plan.to_text()
     assert "propose trainval" in text and "edgeboxes, 2,000 boxes per image, 2 jobs" in text
     # the tune step: selection SVMs and box regressors on 6 fine-tuning images, detection of
-    # 4 validation images; detect follows it
+    # 4 validation images (SVM and softmax candidates from one pass); detect follows it
     tuned = build_plan(tmp_path, tmp_path / "work", config, device_type="cpu", recipe="cpu",
                        recipe_reason="test", sources={}, finetune_note="",
                        finetune_iterations=600, facts=_facts, classes=2, tune_images=(6, 4))

@@ -61,6 +61,7 @@ def test_the_choice_is_made_on_val_with_a_model_that_never_saw_it(tuned):
     record = read_record(out)
     assert set(record.inputs) == {"fc", "svm", "bbox_reg", "selection_svm",
                                   "selection_bbox_reg", "val_detections"}
+    assert record.params["choose_scorer"] is True
     selection = models / tune_detect.SELECTION_DIR
     # the selection SVMs: the model's settings, on the fine-tuning split only
     svm, chosen_svm = read_record(models / "svm.npz"), read_record(selection / "svm.npz")
@@ -219,3 +220,115 @@ def test_inputs_of_a_superset_split_serve_and_others_do_not(tuned, tmp_path):
         detect.run(fake.dataset, "val", tmp_path / "w.h5", model_dir=models,
                    proposals=fake.proposals["test"], features=fake.features["trainval"],
                    device="cpu")
+
+
+def _class_candidates(path: Path, label: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per image, the candidates of class ``label``: ``(boxes, scores)``."""
+    with DetectionsReader(path) as reader:
+        out = {}
+        for image_id in reader.image_ids():
+            c = reader.candidates(image_id)
+            mine = c.labels == label
+            out[image_id] = (c.boxes[mine], c.scores[mine])
+        return out
+
+
+def test_the_scorer_choice_is_stored_and_no_choose_scorer_keeps_the_svms(tuned):
+    fake, models, summary = tuned
+    content = json.loads((models / TEST_SETTINGS_FILE).read_text())
+    for c in content["classes"].values():
+        assert c["scorer"] in ("svm", "softmax")
+        assert set(c["val_ap_scorer"]) == {"svm", "softmax"}
+        assert "softmax_win_fraction" in c
+    assert "scorer per class: the fc8 softmax (log-odds) replaces the SVMs" in summary.to_text()
+    # the softmax candidates, from the same pass as the SVMs': log-odds above the softmax
+    # default's (about -6.9)
+    with DetectionsReader(models / "selection" / "val.h5") as reader:
+        assert reader.softmax_score_thresholds == pytest.approx(
+            (np.log(1e-3) - np.log1p(-1e-3),) * len(fake.classes))
+        scores = np.concatenate([reader.softmax_candidates(i).scores
+                                 for i in reader.image_ids()])
+        # all above the threshold; some negative: log-odds, not probabilities
+        assert scores.min() > np.log(1e-3) - np.log1p(-1e-3) - 1e-5 and scores.min() < 0
+    try:
+        off = tune_detect.run(fake.dataset, models, device="cpu", choose_scorer=False)
+        assert not off.up_to_date
+        record = read_record(models / TEST_SETTINGS_FILE)
+        assert record.params["choose_scorer"] is False
+        with DetectionsReader(models / "selection" / "val.h5") as reader:
+            assert reader.softmax_score_thresholds is None
+        stored = read_test_settings(models / TEST_SETTINGS_FILE)
+        assert set(stored.class_scorers) == {"svm"} and stored.mixed_scorers() is None
+        assert "scorer per class" not in off.to_text()
+    finally:  # the module's other tests read the default choice
+        back = tune_detect.run(fake.dataset, models, device="cpu")
+    assert not back.up_to_date and read_record(models / TEST_SETTINGS_FILE).params[
+        "choose_scorer"] is True
+
+
+def test_detect_scores_each_class_with_its_chosen_scorer_unless_one_is_given(tuned, tmp_path):
+    fake, models, _ = tuned
+    first = fake.classes[0]
+
+    def softmax_first(content):
+        content["classes"][first]["scorer"] = "softmax"
+        for name in fake.classes[1:]:
+            content["classes"][name]["scorer"] = "svm"
+
+    original = _with_settings(models, softmax_first)
+    try:
+        mixed = _detect(fake, models, tmp_path / "mixed.h5")
+        assert f"{first}: softmax scores (log-odds) (chosen there)" in mixed.nms
+        assert f"(svm scores; {first}: softmax scores (log-odds)) for 4 images" in \
+            mixed.to_text()
+        params = read_record(tmp_path / "mixed.h5").params
+        assert params["scorer"] == "svm"
+        assert params["class_scorers"] == ["softmax"] + ["svm"] * (len(fake.classes) - 1)
+        assert params["nms"]["per_class_score_threshold"] == pytest.approx(
+            [np.log(1e-3) - np.log1p(-1e-3)] + [-1.5] * (len(fake.classes) - 1))
+        # the same classes scored alone: softmax probabilities, SVM scores
+        svm = _detect(fake, models, tmp_path / "svm.h5", scorer="svm")
+        assert f"is not used: they score {first} with the softmax (log-odds), and --scorer " \
+               "svm scores every class with svm scores" in svm.nms
+        params = read_record(tmp_path / "svm.h5").params
+        assert "class_scorers" not in params and "per_class" not in params["nms"]
+        with DetectionsReader(tmp_path / "mixed.h5") as mixed_reader, \
+                DetectionsReader(tmp_path / "svm.h5") as svm_reader:
+            assert mixed_reader.class_scorers == ("softmax",) + ("svm",) * (
+                len(fake.classes) - 1)
+            assert svm_reader.class_scorers == ("svm",) * len(fake.classes)
+        _detect(fake, models, tmp_path / "softmax.h5", scorer="softmax", nms_method="hard")
+        for label in range(1, len(fake.classes)):
+            got, want = (_class_candidates(tmp_path / "mixed.h5", label),
+                         _class_candidates(tmp_path / "svm.h5", label))
+            for image_id in want:
+                np.testing.assert_array_equal(got[image_id][0], want[image_id][0])
+                np.testing.assert_array_equal(got[image_id][1], want[image_id][1])
+        got = _class_candidates(tmp_path / "mixed.h5", 0)
+        probs = _class_candidates(tmp_path / "softmax.h5", 0)
+        count = 0
+        for image_id in probs:
+            p = np.clip(probs[image_id][1].astype(np.float64), 1e-7, 1 - 1e-7)
+            want = np.sort(np.log(p) - np.log1p(-p))
+            have = np.sort(got[image_id][1].astype(np.float64))
+            # the two thresholds (p > 1e-3, log-odds > its float32) may part at the boundary
+            keep_want, keep_have = want[want > -6.8], have[have > -6.8]
+            np.testing.assert_allclose(keep_have, keep_want, rtol=1e-4, atol=1e-4)
+            count += keep_have.size
+        assert count > 0
+        # the command line: --scorer given overrides the per-class choice
+        work = models.parent.parent
+        result = CliRunner().invoke(cli, [
+            "-w", str(work), "detect", str(fake.dataset), "--name", "m", "--out",
+            str(tmp_path / "cli.h5"), "--proposals", str(fake.proposals["test"]),
+            "--features", str(fake.features["test"]), "--device", "cpu", "--scorer", "svm"])
+        assert result.exit_code == 0, result.output
+        assert "is not used: they score" in result.output
+        default = CliRunner().invoke(cli, [
+            "-w", str(work), "detect", str(fake.dataset), "--name", "m", "--out",
+            str(tmp_path / "cli-default.h5"), "--proposals", str(fake.proposals["test"]),
+            "--features", str(fake.features["test"]), "--device", "cpu"])
+        assert default.exit_code == 0, default.output
+        assert f"{first}: softmax scores (log-odds)" in default.output
+    finally:
+        (models / TEST_SETTINGS_FILE).write_text(original)

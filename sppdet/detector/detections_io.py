@@ -7,6 +7,10 @@ A per-image HDF5 written through :class:`sppdet.io.item_store.ItemStore`, one it
 - ``candidates/boxes``, ``candidates/scores``, ``candidates/labels`` (same dtypes, ``[N]``):
   every scored window above the score threshold, after box regression and before NMS; model
   combination (paper section 4.4) pools these;
+- ``softmax_candidates/boxes``, ``.../scores``, ``.../labels``: only in an artifact made
+  with ``softmax_candidates`` (``tune-detect``'s selection model, whose record params then
+  hold ``softmax_candidates: {score_threshold: [per class]}``): every class's candidates
+  scored by the fc8 softmax as log-odds, from the same detection pass;
 - attributes ``width`` and ``height`` of the image in pixels.
 
 The record's params (built by :func:`detections_params`) hold ``model`` (name), ``classes``
@@ -14,7 +18,11 @@ The record's params (built by :func:`detections_params`) hold ``model`` (name), 
 split, classes, image count, fingerprint) and ``nms`` (``iou_threshold``, ``score_threshold``,
 ``max_per_image``; ``method`` and ``sigma`` for Soft-NMS; ``per_class``, a list in label order
 of ``{method, iou_threshold, sigma}``, when the classes were suppressed with settings of their
-own). Its stage is ``"detect"``, or ``"combine"`` for combined models. Records written before
+own; ``per_class_score_threshold``, a list in label order, when the classes had thresholds of
+their own: mixed scoring, see :mod:`sppdet.detector.model`). A ``detect`` record also holds
+``scorer`` and, with mixed scoring only, ``class_scorers`` (per class in label order, ``svm``
+or ``softmax``: log-odds of the probability); without it every class has ``scorer``'s
+scores. Its stage is ``"detect"``, or ``"combine"`` for combined models. Records written before
 Soft-NMS or per-class settings existed hold only the first three keys and still load.
 """
 
@@ -38,6 +46,7 @@ from sppdet.io.closing import Closing
 
 DETECTIONS_STAGES = ("detect", "combine")
 CANDIDATES_GROUP = "candidates"
+SOFTMAX_CANDIDATES_GROUP = "softmax_candidates"
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,9 @@ class NMSSettings:
         sigma: the Gaussian Soft-NMS width.
         per_class: one :class:`ClassNMS` per class in label order, replacing ``method``,
             ``iou_threshold`` and ``sigma``; ``None``: those three for every class.
+        class_score_thresholds: per class in label order, replacing ``score_threshold``
+            (mixed scoring: each class's threshold in its own units); ``None``:
+            ``score_threshold`` for every class.
     """
 
     iou_threshold: float = DEFAULT_IOU_THRESHOLD
@@ -97,6 +109,13 @@ class NMSSettings:
     method: str = "hard"
     sigma: float = DEFAULT_SOFT_NMS_SIGMA
     per_class: tuple[ClassNMS, ...] | None = None
+    class_score_thresholds: tuple[float | None, ...] | None = None
+
+    def score_threshold_for(self, label: int) -> float | None:
+        """The score threshold of class ``label``."""
+        if self.class_score_thresholds is None:
+            return self.score_threshold
+        return self.class_score_thresholds[label]
 
     def for_class(self, label: int) -> ClassNMS:
         """The suppression of class ``label``."""
@@ -114,11 +133,13 @@ class NMSSettings:
 
     def to_params(self) -> dict[str, Any]:
         params = asdict(self)
-        del params["per_class"]
+        del params["per_class"], params["class_score_thresholds"]
         if self.method == "hard":  # records of hard NMS stay as they were: still up to date
             del params["method"], params["sigma"]
         if self.per_class is not None:
             params["per_class"] = [c.to_params() for c in self.per_class]
+        if self.class_score_thresholds is not None:  # absent otherwise: old records stay current
+            params["per_class_score_threshold"] = list(self.class_score_thresholds)
         return params
 
     @classmethod
@@ -134,7 +155,10 @@ class NMSSettings:
                        method=str(nms.get("method", "hard")),
                        sigma=float(nms.get("sigma", DEFAULT_SOFT_NMS_SIGMA)),
                        per_class=None if nms.get("per_class") is None else tuple(
-                           ClassNMS.from_params(c) for c in nms["per_class"]))
+                           ClassNMS.from_params(c) for c in nms["per_class"]),
+                       class_score_thresholds=None if nms.get("per_class_score_threshold")
+                       is None else tuple(None if t is None else float(t)
+                                          for t in nms["per_class_score_threshold"]))
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise ArtifactError(f"{source}: the record has no usable NMS settings ({exc})",
                                 remedy=Remedy.rerun("detect", force=True)) from exc
@@ -148,17 +172,23 @@ def detections_params(*, model: str, data: Mapping[str, Any], classes: Sequence[
 
 
 def detection_item(final: ImageDetections, candidates: ImageDetections, width: int,
-                   height: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """``(arrays, attrs)`` of one image for :meth:`ItemStore.write`, in the artifact's layout."""
-    if candidates.image_id != final.image_id:
-        raise DataError(f"candidates of image {candidates.image_id} given with the detections "
-                        f"of image {final.image_id}")
+                   height: int, softmax_candidates: ImageDetections | None = None
+                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``(arrays, attrs)`` of one image for :meth:`ItemStore.write`, in the artifact's layout
+    (``softmax_candidates``: the optional group of that name)."""
+    for other in (candidates, softmax_candidates):
+        if other is not None and other.image_id != final.image_id:
+            raise DataError(f"candidates of image {other.image_id} given with the detections "
+                            f"of image {final.image_id}")
     arrays = {
         "boxes": final.boxes, "scores": final.scores, "labels": final.labels,
         f"{CANDIDATES_GROUP}/boxes": candidates.boxes,
         f"{CANDIDATES_GROUP}/scores": candidates.scores,
         f"{CANDIDATES_GROUP}/labels": candidates.labels,
     }
+    if softmax_candidates is not None:
+        arrays.update({f"{SOFTMAX_CANDIDATES_GROUP}/{key}": getattr(softmax_candidates, key)
+                       for key in ("boxes", "scores", "labels")})
     return arrays, {"width": int(width), "height": int(height)}
 
 
@@ -254,7 +284,7 @@ class DetectionsReader(Closing):
             boxes, scores, labels = (group[f"{prefix}{key}"][()]
                                      for key in ("boxes", "scores", "labels"))
         except KeyError:
-            what = "candidates" if prefix else "detections"
+            what = prefix.rstrip("/").replace("_", " ") if prefix else "detections"
             raise ArtifactError(f"{self.path}: image {image_id!r} has no {what} "
                                 f"({prefix}boxes/scores/labels)") from None
         try:
@@ -274,6 +304,38 @@ class DetectionsReader(Closing):
     def candidates(self, image_id: str) -> ImageDetections:
         """Every scored window of one image above the score threshold, before NMS."""
         return self._read(image_id, f"{CANDIDATES_GROUP}/")
+
+    def softmax_candidates(self, image_id: str) -> ImageDetections:
+        """Every class's windows of one image scored by the softmax as log-odds, above
+        :attr:`softmax_score_thresholds` (an artifact made with ``softmax_candidates``)."""
+        return self._read(image_id, f"{SOFTMAX_CANDIDATES_GROUP}/")
+
+    @property
+    def class_scorers(self) -> tuple[str, ...] | None:
+        """Per class, in label order, what scored its detections: ``svm``, ``softmax``
+        (probabilities) or, with mixed scoring, ``softmax`` for log-odds beside ``svm``
+        classes (record ``class_scorers``); records before mixed scoring: ``scorer`` for
+        every class. ``None``: the record names no scorer (e.g. ``combine``'s)."""
+        params = self.record.params
+        if params.get("class_scorers") is not None:
+            return tuple(str(s) for s in params["class_scorers"])
+        if params.get("scorer") is None:
+            return None
+        return (str(params["scorer"]),) * len(self.classes)
+
+    @property
+    def softmax_score_thresholds(self) -> tuple[float | None, ...] | None:
+        """Per class, the softmax candidates' threshold (log-odds); ``None``: the artifact
+        holds no softmax candidates."""
+        extra = self.record.params.get(SOFTMAX_CANDIDATES_GROUP)
+        if extra is None:
+            return None
+        try:
+            return tuple(None if t is None else float(t) for t in extra["score_threshold"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{self.path}: the record's softmax candidates have no usable "
+                                f"score thresholds ({exc})",
+                                remedy=Remedy.rerun("detect", force=True)) from exc
 
     def count(self, image_id: str, *, candidates: bool = False) -> int:
         """How many detections (or candidates) an image has, without reading them."""

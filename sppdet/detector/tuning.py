@@ -2,6 +2,14 @@
 
 What is chosen, per class (never on the test split):
 
+- **Scorer** (with ``softmax_candidates``): the class's windows are scored by the SVMs (the
+  paper's, the default) or by the fine-tuned fc8 softmax, as the log-odds of its probability
+  (mixed scoring, :mod:`sppdet.detector.model`). Under :data:`DEFAULT_NMS`, softmax replaces
+  the SVMs for a class only when its validation AP beats theirs in at least a share
+  ``confidence`` of the same paired bootstrap resamples as the NMS choice below (measured
+  with only this class changed, as an NMS setting is). On real data one class of BCCD gained
+  2-3 test AP this way while softmax lost on every other class of BCCD and of the demo. The
+  NMS choice then reads each class's chosen scorer's candidates.
 - **NMS**: each setting of :data:`NMS_GRID` (hard NMS at several IoU thresholds, linear and
   Gaussian Soft-NMS) is run on the validation split's candidate windows (every scored window
   above the score threshold, before NMS: what a detections artifact keeps), and scored by the
@@ -45,7 +53,8 @@ import numpy as np
 
 from sppdet.detector.detections import ImageDetections
 from sppdet.detector.detections_io import ClassNMS, NMSSettings
-from sppdet.detector.model import DetectModel, nms_settings, suppress
+from sppdet.detector.model import (SCORERS, DetectModel, class_score_thresholds, nms_settings,
+                                   suppress)
 from sppdet.errors import ArtifactError, ConfigError, Remedy
 from sppdet.ops.nms import DEFAULT_IOU_THRESHOLD, DEFAULT_SOFT_NMS_SIGMA
 from sppdet.progress import get_logger
@@ -140,6 +149,12 @@ class ClassChoice:
         win_fraction: per grid setting, in grid order, the share of bootstrap resamples of
             the validation images in which it beats :data:`DEFAULT_NMS`'s AP (``None``: the
             default itself, a class without positives, or no bootstrap run).
+        scorer: the class's scores, ``svm`` or ``softmax`` (log-odds when the detector's
+            scorer is ``svm``: mixed scoring).
+        scorer_val_ap: with the scorer chosen, the validation AP under :data:`DEFAULT_NMS`
+            of each scorer (``svm``, ``softmax``); empty when it was not chosen.
+        softmax_win_fraction: with the scorer chosen, the share of the resamples in which
+            softmax's AP beats the SVMs' (``None``: not chosen, no positive, no bootstrap).
     """
 
     name: str
@@ -148,6 +163,9 @@ class ClassChoice:
     positives: int
     operating_point: OperatingPoint | None = None
     win_fraction: list[float | None] = field(default_factory=list)
+    scorer: str = "svm"
+    scorer_val_ap: dict[str, float | None] = field(default_factory=dict)
+    softmax_win_fraction: float | None = None
 
 
 @dataclass
@@ -157,7 +175,8 @@ class TuningResult:
     Attributes:
         grid: the settings tried, in order.
         classes: one choice per class, in label order.
-        default_map: validation mean AP with :data:`DEFAULT_NMS` for every class.
+        default_map: validation mean AP with :data:`DEFAULT_NMS` for every class (each
+            class scored by its chosen scorer, as every AP here but ``scorer_val_ap``).
         chosen_map: validation mean AP with the chosen settings together.
         chosen_ap: per class, the AP of the chosen settings together.
         confidence: the share of resamples a setting had to win to replace the default
@@ -177,6 +196,9 @@ class TuningResult:
 
     def per_class_nms(self) -> tuple[ClassNMS, ...]:
         return tuple(c.nms for c in self.classes)
+
+    def class_scorers(self) -> tuple[str, ...]:
+        return tuple(c.scorer for c in self.classes)
 
     def default_ap(self, label: int) -> float | None:
         return self.classes[label].val_ap[self.grid.index(DEFAULT_NMS)]
@@ -199,6 +221,10 @@ class TuningResult:
                 "positives": c.positives,
                 "operating_point": (None if c.operating_point is None
                                     else c.operating_point.to_dict()),
+                "scorer": c.scorer,
+                **({"val_ap_scorer": dict(c.scorer_val_ap),
+                    "softmax_win_fraction": c.softmax_win_fraction} if c.scorer_val_ap
+                   else {}),
             } for label, c in enumerate(self.classes)},
         }
 
@@ -231,34 +257,67 @@ def _win_fractions(results: Sequence[ClassResult], default: int, positives: np.n
             for i, r in enumerate(results)]
 
 
+def _merge_scorers(by_scorer: Mapping[str, Sequence[ImageDetections]],
+                   class_scorers: Sequence[str]) -> list[ImageDetections]:
+    """Per image, each class's candidates from its scorer's list (``by_scorer``: scorer ->
+    per image, the same images in the same order), by label (as detection orders them)."""
+    merged = []
+    for per_image in zip(*(by_scorer[name] for name in SCORERS if name in by_scorer)):
+        parts = dict(zip([name for name in SCORERS if name in by_scorer], per_image))
+        picked = []
+        for name, detections in parts.items():
+            own = np.array([class_scorers[int(label)] == name for label in detections.labels],
+                           dtype=bool)
+            picked.append(detections.select(np.flatnonzero(own)))
+        boxes = np.concatenate([d.boxes for d in picked]).reshape(-1, 4)
+        scores = np.concatenate([d.scores for d in picked])
+        labels = np.concatenate([d.labels for d in picked])
+        order = np.argsort(labels, kind="stable")
+        merged.append(ImageDetections(per_image[0].image_id, boxes[order], scores[order],
+                                      labels[order]))
+    return merged
+
+
 def choose_test_settings(ground_truth: Sequence[ImageGroundTruth],
                          candidates: Sequence[ImageDetections], classes: Sequence[str], *,
                          score_threshold: float | None, max_per_image: int | None,
                          grid: Sequence[ClassNMS] = NMS_GRID,
                          metric: str = "11point",
                          confidence: float | None = DEFAULT_CONFIDENCE,
-                         resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> TuningResult:
-    """Choose each class's NMS and operating point on validation candidates.
+                         resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                         scorer: str = "svm",
+                         softmax_candidates: Sequence[ImageDetections] | None = None,
+                         softmax_score_threshold: float | None = None) -> TuningResult:
+    """Choose each class's scorer (with ``softmax_candidates``), NMS and operating point on
+    validation candidates.
 
     Args:
         ground_truth: one record per validation image (images without objects included).
         candidates: per validation image, every scored window above ``score_threshold``
-            before NMS (box-regressed), labels indexing ``classes``.
+            before NMS (box-regressed), labels indexing ``classes``; scored by ``scorer``.
         classes: class names in label order.
         score_threshold: the score threshold detection uses (Soft-NMS decays towards it).
         max_per_image: the per-image cap detection uses.
         grid: the settings to try; :data:`DEFAULT_NMS` is added first when missing.
         metric: ``11point`` (VOC2007) or ``area``.
-        confidence: a setting replaces :data:`DEFAULT_NMS` only when it beats it in at least
-            this share of the bootstrap resamples (in [0, 1]; ``0`` or ``None``: the best
-            validation AP as it is, the rule before the bootstrap).
-        resamples: bootstrap resamples of the validation images, the same for every setting
-            and class (paired); 0 draws none (only with ``confidence`` 0: no win fractions).
+        confidence: a setting replaces :data:`DEFAULT_NMS` (and softmax the SVMs) only when it
+            beats it in at least this share of the bootstrap resamples (in [0, 1]; ``0`` or
+            ``None``: the best validation AP as it is, the rule before the bootstrap).
+        resamples: bootstrap resamples of the validation images, the same for every setting,
+            scorer and class (paired); 0 draws none (only with ``confidence`` 0: no win
+            fractions).
         seed: the resamples' seed (``np.random.default_rng``).
+        scorer: what scored ``candidates`` (each class's scorer without a choice).
+        softmax_candidates: ``scorer`` ``svm`` only: the same images' candidates scored by the
+            softmax as log-odds (:func:`sppdet.detector.model.softmax_log_odds`), above
+            ``softmax_score_threshold``; given, each class's scorer is chosen first (module
+            docstring) and its operating point is in its scorer's units.
+        softmax_score_threshold: the threshold (log-odds) of softmax-scored classes.
 
     Raises:
         ConfigError: an empty grid or one listing a setting twice, ``confidence`` outside
-            [0, 1], ``resamples`` negative, or ``confidence`` above 0 without resamples.
+            [0, 1], ``resamples`` negative, ``confidence`` above 0 without resamples, or
+            ``softmax_candidates`` not for the SVM scorer's images.
     """
     confidence = 0.0 if confidence is None else float(confidence)
     if not 0.0 <= confidence <= 1.0:
@@ -266,24 +325,68 @@ def choose_test_settings(ground_truth: Sequence[ImageGroundTruth],
     if resamples < 0 or (confidence > 0 and resamples == 0):
         raise ConfigError(f"need resamples >= 1 for confidence {confidence:g} (0 only with "
                           f"confidence 0), got {resamples}")
+    if scorer not in SCORERS:
+        raise ConfigError(f"scorer must be one of {SCORERS}, got {scorer!r}")
+    if softmax_candidates is not None and (scorer != "svm" or len(softmax_candidates) !=
+                                           len(candidates)):
+        raise ConfigError("softmax candidates choose against the SVM scorer's, one per image "
+                          f"({len(softmax_candidates)} for {len(candidates)}, scorer {scorer})")
     grid = tuple(grid)
     if DEFAULT_NMS not in grid:
         grid = (DEFAULT_NMS, *grid)
     if len(set(grid)) != len(grid):
         raise ConfigError(f"the NMS grid lists a setting twice: {[g.describe() for g in grid]}")
     names = [str(c) for c in classes]
+    # one set of resamples for every class, scorer and setting: each comparison is paired
+    weights = resample_weights(len(ground_truth), resamples, seed)
 
-    def run(per_class: tuple[ClassNMS, ...]) -> list[ImageDetections]:
+    def thresholds(class_scorers: Sequence[str]) -> tuple[float | None, ...] | None:
+        """Per class (mixed scoring), else ``None``: ``score_threshold`` for every class."""
+        if "softmax" not in class_scorers or scorer == "softmax":
+            return None
+        return tuple(score_threshold if s == "svm" else softmax_score_threshold
+                     for s in class_scorers)
+
+    def run(per_class: tuple[ClassNMS, ...], class_scorers: Sequence[str],
+            images: Sequence[ImageDetections]) -> list[ImageDetections]:
         nms = NMSSettings(score_threshold=score_threshold, max_per_image=max_per_image,
-                          per_class=per_class)
-        return [suppress(c, nms) for c in candidates]
+                          per_class=per_class,
+                          class_score_thresholds=thresholds(class_scorers))
+        return [suppress(c, nms) for c in images]
 
-    default_evaluation = evaluate_detections(ground_truth, run((DEFAULT_NMS,) * len(names)),
-                                             names, metric=metric)
+    class_scorers = [scorer] * len(names)
+    scorer_stats: list[tuple[dict[str, float | None], float | None]] = []
+    if softmax_candidates is not None:
+        by_scorer = {"svm": candidates, "softmax": softmax_candidates}
+        defaults = (DEFAULT_NMS,) * len(names)
+        svm_results = evaluate_detections(ground_truth, run(defaults, class_scorers,
+                                                            candidates), names,
+                                          metric=metric).per_class
+        for label, name in enumerate(names):
+            # only this class softmax: the per-image cap counts the others as they are
+            one = ["softmax" if c == label else "svm" for c in range(len(names))]
+            found = class_detections_from_images(
+                run(defaults, one, _merge_scorers(by_scorer, one)), len(names))[label]
+            soft = evaluate_class(ground_truth, label, found, class_name=name, metric=metric)
+            svm_ap, soft_ap = svm_results[label].ap, soft.ap
+            win = None
+            if resamples and svm_ap is not None:
+                positives = positives_per_image(ground_truth, label)
+                win = win_fraction(bootstrap_ap(soft.matches, positives, weights, metric),
+                                   bootstrap_ap(svm_results[label].matches, positives,
+                                                weights, metric), AP_TOLERANCE)
+            better = (svm_ap is not None and soft_ap is not None
+                      and soft_ap > svm_ap + AP_TOLERANCE
+                      and (confidence == 0 or (win is not None and win >= confidence)))
+            class_scorers[label] = "softmax" if better else "svm"
+            scorer_stats.append(({"svm": svm_ap, "softmax": soft_ap}, win))
+        candidates = _merge_scorers(by_scorer, class_scorers)
+
+    default_evaluation = evaluate_detections(
+        ground_truth, run((DEFAULT_NMS,) * len(names), class_scorers, candidates), names,
+        metric=metric)
     default = default_evaluation.per_class
     default_index = grid.index(DEFAULT_NMS)
-    # one set of resamples for every class and setting: each comparison is paired
-    weights = resample_weights(len(ground_truth), resamples, seed)
     choices = []
     for label, name in enumerate(names):
         results = []
@@ -292,7 +395,8 @@ def choose_test_settings(ground_truth: Sequence[ImageGroundTruth],
                 results.append(default[label])
                 continue
             per_class = tuple(setting if c == label else DEFAULT_NMS for c in range(len(names)))
-            found = class_detections_from_images(run(per_class), len(names))[label]
+            found = class_detections_from_images(run(per_class, class_scorers, candidates),
+                                                 len(names))[label]
             results.append(evaluate_class(ground_truth, label, found, class_name=name,
                                           metric=metric))
         aps = [r.ap for r in results]
@@ -302,12 +406,14 @@ def choose_test_settings(ground_truth: Sequence[ImageGroundTruth],
                 ground_truth, label), weights, metric)
         eligible = None if confidence == 0 else [
             w is not None and w >= confidence for w in wins]
-        choices.append(ClassChoice(name=name, nms=_pick(aps, grid, eligible), val_ap=aps,
-                                   positives=default[label].npos, win_fraction=wins))
+        choice = ClassChoice(name=name, nms=_pick(aps, grid, eligible), val_ap=aps,
+                             positives=default[label].npos, win_fraction=wins,
+                             scorer=class_scorers[label])
+        if scorer_stats:
+            choice.scorer_val_ap, choice.softmax_win_fraction = scorer_stats[label]
+        choices.append(choice)
     default_map = default_evaluation.mean_ap
-    chosen = NMSSettings(score_threshold=score_threshold, max_per_image=max_per_image,
-                         per_class=tuple(c.nms for c in choices))
-    final = [suppress(c, chosen) for c in candidates]
+    final = run(tuple(c.nms for c in choices), class_scorers, candidates)
     evaluation = evaluate_detections(ground_truth, final, names, metric=metric)
     by_class = class_detections_from_images(final, len(names))
     for choice, result, detections in zip(choices, evaluation.per_class, by_class):
@@ -332,6 +438,9 @@ class TestSettings:
         operating_scores: per class, the F1-best score threshold (``None``: none found).
         scorer, bbox_reg: the detector the settings were chosen for.
         val_split: the split they were chosen on.
+        class_scorers: per class, in label order, ``svm`` or ``softmax`` (files without it:
+            ``scorer`` for every class). Softmax classes of an ``svm`` detector are scored as
+            log-odds (mixed scoring); their operating points are log-odds.
     """
 
     __test__ = False  # not a pytest test class, despite its name
@@ -343,12 +452,28 @@ class TestSettings:
     scorer: str
     bbox_reg: bool
     val_split: str
+    class_scorers: tuple[str, ...] = ()
+
+    def mixed_scorers(self) -> tuple[str, ...] | None:
+        """The per-class scorers when some class has another than ``scorer`` (mixed scoring),
+        else ``None``."""
+        if all(s == self.scorer for s in self.class_scorers):
+            return None
+        return self.class_scorers
 
     def nms_settings(self, score_threshold: float | None,
                      max_per_image: int | None) -> NMSSettings:
-        """The per-class NMS with the given score threshold and per-image cap."""
-        return NMSSettings(score_threshold=score_threshold, max_per_image=max_per_image,
-                           per_class=self.nms)
+        """The per-class NMS with the given score threshold (mixed scoring: the one given, or
+        ``None`` for each class's scorer's default, :func:`class_score_thresholds`) and
+        per-image cap."""
+        mixed = self.mixed_scorers()
+        if mixed is None:
+            return NMSSettings(score_threshold=score_threshold, max_per_image=max_per_image,
+                               per_class=self.nms)
+        per_class = class_score_thresholds(mixed, score_threshold)
+        return NMSSettings(score_threshold=per_class[mixed.index("svm")] if "svm" in mixed
+                           else per_class[0], max_per_image=max_per_image, per_class=self.nms,
+                           class_score_thresholds=per_class)
 
 
 def settings_file_content(result: TuningResult, *, scorer: str, bbox_reg: bool, val_split: str,
@@ -382,15 +507,23 @@ def read_test_settings(path: str | os.PathLike[str]) -> TestSettings:
     try:
         per_class = content["classes"]
         names = tuple(str(n) for n in per_class)
-        nms, scores = [], []
+        key = "scorer"
+        scorer = str(content["scorer"])
+        if scorer not in SCORERS:
+            raise ValueError(f"not one of {SCORERS}")
+        nms, scores, class_scorers = [], [], []
         for name in names:
             key = f"classes.{name}.nms"
             nms.append(ClassNMS.from_params(per_class[name]["nms"]))
             key = f"classes.{name}.operating_point"
             point = per_class[name]["operating_point"]
             scores.append(None if point is None else float(point["score"]))
-        key = "scorer"
-        scorer = str(content["scorer"])
+            key = f"classes.{name}.scorer"
+            # files from before the per-class choice: every class has the file's scorer
+            class_scorers.append(str(per_class[name].get("scorer", scorer)))
+            if class_scorers[-1] not in SCORERS or (scorer == "softmax"
+                                                   and class_scorers[-1] != scorer):
+                raise ValueError(f"not one of {SCORERS}, or svm for a softmax detector")
         key = "bbox_reg"
         bbox_reg = bool(content["bbox_reg"])
         key = "val_split"
@@ -400,11 +533,12 @@ def read_test_settings(path: str | os.PathLike[str]) -> TestSettings:
                             remedy=Remedy.rerun("tune-detect", force=True)) from exc
     return TestSettings(path=path, classes=names, nms=tuple(nms),
                         operating_scores=tuple(scores), scorer=scorer, bbox_reg=bbox_reg,
-                        val_split=val_split)
+                        val_split=val_split, class_scorers=tuple(class_scorers))
 
 
 def settings_mismatch(settings: TestSettings, model_inputs: Mapping[str, Any],
-                      classes: Sequence[str], *, scorer: str, bbox_reg: bool) -> str | None:
+                      classes: Sequence[str], *, scorer: str | None,
+                      bbox_reg: bool) -> str | None:
     """Why stored settings do not belong to the model as loaded now, or ``None``.
 
     Args:
@@ -413,12 +547,20 @@ def settings_mismatch(settings: TestSettings, model_inputs: Mapping[str, Any],
             :class:`~sppdet.io.records.InputRef`; each must be the one the settings' record
             names (retraining a part makes the settings stale).
         classes: the model's classes in label order.
-        scorer, bbox_reg: how the model scores and moves windows now.
+        scorer: how the model scores windows now: ``None`` (the default) is the SVM detector
+            with the settings' per-class scorers; ``svm`` or ``softmax`` given scores every
+            class so, which settings with per-class scorers were not chosen for.
+        bbox_reg: whether the model moves windows now.
     """
     from sppdet.io.records import read_record
 
-    if settings.scorer != scorer:
-        return f"they were chosen for {settings.scorer} scores, not {scorer} scores"
+    if settings.scorer != (scorer or "svm"):
+        return f"they were chosen for {settings.scorer} scores, not {scorer or 'svm'} scores"
+    mixed = settings.mixed_scorers()
+    if scorer is not None and mixed is not None:
+        softmax = [n for n, s in zip(settings.classes, mixed) if s == "softmax"]
+        return (f"they score {', '.join(softmax)} with the softmax (log-odds), and --scorer "
+                f"{scorer} scores every class with {scorer} scores")
     if settings.bbox_reg != bbox_reg:
         return ("they were chosen " + ("with" if settings.bbox_reg else "without")
                 + " box regression")
@@ -452,29 +594,68 @@ def at_operating_points(detections: ImageDetections,
     return detections.select(np.flatnonzero(keep))
 
 
-def resolve_nms(model_dir: Path, model: DetectModel, *, scorer: str, use_bbox_reg: bool,
-                score_threshold: float | None, max_per_image: int | None,
+def describe_scorers(classes: Sequence[str], class_scorers: Sequence[str] | None,
+                     scorer: str = "svm") -> str:
+    """``svm scores`` or, with mixed scoring, ``svm scores; RBC: softmax scores (log-odds)``."""
+    if class_scorers is None:
+        return f"{scorer} scores"
+    softmax = [n for n, s in zip(classes, class_scorers) if s == "softmax"]
+    if len(softmax) == len(class_scorers):
+        return "softmax scores (log-odds)"
+    return "svm scores; " + ", ".join(softmax) + ": softmax scores (log-odds)"
+
+
+def nms_given(iou_threshold: float | None, nms_method: str | None,
+              nms_sigma: float | None) -> bool:
+    """Whether a detection run was given an NMS setting (then no stored settings apply)."""
+    return any(v is not None for v in (iou_threshold, nms_method, nms_sigma))
+
+
+def planned_class_scorers(model_dir: Path, *, scorer: str | None,
+                          iou_threshold: float | None = None, nms_method: str | None = None,
+                          nms_sigma: float | None = None,
+                          use_test_settings: bool = True) -> tuple[str, ...] | None:
+    """The per-class scorers the model's test settings would give a detection run, before
+    the model is loaded (so it loads the SVMs only when a class needs them); ``None``: no
+    mixed scoring. :func:`resolve_nms` decides (it checks the settings belong to the model);
+    an unreadable file is its to report."""
+    path = Path(model_dir) / TEST_SETTINGS_FILE
+    if scorer is not None or not use_test_settings or not path.exists() or nms_given(
+            iou_threshold, nms_method, nms_sigma):
+        return None
+    try:
+        settings = read_test_settings(path)
+    except ArtifactError:
+        return None
+    return settings.mixed_scorers() if settings.scorer == "svm" else None
+
+
+def resolve_nms(model_dir: Path, model: DetectModel, *, scorer: str | None,
+                use_bbox_reg: bool, score_threshold: float | None, max_per_image: int | None,
                 iou_threshold: float | None = None, nms_method: str | None = None,
                 nms_sigma: float | None = None, use_test_settings: bool = True
-                ) -> tuple[NMSSettings, TestSettings | None, str]:
-    """The NMS settings of a detection run, the stored settings used (if any) and a line
-    saying which settings these are and where they came from.
+                ) -> tuple[NMSSettings, TestSettings | None, str, tuple[str, ...] | None]:
+    """The NMS settings of a detection run, the stored settings used (if any), a line
+    saying which settings these are and where they came from, and the per-class scorers
+    (``None``: every class ``scorer``'s, ``svm`` when ``None``).
 
     Any of ``iou_threshold``, ``nms_method``, ``nms_sigma`` given: those (the others at their
-    defaults) for every class. None given: the model's ``test_settings.json`` when
-    ``use_test_settings`` and it belongs to the model as loaded (same parts, scorer, box
-    regression), else hard NMS at IoU 0.3. The score threshold and the cap are always the
-    ones given (the scorer's default threshold when ``None``).
+    defaults) for every class, and no stored settings. None given: the model's
+    ``test_settings.json`` when ``use_test_settings`` and it belongs to the model as loaded
+    (same parts, scorer, box regression; :func:`settings_mismatch`), with its per-class
+    scorers when ``scorer`` is ``None`` (the default SVM detector); else hard NMS at IoU 0.3.
+    The score threshold and the cap are always the ones given (``None``: the scorer's default
+    threshold; with mixed scoring, each class's scorer's, :func:`class_score_thresholds`).
     """
-    given = any(v is not None for v in (iou_threshold, nms_method, nms_sigma))
-    nms = nms_settings(scorer, DEFAULT_IOU_THRESHOLD if iou_threshold is None else iou_threshold,
+    base = scorer or "svm"
+    nms = nms_settings(base, DEFAULT_IOU_THRESHOLD if iou_threshold is None else iou_threshold,
                        score_threshold, max_per_image, nms_method or "hard",
                        DEFAULT_SOFT_NMS_SIGMA if nms_sigma is None else nms_sigma)
-    if given:
-        return nms, None, f"{nms.describe()} for every class (given)"
+    if nms_given(iou_threshold, nms_method, nms_sigma):
+        return nms, None, f"{nms.describe()} for every class (given)", None
     path = Path(model_dir) / TEST_SETTINGS_FILE
     if not use_test_settings or not path.exists():
-        return nms, None, f"{nms.describe()} for every class (default)"
+        return nms, None, f"{nms.describe()} for every class (default)", None
     settings = read_test_settings(path)
     reason = settings_mismatch(settings, model.inputs, model.classes, scorer=scorer,
                                bbox_reg=use_bbox_reg)
@@ -482,7 +663,13 @@ def resolve_nms(model_dir: Path, model: DetectModel, *, scorer: str, use_bbox_re
         log.warning("%s is not used: %s; rerun `sppdet tune-detect` to choose them again",
                     path, reason)
         return nms, None, (f"{nms.describe()} for every class (default; {path} is not used: "
-                           f"{reason}; rerun `sppdet tune-detect`)")
-    tuned = settings.nms_settings(nms.score_threshold, nms.max_per_image)
-    return tuned, settings, (f"{tuned.describe(model.classes)} (chosen on split "
-                             f"'{settings.val_split}': {path})")
+                           f"{reason}; rerun `sppdet tune-detect`)"), None
+    mixed = settings.mixed_scorers()
+    # mixed: the given threshold as it is, in each class's units; else each scorer's default
+    tuned = settings.nms_settings(score_threshold if mixed is not None else nms.score_threshold,
+                                  nms.max_per_image)
+    text = (f"{tuned.describe(model.classes)} (chosen on split '{settings.val_split}': "
+            f"{path})")
+    if mixed is not None:
+        text += f"; {describe_scorers(model.classes, mixed)} (chosen there)"
+    return tuned, settings, text, mixed

@@ -77,15 +77,18 @@ def _signature_defaults(function) -> dict[str, object]:
     (train_bbox_reg.run, {"min_iou": P.BBoxRegOptions.min_iou,
                           "lambda_": P.BBoxRegOptions.lambda_,
                           "whiten": P.BBoxRegOptions.whiten}),
+    # detect's scorer None: the SVMs with the test settings' per-class scorers (explicit
+    # svm or softmax scores every class so)
     (detect.run, {f.name: getattr(P.DetectOptions(), f.name)
-                  for f in dataclasses.fields(P.DetectOptions)}),
+                  for f in dataclasses.fields(P.DetectOptions) if f.name != "scorer"}),
     (classify.run, {f.name: getattr(P.ClassifyOptions(), f.name)
                     for f in dataclasses.fields(P.ClassifyOptions)}),
     (pretrain.run, {"split": P.TRAIN_SPLIT, "backbone": P.PretrainOptions.backbone,
                     "config": PretrainConfig()}),
     (evaluate.run, {"metric": P.METRICS[0]}),
     (tune_detect.run, {"confidence": P.TuneOptions.confidence,
-                       "resamples": P.TuneOptions.resamples}),
+                       "resamples": P.TuneOptions.resamples,
+                       "choose_scorer": P.TuneOptions.choose_scorer}),
     (train_and_test, {"C": P.ImageSvmOptions.C, "normalize": P.ImageSvmOptions.normalize}),
 ], ids=lambda x: getattr(x, "__module__", "") + "." + getattr(x, "__name__", ""))
 def test_stage_signatures_take_the_declared_defaults(function, declared) -> None:
@@ -119,7 +122,7 @@ def _fields(instance: object, *, skip: tuple[str, ...] = ()) -> dict[str, object
     # unset (None) options mean "work it out" (the scorer's threshold, the model's test
     # settings): they have no default to compare
     ("detect", {**_fields(P.DetectOptions(), skip=("score_threshold", "iou_threshold",
-                                                   "nms_method", "nms_sigma")),
+                                                   "nms_method", "nms_sigma", "scorer")),
                 "bbox_reg": P.BBoxRegOptions.enabled, "split": P.TEST_SPLIT}),
     ("tune-detect", {**_fields(P.DetectOptions(), skip=("score_threshold", "iou_threshold",
                                                         "nms_method", "nms_sigma")),
