@@ -288,8 +288,8 @@ def test_detect_scores_each_class_with_its_chosen_scorer_unless_one_is_given(tun
             [np.log(1e-3) - np.log1p(-1e-3)] + [-1.5] * (len(fake.classes) - 1))
         # the same classes scored alone: softmax probabilities, SVM scores
         svm = _detect(fake, models, tmp_path / "svm.h5", scorer="svm")
-        assert f"is not used: they score {first} with the softmax (log-odds), and --scorer " \
-               "svm scores every class with svm scores" in svm.nms
+        assert f"is not used: they score {first} with the softmax (log-odds), and the svm " \
+               "scorer asked for scores every class with svm scores" in svm.nms
         params = read_record(tmp_path / "svm.h5").params
         assert "class_scorers" not in params and "per_class" not in params["nms"]
         with DetectionsReader(tmp_path / "mixed.h5") as mixed_reader, \

@@ -559,8 +559,8 @@ def settings_mismatch(settings: TestSettings, model_inputs: Mapping[str, Any],
     mixed = settings.mixed_scorers()
     if scorer is not None and mixed is not None:
         softmax = [n for n, s in zip(settings.classes, mixed) if s == "softmax"]
-        return (f"they score {', '.join(softmax)} with the softmax (log-odds), and --scorer "
-                f"{scorer} scores every class with {scorer} scores")
+        return (f"they score {', '.join(softmax)} with the softmax (log-odds), and the "
+                f"{scorer} scorer asked for scores every class with {scorer} scores")
     if settings.bbox_reg != bbox_reg:
         return ("they were chosen " + ("with" if settings.bbox_reg else "without")
                 + " box regression")
