@@ -65,14 +65,18 @@ def class_score_thresholds(class_scorers: Sequence[str],
     margin, or log-odds for a softmax-scored class). ``None``: -1.5 for SVM classes and the
     log-odds of the softmax default 1e-3 (about -6.9) for softmax classes.
     """
-    for scorer in class_scorers:
-        if scorer not in SCORERS:
-            raise ConfigError(f"scorer must be one of {SCORERS}, got {scorer!r}")
+    _check_scorer_names(class_scorers)
     if score_threshold is not None:
         return tuple(float(score_threshold) for _ in class_scorers)
     softmax = float(softmax_log_odds(np.array(DEFAULT_SCORE_THRESHOLDS["softmax"])))
     return tuple(DEFAULT_SCORE_THRESHOLDS["svm"] if s == "svm" else softmax
                  for s in class_scorers)
+
+
+def _check_scorer_names(names: Sequence[str]) -> None:
+    for name in names:
+        if name not in SCORERS:
+            raise ConfigError(f"scorer must be one of {SCORERS}, got {name!r}")
 
 
 def needs_svm(scorer: str, class_scorers: Sequence[str] | None) -> bool:
@@ -233,10 +237,23 @@ def _check_class_scorers(model: DetectModel,
     if len(class_scorers) != len(model.classes):
         raise ConfigError(f"{len(class_scorers)} per-class scorers for "
                           f"{len(model.classes)} classes")
-    for name in class_scorers:
-        if name not in SCORERS:
-            raise ConfigError(f"scorer must be one of {SCORERS}, got {name!r}")
+    _check_scorer_names(class_scorers)
     return class_scorers
+
+
+def _score_pass(model: DetectModel, pooled: torch.Tensor, boxes: np.ndarray,
+                inverse: np.ndarray | None, times: DetectTimes, *, svm: bool, softmax: bool,
+                batch_size: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """:func:`score_windows` over the ``[U]`` pooled rows, counted in ``times`` (windows,
+    distinct footprints, fc seconds), and ``row_of`` ``[N]``: each window's row."""
+    start = time.perf_counter()
+    svm_scores, probs = score_windows(model, pooled, svm=svm, softmax=softmax,
+                                      batch_size=batch_size)
+    times.windows += int(boxes.shape[0])
+    times.distinct += int(pooled.shape[0])
+    times.fc += time.perf_counter() - start
+    row_of = np.arange(boxes.shape[0]) if inverse is None else np.asarray(inverse, np.int64)
+    return svm_scores, probs, row_of
 
 
 def _window_candidates(model: DetectModel, image_id: str, scores: np.ndarray,
@@ -313,19 +330,15 @@ def detect_windows(model: DetectModel, image_id: str, pooled: torch.Tensor, boxe
     use_svm = needs_svm(scorer, class_scorers)
     use_softmax = (scorer == "softmax" if class_scorers is None
                    else "softmax" in class_scorers)
-    start = time.perf_counter()
-    svm_scores, probs = score_windows(model, pooled, svm=use_svm, softmax=use_softmax,
-                                      batch_size=batch_size)
+    svm_scores, probs, row_of = _score_pass(model, pooled, boxes, inverse, times,
+                                            svm=use_svm, softmax=use_softmax,
+                                            batch_size=batch_size)
     if class_scorers is None:
         scores = svm_scores if scorer == "svm" else probs
     else:
         scores = _mixed_scores(model, svm_scores, probs, class_scorers)
-    times.windows += int(boxes.shape[0])
-    times.distinct += int(pooled.shape[0])
-    row_of = np.arange(boxes.shape[0]) if inverse is None else np.asarray(inverse, np.int64)
     if inverse is not None:
         scores = scores[row_of]  # [U, K] -> [N, K]
-    times.fc += time.perf_counter() - start
     start = time.perf_counter()
     candidates = _window_candidates(model, image_id, scores, pooled, row_of, boxes, image_size,
                                     nms)
@@ -351,16 +364,11 @@ def detect_windows_with_softmax(model: DetectModel, image_id: str, pooled: torch
     log-odds, e.g. :func:`class_score_thresholds` of all ``softmax``). ``tune-detect`` chooses
     each class's scorer from the two candidate sets of one detection run.
     """
-    start = time.perf_counter()
-    svm_scores, probs = score_windows(model, pooled, svm=True, softmax=True,
-                                      batch_size=batch_size)
-    odds = _mixed_scores(model, None, probs, ("softmax",) * len(model.classes))
-    times.windows += int(boxes.shape[0])
-    times.distinct += int(pooled.shape[0])
-    row_of = np.arange(boxes.shape[0]) if inverse is None else np.asarray(inverse, np.int64)
+    svm_scores, probs, row_of = _score_pass(model, pooled, boxes, inverse, times, svm=True,
+                                            softmax=True, batch_size=batch_size)
+    odds = softmax_log_odds(probs)
     if inverse is not None:
         svm_scores, odds = svm_scores[row_of], odds[row_of]  # [U, K] -> [N, K]
-    times.fc += time.perf_counter() - start
     start = time.perf_counter()
     candidates = _window_candidates(model, image_id, svm_scores, pooled, row_of, boxes,
                                     image_size, nms)

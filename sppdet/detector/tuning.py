@@ -261,14 +261,12 @@ def _merge_scorers(by_scorer: Mapping[str, Sequence[ImageDetections]],
                    class_scorers: Sequence[str]) -> list[ImageDetections]:
     """Per image, each class's candidates from its scorer's list (``by_scorer``: scorer ->
     per image, the same images in the same order), by label (as detection orders them)."""
+    names = [name for name in SCORERS if name in by_scorer]
+    scorer_of = np.asarray(class_scorers)  # label -> its scorer
     merged = []
-    for per_image in zip(*(by_scorer[name] for name in SCORERS if name in by_scorer)):
-        parts = dict(zip([name for name in SCORERS if name in by_scorer], per_image))
-        picked = []
-        for name, detections in parts.items():
-            own = np.array([class_scorers[int(label)] == name for label in detections.labels],
-                           dtype=bool)
-            picked.append(detections.select(np.flatnonzero(own)))
+    for per_image in zip(*(by_scorer[name] for name in names)):
+        picked = [detections.select(np.flatnonzero(scorer_of[detections.labels] == name))
+                  for name, detections in zip(names, per_image)]
         boxes = np.concatenate([d.boxes for d in picked]).reshape(-1, 4)
         scores = np.concatenate([d.scores for d in picked])
         labels = np.concatenate([d.labels for d in picked])
